@@ -1,0 +1,200 @@
+"""PPO math as pure torch functions.
+
+Shapes: ``(B, T)`` tensors cover the response positions only; ``response_mask`` is 1 on generated
+tokens and 0 on padding after the end of a completion. Conventions follow OpenRLHF (the trainer of
+the MED-RLVR study); where trainers differ, the docstring names the choice. Hand-computed test vectors
+live in ``tests/algo``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+KLEstimator = Literal["k1", "k2", "k3"]
+LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+
+
+def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Sum of ``values`` where ``mask`` is 1."""
+    return (values * mask).sum() if dim is None else (values * mask).sum(dim=dim)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is 1 (0 when the mask is empty)."""
+    count = mask.sum() if dim is None else mask.sum(dim=dim)
+    return masked_sum(values, mask, dim) / count.clamp_min(1)
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """Variance over masked positions; population variance by default (OpenRLHF), Bessel-corrected if ``unbiased``."""
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    if unbiased:
+        count = mask.sum()
+        var = var * count / (count - 1).clamp_min(1)
+    return var
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Whiten with one global masked mean and population variance: ``(x - μ) · rsqrt(max(var, 1e-8))``.
+
+    This is OpenRLHF's convention; TRL and verl use the Bessel-corrected variance plus 1e-8, which
+    differs on small batches. Masked-out positions are returned as 0.
+    """
+    mean = masked_mean(values, mask)
+    whitened = (values - mean) * torch.rsqrt(masked_var(values, mask).clamp_min(1e-8))
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def kl_estimate(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = "k1", clamp: float = 10.0
+) -> torch.Tensor:
+    """Per-token KL(π‖π_ref) estimate on sampled tokens, with ``x = logprobs − ref_logprobs``.
+
+    k1 = x; k2 = x²/2; k3 = exp(−x) − 1 + x (Schulman, "Approximating KL divergence", 2020).
+    The estimate is clamped to ``[−clamp, clamp]`` as in OpenRLHF.
+    """
+    log_ratio = logprobs.float() - ref_logprobs.float()
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k2":
+        kl = log_ratio.pow(2) / 2
+    elif estimator == "k3":
+        kl = torch.expm1(-log_ratio) + log_ratio
+    else:
+        raise ValueError(f"unknown KL estimator {estimator!r}; choose k1, k2 or k3")
+    return kl.clamp(-clamp, clamp)
+
+
+def kl_penalty_rewards(
+    scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
+) -> torch.Tensor:
+    """Per-token rewards ``r_t = −β·kl_t`` with the completion's score added at its last response token.
+
+    ``scores``: ``(B,)``; ``kl``, ``response_mask``: ``(B, T)``. The score goes on the last position
+    whose mask is 1 (OpenRLHF; TRL's PPO puts it one position later). Returns ``(B, T)``, zero on padding.
+    """
+    rewards = -kl_coef * kl * response_mask
+    last = (response_mask.cumsum(dim=1) == response_mask.sum(dim=1, keepdim=True)) & (response_mask > 0)
+    last_index = last.float().argmax(dim=1)
+    has_tokens = response_mask.sum(dim=1) > 0
+    rows = torch.arange(scores.shape[0], device=scores.device)[has_tokens]
+    rewards[rows, last_index[has_tokens]] += scores[has_tokens].to(rewards.dtype)
+    return rewards
+
+
+def gae_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al., 2016) over response tokens.
+
+    Rewards and values are masked first; for t = T−1 … 0: ``δ_t = r_t + γ·V_{t+1} − V_t`` (``V_T = 0``),
+    ``A_t = δ_t + γλ·A_{t+1}``; ``returns = A + V``. Returns ``(advantages, returns)``, both ``(B, T)``.
+    """
+    rewards = rewards * response_mask
+    values = values * response_mask
+    advantages_reversed = []
+    next_value = torch.zeros_like(values[:, 0])
+    next_advantage = torch.zeros_like(values[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = delta + gamma * lam * next_advantage
+        next_value = values[:, t]
+        advantages_reversed.append(next_advantage)
+    advantages = torch.stack(advantages_reversed[::-1], dim=1) * response_mask
+    return advantages, (advantages + values) * response_mask
+
+
+def aggregate_loss(
+    loss: torch.Tensor, response_mask: torch.Tensor, mode: LossAggregation = "token-mean", norm_constant: float = 1.0
+) -> torch.Tensor:
+    """Reduce a ``(B, T)`` per-token loss to a scalar.
+
+    ``token-mean``: mean over all response tokens of the minibatch; ``seq-mean-token-mean``: mean over
+    sequences of per-sequence token means; ``seq-mean-token-sum-norm``: mean over sequences of token
+    sums divided by ``norm_constant`` (Dr. GRPO, Liu et al. 2025, which removes the length bias).
+    """
+    if mode == "token-mean":
+        return masked_mean(loss, response_mask)
+    if mode == "seq-mean-token-mean":
+        return masked_mean(loss, response_mask, dim=1).mean()
+    if mode == "seq-mean-token-sum-norm":
+        return (masked_sum(loss, response_mask, dim=1) / norm_constant).mean()
+    raise ValueError(f"unknown loss aggregation {mode!r}")
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_range: float,
+    aggregation: LossAggregation = "token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO clipped surrogate (Schulman et al., 2017): ``L = −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A)``.
+
+    ``ρ = exp(logprobs − old_logprobs)`` with the log-ratio clamped to [−20, 20]. Returns the aggregated
+    loss and stats: ``clip_frac`` (share of tokens where the clipped term is active) and ``approx_kl``
+    (k3 estimate of KL(π_old‖π)).
+    """
+    log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
+    ratio = log_ratio.exp()
+    surrogate = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    loss = -torch.minimum(surrogate, clipped)
+    with torch.no_grad():
+        stats = {
+            "clip_frac": masked_mean((clipped < surrogate).float(), response_mask),
+            "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, response_mask),
+        }
+    return aggregate_loss(loss, response_mask, aggregation), stats
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    response_mask: torch.Tensor,
+    clip_range: float | None,
+    aggregation: LossAggregation = "token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss: ``V_clip = V_old + clip(V − V_old, −ε_v, ε_v)``, ``L = ½·max((V−R)², (V_clip−R)²)``.
+
+    ``clip_range=None`` gives the unclipped ``½·(V−R)²``. Stats: ``clip_frac`` of tokens where the clipped
+    error is the larger one.
+    """
+    unclipped = (values - returns) ** 2
+    if clip_range is None:
+        loss = unclipped
+        clip_frac = torch.zeros((), device=values.device)
+    else:
+        values_clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+        clipped = (values_clipped - returns) ** 2
+        loss = torch.maximum(unclipped, clipped)
+        with torch.no_grad():
+            clip_frac = masked_mean((clipped > unclipped).float(), response_mask)
+    return 0.5 * aggregate_loss(loss, response_mask, aggregation), {"clip_frac": clip_frac}
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the categorical distribution at each position: ``(B, T, V) → (B, T)``."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def logprobs_from_logits(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """Log-probability of ``token_ids`` (``(B, T)``) under ``logits`` (``(B, T, V)``)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return log_probs.gather(dim=-1, index=token_ids.unsqueeze(-1)).squeeze(-1)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """``1 − Var(R − V) / Var(R)`` over masked tokens (1 = perfect critic, ≤ 0 = no better than a constant)."""
+    var_returns = masked_var(returns, response_mask)
+    if var_returns <= 0:
+        return torch.zeros((), device=values.device)
+    return 1.0 - masked_var(returns - values, response_mask) / var_returns

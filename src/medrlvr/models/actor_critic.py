@@ -1,0 +1,189 @@
+"""Actor, critic and reference built from one causal LM.
+
+- actor: the causal LM, fully trainable or with LoRA adapters (``peft``);
+- reference: the frozen initial policy — the LoRA base with adapters disabled, or a frozen copy;
+- critic: an LM trunk plus a scalar value head, initialised from the policy. ``separate`` gives the
+  critic its own trunk (the study's PPO); ``shared`` puts the value head on the actor's trunk, which
+  halves the forward passes on a CPU.
+
+Only response positions go through the LM head, which saves most of the vocabulary projection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+CriticMode = Literal["separate", "shared"]
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapters on the listed modules; ``rank=0`` trains the full model instead.
+
+    ``top_layers=N`` adapts only the last N transformer layers: backward passes then stop there, which
+    cuts update time and activation memory on a CPU (0 = every layer).
+    """
+
+    rank: int = 0
+    top_layers: int = 0
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """Per response token: ``logprobs`` of the given tokens, ``values`` (or None), ``entropy`` (or None); ``(B, T)``."""
+
+    logprobs: torch.Tensor
+    values: torch.Tensor | None
+    entropy: torch.Tensor | None
+
+
+def _with_lora(model: nn.Module, lora: LoraSettings, num_layers: int) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    layers = list(range(max(0, num_layers - lora.top_layers), num_layers)) if lora.top_layers else None
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        layers_to_transform=layers,
+    )
+    return get_peft_model(model, config)
+
+
+def _causal_lm(model: nn.Module) -> nn.Module:
+    """The transformers model under any peft wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as ``generate`` computes them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def response_hidden_states(
+    trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+) -> torch.Tensor:
+    """Last hidden states at the positions that predict each response token: ``(B, T, H)``."""
+    output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask))
+    hidden = output.last_hidden_state
+    return hidden[:, -response_length - 1 : -1]
+
+
+class ValueHead(nn.Module):
+    """Scalar value per position, initialised at zero so the first values are 0."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
+
+
+class ActorCritic(nn.Module):
+    """Owns the actor, the critic and access to the reference; one module so one optimizer sees all."""
+
+    def __init__(
+        self,
+        causal_lm: nn.Module,
+        lora: LoraSettings = LoraSettings(),
+        critic_mode: CriticMode = "separate",
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if critic_mode not in ("separate", "shared"):
+            raise ValueError(f"model.critic must be 'separate' or 'shared', got {critic_mode!r}")
+        self.critic_mode = critic_mode
+        self.uses_lora = lora.rank > 0
+        critic_trunk = copy.deepcopy(causal_lm.get_decoder()) if critic_mode == "separate" else None
+        self.reference = None if self.uses_lora else _frozen_copy(causal_lm)
+        num_layers = causal_lm.config.num_hidden_layers
+        self.actor = _with_lora(causal_lm, lora, num_layers) if self.uses_lora else causal_lm
+        if critic_trunk is not None and self.uses_lora:
+            critic_trunk = _with_lora(critic_trunk, lora, num_layers)
+        self.critic_trunk = critic_trunk
+        self.value_head = ValueHead(causal_lm.config.hidden_size)
+        if gradient_checkpointing:
+            for module in (self.actor, self.critic_trunk):
+                if module is not None:
+                    _causal_lm(module).gradient_checkpointing_enable()
+                    if self.uses_lora:
+                        _causal_lm(module).enable_input_require_grads()
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.actor.parameters() if p.requires_grad]
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        trunk = [] if self.critic_trunk is None else [p for p in self.critic_trunk.parameters() if p.requires_grad]
+        return trunk + list(self.value_head.parameters())
+
+    @contextlib.contextmanager
+    def _reference_mode(self) -> Iterator[nn.Module]:
+        if self.uses_lora:
+            with self.actor.disable_adapter():
+                yield self.actor
+        else:
+            yield self.reference
+
+    def policy_forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        temperature: float = 1.0,
+        with_values: bool = False,
+        with_entropy: bool = False,
+        reference: bool = False,
+    ) -> ForwardOutput:
+        """Log-probs of ``response_ids`` (the last ``T`` tokens of ``input_ids``) under the actor or the reference.
+
+        With ``with_values`` and a shared critic, the values come from the same pass.
+        """
+        context = self._reference_mode() if reference else contextlib.nullcontext(self.actor)
+        with context as model:
+            lm = _causal_lm(model)
+            hidden = response_hidden_states(lm.get_decoder(), input_ids, attention_mask, response_ids.shape[1])
+            logits = lm.get_output_embeddings()(hidden).float() / max(temperature, 1e-6)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        logprobs = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1) if with_entropy else None
+        values = None
+        if with_values:
+            values = self.value_head(hidden) if self.critic_mode == "shared" else self.critic_values(
+                input_ids, attention_mask, response_ids.shape[1]
+            )
+        return ForwardOutput(logprobs=logprobs, values=values, entropy=entropy)
+
+    def critic_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int) -> torch.Tensor:
+        """Values ``(B, T)`` of the states before each response token."""
+        if self.critic_trunk is None:
+            hidden = response_hidden_states(_causal_lm(self.actor).get_decoder(), input_ids, attention_mask, response_length)
+        else:
+            hidden = response_hidden_states(self.critic_trunk, input_ids, attention_mask, response_length)
+        return self.value_head(hidden)
+
+    def merged_policy(self) -> nn.Module:
+        """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
+        if not self.uses_lora:
+            return self.actor
+        return copy.deepcopy(self.actor).merge_and_unload()
+
+
+def _frozen_copy(model: nn.Module) -> nn.Module:
+    reference = copy.deepcopy(model)
+    reference.requires_grad_(False)
+    reference.eval()
+    return reference

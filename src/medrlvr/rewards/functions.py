@@ -1,0 +1,84 @@
+"""Rule-based rewards: text in, scores and an info dict out (pure Python, no torch).
+
+Contract: ``reward(completions, answers, valid_letters) -> RewardOutput``. ``completions`` are full
+responses (including any pre-filled ``<think>``), ``answers`` the correct letters and ``valid_letters``
+the option letters of each question.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from medrlvr.rewards.parsing import ParsedCompletion, parse_completion
+
+
+@dataclass(frozen=True)
+class RewardOutput:
+    """Per-completion scores plus what the parser saw (for metrics and analysis)."""
+
+    scores: list[float]
+    parsed: list[ParsedCompletion]
+    correct: list[bool]
+    reasoning_words: list[int]
+    penalties: list[float] = field(default_factory=list)
+
+
+def reasoning_length(parsed: ParsedCompletion) -> int:
+    """Number of whitespace-separated words inside the think block (0 when there is none)."""
+    return len(parsed.think.split()) if parsed.think else 0
+
+
+@dataclass(frozen=True)
+class CorrectnessReward:
+    """The study's scheme: one value for a format failure, one for a wrong answer, one for a right one."""
+
+    format_error: float = -1.0
+    wrong_answer: float = 0.0
+    correct_answer: float = 1.0
+
+    def base_score(self, parsed: ParsedCompletion, answer: str) -> float:
+        if not parsed.format_ok:
+            return self.format_error
+        return self.correct_answer if parsed.letter == answer else self.wrong_answer
+
+    def penalty(self, parsed: ParsedCompletion) -> float:
+        """Shaping term subtracted from the base score; none for the plain scheme."""
+        return 0.0
+
+    def __call__(self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]) -> RewardOutput:
+        if not len(completions) == len(answers) == len(valid_letters):
+            raise ValueError(
+                f"reward inputs differ in length: {len(completions)} completions, "
+                f"{len(answers)} answers, {len(valid_letters)} option sets"
+            )
+        parsed = [parse_completion(text, letters) for text, letters in zip(completions, valid_letters)]
+        penalties = [self.penalty(p) for p in parsed]
+        scores = [self.base_score(p, a) - pen for p, a, pen in zip(parsed, answers, penalties)]
+        return RewardOutput(
+            scores=scores,
+            parsed=parsed,
+            correct=[p.format_ok and p.letter == a for p, a in zip(parsed, answers)],
+            reasoning_words=[reasoning_length(p) for p in parsed],
+            penalties=penalties,
+        )
+
+
+@dataclass(frozen=True)
+class LengthPenaltyReward(CorrectnessReward):
+    """Correctness reward minus a penalty for reasoning shorter than ``min_reasoning_words``.
+
+    For a well-formatted completion with ``L`` words of reasoning:
+    ``r = r_default − α · max(0, (L_min − L) / L_min)``, so an empty-ish think costs ``α`` and reasoning
+    of ``L_min`` words or more costs nothing. Format failures already get ``format_error`` and are not
+    penalised twice. This is the remedy the study proposes against answering without reasoning.
+    """
+
+    min_reasoning_words: int = 30
+    penalty_coef: float = 0.5
+
+    def penalty(self, parsed: ParsedCompletion) -> float:
+        if not parsed.format_ok or self.min_reasoning_words <= 0:
+            return 0.0
+        shortfall = max(0, self.min_reasoning_words - reasoning_length(parsed))
+        return self.penalty_coef * shortfall / self.min_reasoning_words

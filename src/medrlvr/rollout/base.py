@@ -1,0 +1,57 @@
+"""The rollout interface: prompts and sampling settings in, token ids, texts and log-probs out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: ``num_samples`` completions per prompt; ``temperature=0`` means greedy decoding."""
+
+    num_samples: int = 1
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_strings: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class RolloutBatch:
+    """Completions of one call; row ``i`` answers prompt ``prompt_index[i]`` (prompts × ``num_samples`` rows).
+
+    ``prompt_ids``/``prompt_mask``: ``(N, P)`` left-padded; ``response_ids``/``response_mask``: ``(N, T)``
+    right-padded, mask 1 on generated tokens (up to and including EOS or the token completing a stop
+    string); ``logprobs``: ``(N, T)`` log-probs of the sampled tokens under the rollout policy at the
+    sampling temperature (0 on padding); ``finish_reasons``: ``"stop"`` or ``"length"``.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    logprobs: torch.Tensor
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_index: list[int]
+
+    @property
+    def num_response_tokens(self) -> int:
+        return int(self.response_mask.sum())
+
+
+class RolloutEngine(Protocol):
+    """A generation backend (``hf`` here; ``vllm`` on GPUs) colocated with the trained policy."""
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> RolloutBatch:
+        """Sample ``params.num_samples`` completions for each prompt (prompts are already templated text)."""
+        ...
+
+    def sync_weights(self, policy: torch.nn.Module) -> None:
+        """Make the engine generate from ``policy``'s current weights."""
+        ...

@@ -1,0 +1,139 @@
+"""Train a policy with PPO on medical MCQA: ``python -m medrlvr.train [hydra overrides]``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, RandomSampler
+
+from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.data.prompts import PromptBuilder
+from medrlvr.data.registry import load_split
+from medrlvr.data.schema import MCQExample
+from medrlvr.evaluation import evaluate
+from medrlvr.rollout.base import RolloutEngine
+from medrlvr.training import builders
+from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
+from medrlvr.training.ppo_module import PPOModule
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def set_threads(num_threads: int) -> int:
+    """Size torch's thread pool to the free cores (0 = every core this process may use)."""
+    threads = num_threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def prompt_loader(examples: list[MCQExample], batch_size: int, iterations: int, seed: int) -> DataLoader:
+    """Exactly ``iterations`` batches of prompts, reshuffled (seeded) each pass over the data."""
+    sampler = RandomSampler(
+        examples, replacement=False, num_samples=batch_size * iterations, generator=torch.Generator().manual_seed(seed)
+    )
+    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=list)
+
+
+def run_evaluation(
+    name: str,
+    engine: RolloutEngine,
+    prompts: PromptBuilder,
+    examples: list[MCQExample],
+    cfg: TrainConfig,
+    logger: MLFlowLogger,
+    step: int,
+) -> dict[str, float]:
+    """Greedy evaluation on the held-out split, logged as ``eval/<name>/*`` metrics and a table."""
+    result = evaluate(engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings))
+    metrics = {f"eval/{name}/{key}": value for key, value in result.metrics.items()}
+    logger.log_metrics(metrics, step=step)
+    table = {key: [record[key] for record in result.records] for key in result.records[0]}
+    logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"eval/{name}.json")
+    log.info(
+        "eval %s: accuracy %.3f | format %.3f | %d completions",
+        name,
+        result.metrics["accuracy"],
+        result.metrics["format_rate"],
+        len(result.records),
+    )
+    return metrics
+
+
+def save_policy(module: PPOModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None) -> Path:
+    """Save the trained policy (LoRA merged) in Hugging Face format and log it to MLflow."""
+    folder = output_dir / "policy"
+    module.model.merged_policy().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if logger is not None:
+        logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
+    return folder
+
+
+def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, float]:
+    """Run one training: evaluate, fit ``trainer.max_steps`` PPO iterations, evaluate, save. Returns final metrics."""
+    threads = set_threads(cfg.trainer.num_threads)
+    L.seed_everything(cfg.seed, workers=True)
+    train_examples = load_split(cfg.data.name, cfg.data.train_split, cfg.data.option_count, cfg.seed)
+    eval_examples = load_split(cfg.data.name, cfg.data.eval_split, cfg.data.option_count, cfg.seed)
+    eval_examples = eval_examples[: cfg.data.eval_size]
+    tokenizer = builders.build_tokenizer(cfg.model)
+    model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed)
+    engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer)
+    prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
+    logger = builders.build_logger(cfg.logger, tags={"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}})
+    logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+    logger.experiment.log_text(logger.run_id, resolved_yaml, "config.yaml")
+    log.info("MLflow run %s in %s (torch threads: %d)", logger.run_id, logger._tracking_uri, threads)
+
+    final: dict[str, float] = {}
+    if cfg.trainer.eval_before and eval_examples:
+        final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
+    module = PPOModule(model, engine, prompts, builders.build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed)
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,  # type: ignore[arg-type]
+        max_epochs=1,
+        logger=logger,
+        callbacks=[
+            ProgressPrinter(cfg.trainer.max_steps),
+            SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, cfg.trainer.max_steps),
+        ],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(output_dir),
+    )
+    trainer.fit(module, prompt_loader(train_examples, cfg.data.batch_size, cfg.trainer.max_steps, cfg.seed))
+    final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
+    if cfg.trainer.eval_after and eval_examples:
+        final.update(run_evaluation("after", engine, prompts, eval_examples, cfg, logger, step=cfg.trainer.max_steps))
+    if cfg.trainer.save_model:
+        folder = save_policy(module, tokenizer, output_dir, logger if cfg.logger.log_model else None)
+        log.info("saved policy to %s", folder)
+    logger.finalize("success")
+    return final
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def main(dict_cfg: DictConfig) -> float:
+    """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
+    cfg = to_train_config(dict_cfg)
+    output_dir = Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True))
+    return metrics.get("eval/after/accuracy", metrics.get("reward/accuracy", 0.0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Lightning callbacks: a one-line progress report per iteration and sample tables in MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import MLFlowLogger
+
+log = logging.getLogger(__name__)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:d}:{secs:02d}"
+
+
+class ProgressPrinter(L.Callback):
+    """Prints iteration, reward, accuracy, format rate, KL, tokens/s, seconds per iteration and ETA."""
+
+    def __init__(self, max_steps: int) -> None:
+        self.max_steps = max_steps
+        self.started = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        m = pl_module.last_metrics
+        done = batch_idx + 1
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / done * (self.max_steps - done)
+        log.info(
+            "iter %d/%d | reward %+.3f | acc %.3f | format %.3f | kl %.4f | len %.0f | %.1f tok/s | %.1f s/it | ETA %s",
+            done,
+            self.max_steps,
+            m["reward/mean"],
+            m["reward/accuracy"],
+            m["reward/format_rate"],
+            m["kl/mean_per_sequence"],
+            m["response/tokens_mean"],
+            m["perf/generate_tokens_per_s"],
+            m["perf/iteration_s"],
+            _clock(eta),
+        )
+
+
+class SampleTableLogger(L.Callback):
+    """Logs the iteration's completions as an MLflow table every ``every`` iterations (and at the last)."""
+
+    def __init__(self, every: int, max_rows: int, max_steps: int) -> None:
+        self.every, self.max_rows, self.max_steps = every, max_rows, max_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        iteration = batch_idx + 1
+        due = self.every > 0 and (iteration % self.every == 0 or iteration in (1, self.max_steps))
+        logger = trainer.logger
+        if not due or not isinstance(logger, MLFlowLogger):
+            return
+        rows = pl_module.last_samples[: self.max_rows]
+        table = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+        logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"samples/iteration_{iteration:05d}.json")

@@ -1,0 +1,89 @@
+"""From a scored rollout to the tensors one PPO update needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from medrlvr.algo import core
+from medrlvr.models.actor_critic import ActorCritic
+from medrlvr.rollout.base import RolloutBatch
+
+
+@dataclass(frozen=True)
+class Experience:
+    """Everything an update reads; all tensors ``(N, ·)`` with rows = completions.
+
+    ``input_ids``/``attention_mask``: prompt + response, ``(N, P + T)``; the rest ``(N, T)`` over
+    response positions, except ``scores`` ``(N,)``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    kl: torch.Tensor
+    rewards: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    scores: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: torch.Tensor) -> Experience:
+        """The rows in ``index`` (a minibatch)."""
+        return Experience(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+@torch.no_grad()
+def make_experience(
+    model: ActorCritic,
+    rollout: RolloutBatch,
+    scores: torch.Tensor,
+    *,
+    temperature: float,
+    kl_coef: float,
+    kl_estimator: core.KLEstimator,
+    gamma: float,
+    lam: float,
+    whiten_advantages: bool,
+    forward_batch_size: int,
+) -> Experience:
+    """Recompute old/reference log-probs and values, fold the KL penalty into rewards, and run GAE."""
+    input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
+    attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
+    response_ids, mask = rollout.response_ids, rollout.response_mask.float()
+    old_logprobs, ref_logprobs, values = [], [], []
+    for start in range(0, len(input_ids), forward_batch_size):
+        rows = slice(start, start + forward_batch_size)
+        args = (input_ids[rows], attention_mask[rows], response_ids[rows])
+        policy = model.policy_forward(*args, temperature=temperature, with_values=True)
+        reference = model.policy_forward(*args, temperature=temperature, reference=True)
+        old_logprobs.append(policy.logprobs)
+        values.append(policy.values)
+        ref_logprobs.append(reference.logprobs)
+    old_lp, ref_lp, vals = (torch.cat(t) * mask for t in (old_logprobs, ref_logprobs, values))
+    kl = core.kl_estimate(old_lp, ref_lp, kl_estimator) * mask
+    rewards = core.kl_penalty_rewards(scores, kl, mask, kl_coef)
+    advantages, returns = core.gae_advantages(rewards, vals, mask, gamma, lam)
+    if whiten_advantages:
+        advantages = core.masked_whiten(advantages, mask)
+    return Experience(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        response_ids=response_ids,
+        response_mask=mask,
+        old_logprobs=old_lp,
+        ref_logprobs=ref_lp,
+        values=vals,
+        kl=kl,
+        rewards=rewards,
+        advantages=advantages,
+        returns=returns,
+        scores=scores,
+    )

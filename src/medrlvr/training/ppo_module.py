@@ -1,0 +1,217 @@
+"""PPO as a LightningModule: one ``training_step`` is one PPO iteration.
+
+Order of operations: generate → score → log-probs and values → KL-shaped rewards and GAE →
+``ppo_epochs`` × minibatches of clipped policy + value loss → push weights into the rollout engine.
+All formulas live in :mod:`medrlvr.algo.core`; this module only orders the calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import lightning as L
+import torch
+
+from medrlvr.algo import core
+from medrlvr.config import AlgoConfig, RolloutConfig
+from medrlvr.data.prompts import PromptBuilder
+from medrlvr.data.schema import MCQExample
+from medrlvr.models.actor_critic import ActorCritic
+from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
+from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
+from medrlvr.training.experience import Experience, make_experience
+
+
+class PPOModule(L.LightningModule):
+    """Owns actor, critic and reference (in :class:`ActorCritic`) and the rollout engine."""
+
+    def __init__(
+        self,
+        model: ActorCritic,
+        engine: RolloutEngine,
+        prompt_builder: PromptBuilder,
+        reward_fn: CorrectnessReward,
+        algo: AlgoConfig,
+        rollout: RolloutConfig,
+        seed: int,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.model = model
+        self.engine = engine
+        self.prompt_builder = prompt_builder
+        self.reward_fn = reward_fn
+        self.algo = algo
+        self.rollout_cfg = rollout
+        self.seed = seed
+        self.last_metrics: dict[str, float] = {}
+        self.last_samples: list[dict[str, Any]] = []
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One AdamW with an actor group and a critic group (DeepSpeed strategies accept one optimizer)."""
+        groups = [
+            {"params": self.model.actor_parameters(), "lr": self.algo.actor_lr, "name": "actor"},
+            {"params": self.model.critic_parameters(), "lr": self.algo.critic_lr, "name": "critic"},
+        ]
+        return torch.optim.AdamW(groups, weight_decay=self.algo.weight_decay)
+
+    def transfer_batch_to_device(self, batch: list[MCQExample], device: torch.device, dataloader_idx: int) -> list[MCQExample]:
+        """Batches are questions (text); tensors are made on the right device later."""
+        return batch
+
+    def training_step(self, batch: list[MCQExample], batch_idx: int) -> None:
+        iteration = batch_idx + 1
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        rollout = self.engine.generate([self.prompt_builder(e) for e in batch], self._sampling_params(iteration))
+        timings["generate"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        rows = [batch[i] for i in rollout.prompt_index]
+        responses = [self.prompt_builder.full_response(t) for t in rollout.texts]
+        scored = self.reward_fn(responses, [e.answer for e in rows], [e.letters for e in rows])
+        timings["score"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        experience = make_experience(
+            self.model,
+            rollout,
+            torch.tensor(scored.scores, dtype=torch.float32, device=self.device),
+            temperature=self.rollout_cfg.temperature,
+            kl_coef=self.algo.kl_coef,
+            kl_estimator=self.algo.kl_estimator,  # type: ignore[arg-type]
+            gamma=self.algo.gamma,
+            lam=self.algo.lam,
+            whiten_advantages=self.algo.whiten_advantages,
+            forward_batch_size=self.algo.mini_batch_size,
+        )
+        timings["logprobs"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        update_stats = self._update(experience, iteration)
+        timings["update"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        self.engine.sync_weights(self.model.actor)
+        timings["weight_sync"] = time.perf_counter() - start
+
+        self.last_metrics = self._metrics(rollout, scored, experience, update_stats, timings)
+        self.last_samples = self._samples(rows, responses, scored, iteration)
+        if self.logger is not None:
+            self.logger.log_metrics(self.last_metrics, step=iteration)
+
+    def _sampling_params(self, iteration: int) -> SamplingParams:
+        cfg = self.rollout_cfg
+        return SamplingParams(
+            num_samples=cfg.num_samples,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            stop_strings=tuple(cfg.stop_strings),
+            seed=self.seed * 100_003 + iteration * 1_009 + self.global_rank,
+        )
+
+    def _update(self, experience: Experience, iteration: int) -> dict[str, float]:
+        """``ppo_epochs`` passes over shuffled minibatches; returns the mean of each loss statistic."""
+        optimizer = self.optimizers()
+        generator = torch.Generator().manual_seed(self.seed + iteration)
+        stats: dict[str, list[float]] = defaultdict(list)
+        self.model.train()
+        for _ in range(self.algo.ppo_epochs):
+            order = torch.randperm(len(experience), generator=generator)
+            for index in order.split(self.algo.mini_batch_size):
+                minibatch = experience.select(index.to(experience.input_ids.device))
+                loss, step_stats = self._loss(minibatch)
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    self.model.actor_parameters() + self.model.critic_parameters(), self.algo.max_grad_norm
+                )
+                optimizer.step()
+                step_stats["grad_norm"] = float(grad_norm)
+                for key, value in step_stats.items():
+                    stats[key].append(float(value))
+        return {key: sum(values) / len(values) for key, values in stats.items()}
+
+    def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
+        algo = self.algo
+        output = self.model.policy_forward(
+            mb.input_ids,
+            mb.attention_mask,
+            mb.response_ids,
+            temperature=self.rollout_cfg.temperature,
+            with_values=True,
+            with_entropy=True,
+        )
+        aggregation = algo.loss_aggregation
+        pg_loss, pg_stats = core.policy_loss(
+            output.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, algo.clip_range, aggregation  # type: ignore[arg-type]
+        )
+        vf_loss, vf_stats = core.value_loss(
+            output.values, mb.values, mb.returns, mb.response_mask, algo.value_clip_range, aggregation  # type: ignore[arg-type]
+        )
+        entropy = core.masked_mean(output.entropy, mb.response_mask)
+        loss = pg_loss + algo.value_loss_coef * vf_loss - algo.entropy_coef * entropy
+        return loss, {
+            "policy_loss": pg_loss.item(),
+            "value_loss": vf_loss.item(),
+            "entropy": entropy.item(),
+            "clip_frac": pg_stats["clip_frac"].item(),
+            "approx_kl": pg_stats["approx_kl"].item(),
+            "value_clip_frac": vf_stats["clip_frac"].item(),
+        }
+
+    def _metrics(
+        self,
+        rollout: RolloutBatch,
+        scored: RewardOutput,
+        experience: Experience,
+        update_stats: dict[str, float],
+        timings: dict[str, float],
+    ) -> dict[str, float]:
+        scores = torch.tensor(scored.scores)
+        mask = experience.response_mask
+        lengths = mask.sum(dim=1)
+        errors = [p.format_error for p in scored.parsed if p.format_error is not None]
+        total_time = sum(timings.values())
+        metrics = {
+            "reward/mean": scores.mean().item(),
+            "reward/std": scores.std(unbiased=False).item(),
+            "reward/accuracy": sum(scored.correct) / len(scored.correct),
+            "reward/format_rate": sum(p.format_ok for p in scored.parsed) / len(scored.parsed),
+            "reward/length_penalty": sum(scored.penalties) / len(scored.penalties),
+            "response/tokens_mean": lengths.mean().item(),
+            "response/tokens_max": lengths.max().item(),
+            "response/reasoning_words": sum(scored.reasoning_words) / len(scored.reasoning_words),
+            "response/truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
+            "kl/mean_per_sequence": core.masked_sum(experience.kl, mask, dim=1).mean().item(),
+            "kl/mean_per_token": core.masked_mean(experience.kl, mask).item(),
+            "critic/values": core.masked_mean(experience.values, mask).item(),
+            "critic/returns": core.masked_mean(experience.returns, mask).item(),
+            "critic/explained_variance": core.explained_variance(experience.values, experience.returns, mask).item(),
+            "perf/generate_tokens_per_s": rollout.num_response_tokens / max(timings["generate"], 1e-9),
+            "perf/iteration_s": total_time,
+        }
+        metrics.update({f"format_error/{e}": errors.count(e) / len(scored.parsed) for e in set(errors)})
+        metrics.update({f"loss/{k}": v for k, v in update_stats.items()})
+        metrics.update({f"time/{k}_s": v for k, v in timings.items()})
+        return metrics
+
+    def _samples(
+        self, rows: list[MCQExample], responses: list[str], scored: RewardOutput, iteration: int
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "iteration": iteration,
+                "id": row.id,
+                "answer": row.answer,
+                "response": response,
+                "score": score,
+                "letter": parsed.letter,
+                "format_error": parsed.format_error,
+            }
+            for row, response, score, parsed in zip(rows, responses, scored.scores, scored.parsed)
+        ]

@@ -1,0 +1,87 @@
+"""Config composition: every group option composes and validates; typos and wrong types fail clearly."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+
+register_configs()
+CONF = config_dir()
+GROUPS = ["model", "data", "reward", "algo", "rollout", "trainer", "logger", "experiment"]
+
+
+def compose_train(overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.mark.parametrize(
+    "group, option", [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+)
+def test_every_group_option_composes_and_validates(group, option):
+    cfg = to_train_config(compose_train([f"{group}={option}"]))
+    assert cfg.trainer.max_steps >= 1
+
+
+def test_defaults_and_common_overrides():
+    cfg = to_train_config(
+        compose_train(["algo.kl_coef=0.01", "algo.clip_range=0.1", "data.option_count=4", "trainer.max_steps=20"])
+    )
+    assert (cfg.algo.kl_coef, cfg.algo.clip_range, cfg.data.option_count, cfg.trainer.max_steps) == (0.01, 0.1, 4, 20)
+    assert cfg.model.name_or_path == "bundled:smollm2-135m-instruct"
+    assert cfg.reward.name == "default"
+
+
+def test_length_penalty_reward_choice():
+    cfg = to_train_config(compose_train(["reward=length_penalty"]))
+    assert cfg.reward.name == "length_penalty" and cfg.reward.min_reasoning_words > 0 and cfg.reward.penalty_coef > 0
+
+
+def test_typo_in_key_fails_naming_it():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train(["algo.kl_cof=0.01"])
+    assert "kl_cof" in str(err.value) or "kl_cof" in str(err.value.__cause__)
+
+
+def test_wrong_type_fails_naming_the_key():
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        compose_train(["algo.clip_range=wide"])
+    assert "clip_range" in str(err.value) + str(err.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("algo.clip_range=0", "algo.clip_range"),
+        ("data.option_count=11", "data.option_count"),
+        ("rollout.num_samples=0", "rollout.num_samples"),
+        ("algo.mini_batch_size=1000", "algo.mini_batch_size"),
+        ("reward.name=fancy", "reward.name"),
+    ],
+)
+def test_out_of_range_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        to_train_config(compose_train([override]))
+
+
+def test_cli_prints_config_from_another_directory(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "medrlvr.train", "--cfg", "job", "reward=length_penalty"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "min_reasoning_words: 20" in result.stdout
+
+
+def test_cli_typo_exits_nonzero_with_message(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "medrlvr.train", "algo.kl_cof=0.01"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "kl_cof" in result.stderr

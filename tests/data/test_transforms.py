@@ -1,0 +1,115 @@
+"""set_option_count: dropping and adding distractors, reshuffling, determinism and errors."""
+
+from collections import Counter
+
+import pytest
+
+from medrlvr.data.bundled import load_bundled
+from medrlvr.data.schema import OPTION_LETTERS, MCQExample, validate_example
+from medrlvr.data.transforms import set_option_count
+
+
+@pytest.fixture(scope="module")
+def train():
+    return load_bundled("train")
+
+
+def mcq(id_, options, answer, relation=None):
+    return MCQExample(
+        question=f"Question {id_}?",
+        options=dict(zip(OPTION_LETTERS, options)),
+        answer=answer,
+        source="test",
+        id=id_,
+        metadata={} if relation is None else {"relation": relation},
+    )
+
+
+def keys(example):
+    return [text.casefold() for text in example.options.values()]
+
+
+def test_none_returns_the_examples_unchanged(train):
+    assert set_option_count(train, None, seed=0) is train
+
+
+@pytest.mark.parametrize("count", [2, 4, 5, 7, 10])
+def test_option_count_is_applied_and_the_correct_text_kept(train, count):
+    transformed = set_option_count(train, count, seed=0)
+    assert len(transformed) == len(train)
+    for row, (before, after) in enumerate(zip(train, transformed), start=1):
+        validate_example(after, "transformed", row)
+        assert list(after.options) == list(OPTION_LETTERS[:count])
+        assert after.answer_text == before.answer_text
+        assert after.metadata == {**before.metadata, "original_answer": before.answer}
+        assert (after.question, after.id, after.source) == (before.question, before.id, before.source)
+        assert len(set(keys(after))) == count
+        if count <= len(before.options):
+            assert set(after.options.values()) <= set(before.options.values())
+        else:
+            assert set(before.options.values()) <= set(after.options.values())
+
+
+def test_added_distractors_come_from_the_same_relation_when_it_has_enough(train):
+    texts_by_relation = {}
+    for example in train:
+        texts_by_relation.setdefault(example.metadata["relation"], set()).update(example.options.values())
+    for example in set_option_count(train, 10, seed=0):
+        relation_texts = texts_by_relation[example.metadata["relation"]]
+        if len(relation_texts) >= 10:
+            assert set(example.options.values()) <= relation_texts, example.id
+        else:
+            assert relation_texts <= set(example.options.values()), example.id
+
+
+def test_answer_letters_are_roughly_uniform(train):
+    for count in (3, 4, 5, 7):
+        letters = Counter(example.answer for example in set_option_count(train, count, seed=0))
+        for letter in OPTION_LETTERS[:count]:
+            assert 0.5 / count <= letters[letter] / len(train) <= 1.5 / count, (count, letter, letters)
+
+
+def test_same_seed_same_result_other_seed_different(train):
+    first = set_option_count(train, 4, seed=3)
+    assert set_option_count(train, 4, seed=3) == first
+    assert set_option_count(train, 4, seed=4) != first
+    assert sum(a.options != b.options for a, b in zip(first, set_option_count(train, 4, seed=4))) > len(train) // 2
+
+
+def test_result_does_not_depend_on_the_order_of_the_examples(train):
+    forward = set_option_count(train, 7, seed=1)
+    backward = set_option_count(list(reversed(train)), 7, seed=1)
+    assert list(reversed(backward)) == forward
+
+
+def test_added_texts_skip_case_insensitive_duplicates_and_the_correct_text():
+    examples = [
+        mcq("q1", ["Alpha", "Beta"], "A"),
+        mcq("q2", ["alpha", "BETA", "Gamma"], "C"),
+        mcq("q3", ["Delta", "beta "], "A"),
+    ]
+    for seed in range(20):
+        first = set_option_count(examples, 4, seed=seed)[0]
+        assert first.answer_text == "Alpha"
+        assert sorted(keys(first)) == ["alpha", "beta", "delta", "gamma"]
+
+
+def test_examples_without_relation_draw_from_any_question():
+    examples = [mcq("q1", ["A1", "A2"], "B", relation="r1"), mcq("q2", ["B1", "B2", "B3"], "A")]
+    first = set_option_count(examples, 4, seed=0)[0]
+    assert first.answer_text == "A2" and "A1" in first.options.values()
+    assert len(set(first.options.values()) & {"B1", "B2", "B3"}) == 2
+    second = set_option_count(examples, 5, seed=0)[1]
+    assert set(second.options.values()) == {"A1", "A2", "B1", "B2", "B3"}
+
+
+def test_not_enough_distinct_texts_raises():
+    examples = [mcq("q1", ["Yes", "No"], "A"), mcq("q2", ["yes", "NO"], "B")]
+    with pytest.raises(ValueError, match="option_count=3.*'q1'"):
+        set_option_count(examples, 3, seed=0)
+
+
+@pytest.mark.parametrize("count", [0, 1, 11, -4, 2.5, True, "4"])
+def test_out_of_range_counts_raise(train, count):
+    with pytest.raises(ValueError, match=r"data\.option_count.*2 to 10"):
+        set_option_count(train, count, seed=0)

@@ -1,0 +1,56 @@
+"""End-to-end: the real CLI trains the tiny model for 2 PPO iterations and records the run in MLflow."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "medrlvr.train", "experiment=smoke",
+            f"logger.tracking_uri={uri}", "logger.experiment_name=e2e",
+            f"trainer.output_dir={tmp_path / 'out'}", "trainer.num_threads=1", *overrides,
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    return result, uri
+
+
+def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
+    result, uri = run_train(tmp_path, "reward=length_penalty")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "iter 2/2" in output and "ETA" in output and "eval after: accuracy" in output
+
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["algo/kl_coef"] == "0.01" and params["reward/name"] == "length_penalty"
+    assert params["model/name_or_path"] == "tiny" and params["trainer/max_steps"] == "2"
+
+    history = client.get_metric_history(run.info.run_id, "reward/mean")
+    assert [m.step for m in history] == [1, 2]
+    for key in ("kl/mean_per_sequence", "loss/policy_loss", "loss/value_loss", "loss/entropy", "time/generate_s"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
+    for key in ("eval/before/accuracy", "eval/after/accuracy", "eval/after/format_rate"):
+        assert key in run.data.metrics, key
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "samples", "eval", "policy"} <= artifacts
+    config_text = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=uri)).read_text()
+    assert "length_penalty" in config_text
+    assert (tmp_path / "out" / "policy" / "config.json").is_file()
+    assert (tmp_path / "out" / "policy" / "tokenizer.json").is_file()

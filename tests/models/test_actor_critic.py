@@ -1,0 +1,65 @@
+"""Actor, critic and reference: trainer log-probs match generation, the reference stays frozen."""
+
+import pytest
+import torch
+
+from medrlvr.models.actor_critic import ActorCritic, LoraSettings
+from medrlvr.models.loading import load_causal_lm
+from medrlvr.rollout.base import SamplingParams
+from medrlvr.rollout.hf import HFRolloutEngine
+
+
+@pytest.mark.parametrize("critic_mode, lora_rank", [("separate", 0), ("shared", 0), ("separate", 4), ("shared", 4)])
+def test_policy_forward_matches_rollout_logprobs(tokenizer, critic_mode, lora_rank):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=lora_rank), critic_mode)
+    engine = HFRolloutEngine(model.actor, tokenizer)
+    out = engine.generate(["Short prompt", "A much longer prompt with more tokens"], SamplingParams(num_samples=2, max_new_tokens=6, temperature=0.8, seed=3))
+    ids = torch.cat([out.prompt_ids, out.response_ids], 1)
+    mask = torch.cat([out.prompt_mask, out.response_mask], 1)
+    with torch.no_grad():
+        fwd = model.policy_forward(ids, mask, out.response_ids, temperature=0.8, with_values=True, with_entropy=True)
+        ref = model.policy_forward(ids, mask, out.response_ids, temperature=0.8, reference=True)
+    m = out.response_mask.bool()
+    torch.testing.assert_close(fwd.logprobs[m], out.logprobs[m], atol=1e-4, rtol=0)
+    torch.testing.assert_close(ref.logprobs, fwd.logprobs)  # untrained: reference == actor
+    assert fwd.values.shape == out.response_ids.shape and torch.all(fwd.values == 0)  # zero-initialised head
+    assert (fwd.entropy > 0).all()
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_training_moves_actor_not_reference(tokenizer, lora_rank):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=lora_rank), "separate")
+    ids = torch.randint(0, 100, (2, 10))
+    mask = torch.ones_like(ids)
+    response = ids[:, -4:]
+    optimizer = torch.optim.SGD(model.actor_parameters() + model.critic_parameters(), lr=1.0)
+    for _ in range(2):
+        out = model.policy_forward(ids, mask, response, with_values=True)
+        loss = -out.logprobs.mean() + out.values.pow(2).mean() + (out.values - 1).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        actor = model.policy_forward(ids, mask, response).logprobs
+        reference = model.policy_forward(ids, mask, response, reference=True).logprobs
+        values = model.critic_values(ids, mask, 4)
+    assert not torch.allclose(actor, reference)
+    assert values.abs().sum() > 0
+    base = load_causal_lm("tiny", tokenizer, seed=0)
+    fresh = ActorCritic(base, LoraSettings(rank=lora_rank), "separate")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.policy_forward(ids, mask, response).logprobs, reference)
+
+
+def test_merged_policy_equals_lora_actor(tokenizer):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4), "shared")
+    with torch.no_grad():
+        for name, param in model.actor.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.1)
+    ids = torch.randint(0, 100, (1, 8))
+    merged = model.merged_policy()
+    with torch.no_grad():
+        expected = model.actor(input_ids=ids).logits
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=0)
+    assert not any("lora" in name for name, _ in merged.named_parameters())

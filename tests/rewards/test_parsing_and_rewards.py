@@ -1,0 +1,111 @@
+"""Completion parsing rules and rewards, including reward-hacking shapes."""
+
+import pytest
+
+from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward
+from medrlvr.rewards.parsing import parse_completion
+
+LETTERS = "ABCDE"
+
+
+@pytest.mark.parametrize(
+    "text, letter",
+    [
+        ("<think>Low ferritin means iron deficiency.</think><answer>B</answer>", "B"),
+        ("<think>reasoning</think>\n<answer> (C) </answer>\n", "C"),
+        ("  <think>r</think> <answer>D.</answer>", "D"),
+        ("<think>r</think><answer>A) Vitamin A deficiency</answer>", "A"),
+        ("<think>r</think><answer>The answer is E</answer>", "E"),
+        ("<think>r</think><answer>B. Vitamin A</answer>", "B"),
+    ],
+)
+def test_valid_completions(text, letter):
+    parsed = parse_completion(text, LETTERS)
+    assert parsed.format_ok, parsed.format_error
+    assert parsed.letter == letter
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("The answer is B.", "missing_tags"),
+        ("<think>iron</think> The answer is B", "missing_tags"),
+        ("<answer>B</answer>", "missing_tags"),
+        ("<think>a</think><answer>B</answer><answer>C</answer>", "multiple_blocks"),
+        ("<think>a</think><think>b</think><answer>B</answer>", "multiple_blocks"),
+        ("<answer>B</answer><think>because</think>", "wrong_order"),
+        ("<think>a<answer>B</answer></think>", "wrong_order"),
+        ("<think>a</think><answer>B</answer> or maybe C", "text_outside_tags"),
+        ("Step 1: iron. <think>a</think><answer>B</answer>", "text_outside_tags"),
+        ("<think>a</think> so B <answer>B</answer>", "text_outside_tags"),
+        ("<think>   </think><answer>B</answer>", "empty_think"),
+        ("<think>a</think><answer>none of these</answer>", "no_letter"),
+        ("<think>a</think><answer></answer>", "no_letter"),
+        ("<think>a</think><answer>A, C</answer>", "multiple_letters"),
+        ("<think>a</think><answer>B or D</answer>", "multiple_letters"),
+        ("<think>a</think><answer>A B C D E</answer>", "multiple_letters"),
+        ("<think>a</think><answer>F</answer>", "letter_outside_options"),
+        ("<think>a</think><answer>b</answer>", "no_letter"),
+    ],
+)
+def test_format_failures(text, error):
+    parsed = parse_completion(text, LETTERS)
+    assert parsed.format_error == error
+    assert parsed.letter is None
+
+
+def test_ten_option_letters_are_accepted():
+    assert parse_completion("<think>x</think><answer>J</answer>", "ABCDEFGHIJ").letter == "J"
+    assert parse_completion("<think>x</think><answer>J</answer>", LETTERS).format_error == "letter_outside_options"
+
+
+def test_correctness_reward_values():
+    reward = CorrectnessReward(format_error=-1.0, wrong_answer=0.0, correct_answer=1.0)
+    out = reward(
+        ["<think>x</think><answer>B</answer>", "<think>x</think><answer>C</answer>", "B"],
+        ["B", "B", "B"],
+        [LETTERS] * 3,
+    )
+    assert out.scores == [1.0, 0.0, -1.0]
+    assert out.correct == [True, False, False]
+
+
+def test_reward_hacks_are_not_rewarded():
+    reward = CorrectnessReward()
+    hacks = [
+        "<think>x</think><answer>A, B, C, D, E</answer>",  # list every letter
+        "<think>x</think><answer>B</answer><answer>B</answer>",  # answer twice
+        "<think>x</think><answer>B</answer> Actually the answer is C.",  # hedge after the answer
+        "<think></think><answer>B</answer>",  # skip reasoning entirely
+        "B <think>x</think><answer>B</answer>",  # answer before thinking
+    ]
+    out = reward(hacks, ["B"] * len(hacks), [LETTERS] * len(hacks))
+    assert out.scores == [-1.0] * len(hacks)
+
+
+def test_reward_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="differ in length"):
+        CorrectnessReward()(["a"], ["B", "C"], [LETTERS])
+
+
+def test_length_penalty_formula():
+    reward = LengthPenaltyReward(min_reasoning_words=10, penalty_coef=0.5)
+    short = "<think>iron deficiency</think><answer>B</answer>"  # 2 words: penalty 0.5 * 8/10 = 0.4
+    long = "<think>" + "word " * 12 + "</think><answer>B</answer>"
+    broken = "no tags at all"
+    out = reward([short, long, broken, short], ["B", "B", "B", "C"], [LETTERS] * 4)
+    assert out.scores == pytest.approx([1.0 - 0.4, 1.0, -1.0, 0.0 - 0.4])
+    assert out.reasoning_words == [2, 12, 0, 2]
+    assert out.penalties == pytest.approx([0.4, 0.0, 0.0, 0.4])
+
+
+def test_length_penalty_makes_direct_answers_worse_than_reasoned_ones():
+    reward = LengthPenaltyReward(min_reasoning_words=20, penalty_coef=0.5)
+    direct = "<think>B</think><answer>B</answer>"
+    reasoned = "<think>" + " ".join(["step"] * 25) + "</think><answer>B</answer>"
+    scores = reward([direct, reasoned], ["B", "B"], [LETTERS] * 2).scores
+    assert scores[0] < scores[1] == 1.0
+
+
+def test_option_text_starting_with_a_capital_letter_word_is_one_answer():
+    assert parse_completion("<think>x</think><answer>A. B cells</answer>", LETTERS).letter == "A"

@@ -1,0 +1,69 @@
+"""The hf rollout engine: shapes, masks, stop strings, seeds, log-probs and weight sync."""
+
+import pytest
+import torch
+
+from medrlvr.models.loading import load_causal_lm
+from medrlvr.rollout.base import SamplingParams
+from medrlvr.rollout.hf import HFRolloutEngine
+
+
+@pytest.fixture()
+def engine(tokenizer):
+    return HFRolloutEngine(load_causal_lm("tiny", tokenizer, seed=0), tokenizer)
+
+
+def test_generate_shapes_and_prompt_index(engine):
+    out = engine.generate(["Question one?", "A longer second question here?"], SamplingParams(num_samples=3, max_new_tokens=5, seed=0))
+    assert out.response_ids.shape == (6, 5) and out.logprobs.shape == (6, 5)
+    assert out.prompt_ids.shape[0] == 6 and out.prompt_mask[:, -1].all()  # left padding
+    assert out.prompt_index == [0, 0, 0, 1, 1, 1]
+    assert len(out.texts) == len(out.finish_reasons) == 6
+    assert (out.logprobs <= 0).all() and (out.logprobs[out.response_mask == 0] == 0).all()
+
+
+def test_same_seed_same_samples_and_other_seed_differs(engine):
+    params = SamplingParams(num_samples=4, max_new_tokens=6, seed=7)
+    first, second = engine.generate(["Hi"], params), engine.generate(["Hi"], params)
+    assert torch.equal(first.response_ids, second.response_ids)
+    other = engine.generate(["Hi"], SamplingParams(num_samples=4, max_new_tokens=6, seed=8))
+    assert not torch.equal(first.response_ids, other.response_ids)
+
+
+def test_greedy_logprobs_match_a_forward_pass(engine, tokenizer):
+    out = engine.generate(["The patient"], SamplingParams(max_new_tokens=4, temperature=0.0))
+    ids = torch.cat([out.prompt_ids, out.response_ids], dim=1)
+    logits = engine.model(input_ids=ids).logits[:, out.prompt_ids.shape[1] - 1 : -1]
+    expected = torch.log_softmax(logits, -1).gather(-1, out.response_ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(out.logprobs, expected, atol=1e-4, rtol=0)
+    assert torch.equal(out.response_ids, logits.argmax(-1))
+
+
+def test_response_mask_stops_at_eos_and_stop_string(engine, tokenizer):
+    eos = tokenizer.eos_token_id
+    stop_ids = tokenizer.encode("x <answer>B</answer> trailing words", add_special_tokens=False)
+    plain = tokenizer.encode("some words here", add_special_tokens=False)
+    width = max(len(stop_ids), len(plain) + 2)
+    rows = [
+        stop_ids + [eos] * (width - len(stop_ids)),
+        plain + [eos] + [eos] * (width - len(plain) - 1),
+        (plain * width)[:width],
+    ]
+    mask, reasons = engine._response_mask(torch.tensor(rows), SamplingParams(stop_strings=("</answer>",)))
+    kept = tokenizer.decode(torch.tensor(rows[0])[mask[0].bool()])
+    assert kept.endswith("</answer>") and "trailing" not in kept
+    assert mask[1].sum() == len(plain) + 1  # EOS included: stopping is an action
+    assert mask[2].sum() == width
+    assert reasons == ["stop", "stop", "length"]
+
+
+def test_sync_weights_copies_a_separate_policy(tokenizer):
+    engine = HFRolloutEngine(load_causal_lm("tiny", tokenizer, seed=0), tokenizer)
+    policy = load_causal_lm("tiny", tokenizer, seed=1)
+    params = SamplingParams(max_new_tokens=6, temperature=0.0)
+    before = engine.generate(["Hello there"], params).logprobs
+    engine.sync_weights(policy)
+    after = engine.generate(["Hello there"], params)
+    assert not torch.allclose(before, after.logprobs)
+    reference = HFRolloutEngine(policy, tokenizer).generate(["Hello there"], params)
+    torch.testing.assert_close(after.logprobs, reference.logprobs)
