@@ -32,6 +32,7 @@ class ModelConfig:
     lora_rank: int = 0
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    lora_top_layers: int = 0
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
@@ -42,6 +43,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unknown dtype {self.dtype!r}")
         _check(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
+        _check(self.lora_top_layers >= 0, "model.lora_top_layers", "must be >= 0 (0 = every layer)")
         _check(self.critic in ("separate", "shared"), "model.critic", f"must be 'separate' or 'shared', got {self.critic!r}")
 
 

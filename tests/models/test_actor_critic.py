@@ -63,3 +63,32 @@ def test_merged_policy_equals_lora_actor(tokenizer):
         expected = model.actor(input_ids=ids).logits
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=0)
     assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+@pytest.mark.parametrize("critic_mode", ["separate", "shared"])
+def test_frozen_prefix_cache_gives_the_same_outputs(tokenizer, critic_mode):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=1), critic_mode)
+    assert model.frozen_layers == 1
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "value_head" in name:
+                param.normal_(0, 0.1)
+    ids = torch.randint(0, 100, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # left padding
+    response = ids[:, -5:]
+    frozen = model.frozen_prefix(ids, mask)
+    assert frozen.shape == (3, 12, 64)
+    with torch.no_grad():
+        for reference in (False, True):
+            full = model.policy_forward(ids, mask, response, with_values=not reference, reference=reference)
+            cached = model.policy_forward(ids, mask, response, with_values=not reference, reference=reference, frozen_hidden=frozen)
+            torch.testing.assert_close(cached.logprobs, full.logprobs, atol=1e-5, rtol=0)
+            if not reference:
+                torch.testing.assert_close(cached.values, full.values, atol=1e-5, rtol=0)
+    assert len(model.actor.get_base_model().get_decoder().layers) == 2  # layers restored
+
+
+def test_frozen_prefix_is_none_when_every_layer_trains(tokenizer):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4), "shared")
+    assert model.frozen_prefix(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3)) is None

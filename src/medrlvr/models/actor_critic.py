@@ -57,11 +57,12 @@ def _with_lora(model: nn.Module, lora: LoraSettings, num_layers: int) -> nn.Modu
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
         layers_to_transform=layers,
+        layers_pattern="layers" if layers else None,
     )
     return get_peft_model(model, config)
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def _unwrap(model: nn.Module) -> nn.Module:
     """The transformers model under any peft wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -71,12 +72,37 @@ def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+@contextlib.contextmanager
+def _layer_slice(decoder: nn.Module, start: int, stop: int | None = None) -> Iterator[None]:
+    """Temporarily keep only ``decoder.layers[start:stop]``, e.g. to begin a pass from cached hidden states."""
+    layers = decoder.layers
+    decoder.layers = nn.ModuleList(list(layers)[start:stop])
+    try:
+        yield
+    finally:
+        decoder.layers = layers
+
+
 def response_hidden_states(
-    trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int
+    trunk: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_length: int,
+    frozen_hidden: torch.Tensor | None = None,
+    frozen_layers: int = 0,
 ) -> torch.Tensor:
-    """Last hidden states at the positions that predict each response token: ``(B, T, H)``."""
-    output = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask))
-    hidden = output.last_hidden_state
+    """Last hidden states at the positions that predict each response token: ``(B, T, H)``.
+
+    With ``frozen_hidden`` (the input of layer ``frozen_layers``, from :meth:`ActorCritic.frozen_prefix`),
+    only the layers from ``frozen_layers`` on are run.
+    """
+    kwargs = {"attention_mask": attention_mask, "position_ids": _position_ids(attention_mask), "use_cache": False}
+    if frozen_hidden is None:
+        hidden = trunk(input_ids=input_ids, **kwargs).last_hidden_state
+    else:
+        decoder = _unwrap(trunk)
+        with _layer_slice(decoder, frozen_layers):
+            hidden = trunk(inputs_embeds=frozen_hidden, **kwargs).last_hidden_state
     return hidden[:, -response_length - 1 : -1]
 
 
@@ -116,12 +142,13 @@ class ActorCritic(nn.Module):
             critic_trunk = _with_lora(critic_trunk, lora, num_layers)
         self.critic_trunk = critic_trunk
         self.value_head = ValueHead(causal_lm.config.hidden_size)
+        self.frozen_layers = num_layers - lora.top_layers if self.uses_lora and 0 < lora.top_layers < num_layers else 0
         if gradient_checkpointing:
             for module in (self.actor, self.critic_trunk):
                 if module is not None:
-                    _causal_lm(module).gradient_checkpointing_enable()
+                    _unwrap(module).gradient_checkpointing_enable()
                     if self.uses_lora:
-                        _causal_lm(module).enable_input_require_grads()
+                        _unwrap(module).enable_input_require_grads()
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.actor.parameters() if p.requires_grad]
@@ -138,6 +165,32 @@ class ActorCritic(nn.Module):
         else:
             yield self.reference
 
+    @torch.no_grad()
+    def frozen_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Hidden states entering the first layer with trainable parameters, or None if every layer trains.
+
+        With LoRA on the top layers only, the layers below are shared by actor, reference and critic and
+        never change: computing them once per iteration and passing the result as ``frozen_hidden`` to
+        :meth:`policy_forward` and :meth:`critic_values` gives the same outputs for less work.
+        """
+        if self.frozen_layers == 0:
+            return None
+        decoder = _unwrap(self.actor).get_decoder()
+        captured: list[torch.Tensor] = []
+        last_frozen = decoder.layers[self.frozen_layers - 1]
+        hook = last_frozen.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            with _layer_slice(decoder, 0, self.frozen_layers):
+                decoder(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=_position_ids(attention_mask),
+                    use_cache=False,
+                )
+        finally:
+            hook.remove()
+        return captured[0]
+
     def policy_forward(
         self,
         input_ids: torch.Tensor,
@@ -147,32 +200,43 @@ class ActorCritic(nn.Module):
         with_values: bool = False,
         with_entropy: bool = False,
         reference: bool = False,
+        frozen_hidden: torch.Tensor | None = None,
     ) -> ForwardOutput:
         """Log-probs of ``response_ids`` (the last ``T`` tokens of ``input_ids``) under the actor or the reference.
 
         With ``with_values`` and a shared critic, the values come from the same pass.
         """
         context = self._reference_mode() if reference else contextlib.nullcontext(self.actor)
+        length = response_ids.shape[1]
         with context as model:
-            lm = _causal_lm(model)
-            hidden = response_hidden_states(lm.get_decoder(), input_ids, attention_mask, response_ids.shape[1])
+            lm = _unwrap(model)
+            hidden = response_hidden_states(
+                lm.get_decoder(), input_ids, attention_mask, length, frozen_hidden, self.frozen_layers
+            )
             logits = lm.get_output_embeddings()(hidden).float() / max(temperature, 1e-6)
         log_probs = torch.log_softmax(logits, dim=-1)
         logprobs = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1) if with_entropy else None
         values = None
         if with_values:
-            values = self.value_head(hidden) if self.critic_mode == "shared" else self.critic_values(
-                input_ids, attention_mask, response_ids.shape[1]
-            )
+            if self.critic_mode == "shared":
+                values = self.value_head(hidden)
+            else:
+                values = self.critic_values(input_ids, attention_mask, length, frozen_hidden)
         return ForwardOutput(logprobs=logprobs, values=values, entropy=entropy)
 
-    def critic_values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int) -> torch.Tensor:
+    def critic_values(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_length: int,
+        frozen_hidden: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Values ``(B, T)`` of the states before each response token."""
-        if self.critic_trunk is None:
-            hidden = response_hidden_states(_causal_lm(self.actor).get_decoder(), input_ids, attention_mask, response_length)
-        else:
-            hidden = response_hidden_states(self.critic_trunk, input_ids, attention_mask, response_length)
+        trunk = self.critic_trunk if self.critic_trunk is not None else _unwrap(self.actor).get_decoder()
+        hidden = response_hidden_states(
+            trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers
+        )
         return self.value_head(hidden)
 
     def merged_policy(self) -> nn.Module:

@@ -16,7 +16,8 @@ class Experience:
     """Everything an update reads; all tensors ``(N, ·)`` with rows = completions.
 
     ``input_ids``/``attention_mask``: prompt + response, ``(N, P + T)``; the rest ``(N, T)`` over
-    response positions, except ``scores`` ``(N,)``.
+    response positions, except ``scores`` ``(N,)`` and ``frozen_hidden`` ``(N, P + T, H)``: the cached
+    output of the frozen bottom layers (None when every layer trains).
     """
 
     input_ids: torch.Tensor
@@ -31,13 +32,15 @@ class Experience:
     advantages: torch.Tensor
     returns: torch.Tensor
     scores: torch.Tensor
+    frozen_hidden: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def select(self, index: torch.Tensor) -> Experience:
         """The rows in ``index`` (a minibatch)."""
-        return Experience(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        picked = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Experience(**{name: None if value is None else value[index] for name, value in picked.items()})
 
 
 @torch.no_grad()
@@ -58,15 +61,17 @@ def make_experience(
     input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
     response_ids, mask = rollout.response_ids, rollout.response_mask.float()
-    old_logprobs, ref_logprobs, values = [], [], []
+    old_logprobs, ref_logprobs, values, frozen = [], [], [], []
     for start in range(0, len(input_ids), forward_batch_size):
         rows = slice(start, start + forward_batch_size)
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
-        policy = model.policy_forward(*args, temperature=temperature, with_values=True)
-        reference = model.policy_forward(*args, temperature=temperature, reference=True)
+        hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows])
+        policy = model.policy_forward(*args, temperature=temperature, with_values=True, frozen_hidden=hidden)
+        reference = model.policy_forward(*args, temperature=temperature, reference=True, frozen_hidden=hidden)
         old_logprobs.append(policy.logprobs)
         values.append(policy.values)
         ref_logprobs.append(reference.logprobs)
+        frozen.append(hidden)
     old_lp, ref_lp, vals = (torch.cat(t) * mask for t in (old_logprobs, ref_logprobs, values))
     kl = core.kl_estimate(old_lp, ref_lp, kl_estimator) * mask
     rewards = core.kl_penalty_rewards(scores, kl, mask, kl_coef)
@@ -86,4 +91,5 @@ def make_experience(
         advantages=advantages,
         returns=returns,
         scores=scores,
+        frozen_hidden=None if frozen[0] is None else torch.cat(frozen),
     )

@@ -145,6 +145,7 @@ class PPOModule(L.LightningModule):
             temperature=self.rollout_cfg.temperature,
             with_values=True,
             with_entropy=True,
+            frozen_hidden=mb.frozen_hidden,
         )
         aggregation = algo.loss_aggregation
         pg_loss, pg_stats = core.policy_loss(
