@@ -54,3 +54,25 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
     assert "length_penalty" in config_text
     assert (tmp_path / "out" / "policy" / "config.json").is_file()
     assert (tmp_path / "out" / "policy" / "tokenizer.json").is_file()
+
+
+def _first_iteration(tmp_path: Path, name: str, seed: int) -> dict[str, float]:
+    folder = tmp_path / name
+    folder.mkdir()
+    # LoRA on the top layer with a shared critic: the CPU default's code path on the tiny model.
+    result, uri = run_train(folder, "trainer.max_steps=1", f"seed={seed}", "trainer.eval_before=false",
+                            "trainer.eval_after=false", "trainer.save_model=false", "model.lora_rank=4",
+                            "model.lora_top_layers=1", "model.critic=shared")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])[0]
+    keys = ("reward/mean", "response/tokens_mean", "loss/policy_loss", "loss/value_loss", "kl/mean_per_token")
+    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/samples/iteration_00001.json")
+    responses = [row[table["columns"].index("response")] for row in table["data"]]
+    return {"responses": responses, **{k: run.data.metrics[k] for k in keys}}
+
+
+def test_same_seed_gives_the_same_first_iteration(tmp_path):
+    first = _first_iteration(tmp_path, "a", seed=3)
+    assert _first_iteration(tmp_path, "b", seed=3) == first
+    assert _first_iteration(tmp_path, "c", seed=4)["responses"] != first["responses"]

@@ -92,3 +92,17 @@ def test_frozen_prefix_cache_gives_the_same_outputs(tokenizer, critic_mode):
 def test_frozen_prefix_is_none_when_every_layer_trains(tokenizer):
     model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4), "shared")
     assert model.frozen_prefix(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3)) is None
+
+
+def test_frozen_prefix_shares_prompt_work_across_samples(tokenizer):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=1), "shared")
+    engine = HFRolloutEngine(model.actor, tokenizer)
+    out = engine.generate(["Short", "A longer prompt than the first"], SamplingParams(num_samples=3, max_new_tokens=5, seed=1))
+    ids = torch.cat([out.prompt_ids, out.response_ids], 1)
+    mask = torch.cat([out.prompt_mask, out.response_mask], 1)
+    plain = model.frozen_prefix(ids, mask)
+    shared = model.frozen_prefix(ids, mask, prompt_length=out.prompt_ids.shape[1], group_size=3)
+    valid = mask.bool()
+    torch.testing.assert_close(shared[valid], plain[valid], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="groups of 2"):
+        model.frozen_prefix(ids, mask, prompt_length=out.prompt_ids.shape[1], group_size=2)

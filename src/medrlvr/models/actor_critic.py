@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 CriticMode = Literal["separate", "shared"]
 
@@ -166,26 +167,56 @@ class ActorCritic(nn.Module):
             yield self.reference
 
     @torch.no_grad()
-    def frozen_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    def frozen_prefix(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int = 0, group_size: int = 1
+    ) -> torch.Tensor | None:
         """Hidden states entering the first layer with trainable parameters, or None if every layer trains.
 
         With LoRA on the top layers only, the layers below are shared by actor, reference and critic and
         never change: computing them once per iteration and passing the result as ``frozen_hidden`` to
-        :meth:`policy_forward` and :meth:`critic_values` gives the same outputs for less work.
+        :meth:`policy_forward` and :meth:`critic_values` gives the same outputs for less work. When
+        consecutive rows come in groups of ``group_size`` sharing their first ``prompt_length`` tokens
+        (several samples of one prompt), the prompt runs once per group and its KV cache is reused.
         """
         if self.frozen_layers == 0:
             return None
         decoder = _unwrap(self.actor).get_decoder()
+        positions = _position_ids(attention_mask)
+        if group_size == 1 or prompt_length == 0:
+            return self._run_frozen(decoder, input_ids, attention_mask, positions, None)
+        firsts = slice(None, None, group_size)
+        prompt_ids = input_ids[firsts, :prompt_length]
+        if not torch.equal(input_ids[:, :prompt_length], prompt_ids.repeat_interleave(group_size, 0)):
+            raise ValueError(f"rows do not come in groups of {group_size} sharing their first {prompt_length} tokens")
+        cache = DynamicCache()
+        prompt_hidden = self._run_frozen(
+            decoder, prompt_ids, attention_mask[firsts, :prompt_length], positions[firsts, :prompt_length], cache
+        )
+        cache.batch_repeat_interleave(group_size)
+        response_hidden = self._run_frozen(
+            decoder, input_ids[:, prompt_length:], attention_mask, positions[:, prompt_length:], cache
+        )
+        return torch.cat([prompt_hidden.repeat_interleave(group_size, 0), response_hidden], dim=1)
+
+    def _run_frozen(
+        self,
+        decoder: nn.Module,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: DynamicCache | None,
+    ) -> torch.Tensor:
+        """Output of the last frozen layer for ``input_ids`` (after any tokens already in ``cache``)."""
         captured: list[torch.Tensor] = []
-        last_frozen = decoder.layers[self.frozen_layers - 1]
-        hook = last_frozen.register_forward_hook(lambda module, args, output: captured.append(output))
+        hook = decoder.layers[self.frozen_layers - 1].register_forward_hook(lambda m, a, out: captured.append(out))
         try:
             with _layer_slice(decoder, 0, self.frozen_layers):
                 decoder(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
-                    position_ids=_position_ids(attention_mask),
-                    use_cache=False,
+                    position_ids=position_ids,
+                    past_key_values=cache,
+                    use_cache=cache is not None,
                 )
         finally:
             hook.remove()

@@ -61,11 +61,14 @@ def make_experience(
     input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
     response_ids, mask = rollout.response_ids, rollout.response_mask.float()
+    group = _group_size(rollout.prompt_index)
+    prompt_length = rollout.prompt_ids.shape[1]
+    chunk = max(group, forward_batch_size // group * group)
     old_logprobs, ref_logprobs, values, frozen = [], [], [], []
-    for start in range(0, len(input_ids), forward_batch_size):
-        rows = slice(start, start + forward_batch_size)
+    for start in range(0, len(input_ids), chunk):
+        rows = slice(start, start + chunk)
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
-        hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows])
+        hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], prompt_length, group)
         policy = model.policy_forward(*args, temperature=temperature, with_values=True, frozen_hidden=hidden)
         reference = model.policy_forward(*args, temperature=temperature, reference=True, frozen_hidden=hidden)
         old_logprobs.append(policy.logprobs)
@@ -93,3 +96,11 @@ def make_experience(
         scores=scores,
         frozen_hidden=None if frozen[0] is None else torch.cat(frozen),
     )
+
+
+def _group_size(prompt_index: list[int]) -> int:
+    """Number of consecutive rows per prompt when every prompt has the same count, else 1."""
+    counts = [prompt_index.count(i) for i in sorted(set(prompt_index))]
+    size = counts[0]
+    grouped = all(c == size for c in counts) and prompt_index == sorted(prompt_index)
+    return size if grouped else 1
