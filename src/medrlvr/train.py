@@ -113,6 +113,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(output_dir),
+        log_every_n_steps=1,
     )
     trainer.fit(module, prompt_loader(train_examples, cfg.data.batch_size, cfg.trainer.max_steps, cfg.seed))
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
