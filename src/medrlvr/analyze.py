@@ -21,7 +21,7 @@ import json
 import os
 import sys
 import tempfile
-from collections import defaultdict
+from itertools import groupby
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -173,15 +173,17 @@ def analyze_file(path: Path, output: Path, overrides: Sequence[str], letters: st
     cfg = config_from({}, overrides)
     rows = load_completions(path, letters)
     tracker = StageTracker(cfg)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for index, row in enumerate(rows):
-        groups[row["iteration"] if isinstance(row.get("iteration"), int) else 0].append(index)
-    analyses: list[CompletionAnalysis | None] = [None] * len(rows)
-    for iteration in sorted(groups):
-        indices = groups[iteration]
-        for index, result in zip(indices, tracker.classify_iteration(iteration, [(rows[i]["response"], rows[i]["letters"]) for i in indices])):
-            analyses[index] = result
-    done = [a for a in analyses if a is not None]
+
+    def iteration_of(index: int) -> int:
+        value = rows[index].get("iteration")
+        return value if isinstance(value, int) else 0
+
+    by_index: dict[int, CompletionAnalysis] = {}
+    for iteration, group in groupby(sorted(range(len(rows)), key=iteration_of), key=iteration_of):
+        indices = list(group)
+        pairs = [(rows[i]["response"], rows[i]["letters"]) for i in indices]
+        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs)))
+    done = [by_index[i] for i in range(len(rows))]
     metrics = iteration_metrics(done)
     fractions = stage_fractions(done)
 

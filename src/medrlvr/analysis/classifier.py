@@ -171,9 +171,9 @@ def format_kind(error: str | None, text: str) -> str | None:
 def split_response(text: str) -> tuple[str, str | None, str | None]:
     """``(before, think, answer)`` read leniently around the final ``<think>``.
 
-    ``before`` is the text before the last ``<think>`` with tags removed (the whole text before any
-    ``<answer>`` when there is no ``<think>``); ``think`` runs to the next ``</think>`` (else to ``<answer>``
-    or the end); ``answer`` is the content of the last answer block (to the end when unclosed).
+    ``before`` is the text before the last ``<think>`` with tags removed (empty when there is no
+    ``<think>``); ``think`` runs from there to the next tag of any kind (or the end); ``answer`` is the
+    content of the last answer block (to the end when unclosed).
     """
     answer = None
     answer_open = text.rfind(ANSWER_OPEN)
@@ -183,8 +183,8 @@ def split_response(text: str) -> tuple[str, str | None, str | None]:
     if think_open == -1:
         return "", None, answer
     start = think_open + len(THINK_OPEN)
-    ends = [i for i in (text.find(THINK_CLOSE, start), text.find(ANSWER_OPEN, start)) if i != -1]
-    think = text[start : min(ends)] if ends else text[start:]
+    end = _TAGS.search(text, start)
+    think = text[start : end.start()] if end else text[start:]
     before = _TAGS.sub(" ", text[:think_open])
     return before, think, answer
 
