@@ -179,6 +179,36 @@ class LoggerConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Thresholds of the reasoning-stage classifier (:mod:`medrlvr.analysis`); lengths count words."""
+
+    short_reasoning_words: int = 8
+    verbose_reasoning_words: int = 100
+    leak_window_words: int = 6
+    outside_reasoning_words: int = 5
+    repetition_ngram: int = 4
+    repetition_threshold: float = 0.3
+    exploit_phase_fraction: float = 0.5
+    boundary_min_iterations: int = 3
+    examples_per_stage: int = 3
+
+    def __post_init__(self) -> None:
+        _check(self.short_reasoning_words >= 1, "analysis.short_reasoning_words", "must be >= 1")
+        _check(
+            self.verbose_reasoning_words > self.short_reasoning_words,
+            "analysis.verbose_reasoning_words",
+            f"must exceed analysis.short_reasoning_words ({self.short_reasoning_words}), got {self.verbose_reasoning_words}",
+        )
+        _check(self.leak_window_words >= 1, "analysis.leak_window_words", "must be >= 1")
+        _check(self.outside_reasoning_words >= 1, "analysis.outside_reasoning_words", "must be >= 1")
+        _check(self.repetition_ngram >= 1, "analysis.repetition_ngram", "must be >= 1")
+        _check(0 < self.repetition_threshold <= 1, "analysis.repetition_threshold", "must be in (0, 1]")
+        _check(0 < self.exploit_phase_fraction <= 1, "analysis.exploit_phase_fraction", "must be in (0, 1]")
+        _check(self.boundary_min_iterations >= 1, "analysis.boundary_min_iterations", "must be >= 1")
+        _check(self.examples_per_stage >= 0, "analysis.examples_per_stage", "must be >= 0")
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -187,6 +217,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 42
     tags: list[str] = field(default_factory=list)
 

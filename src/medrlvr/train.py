@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 
+from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_split
@@ -108,6 +109,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         callbacks=[
             ProgressPrinter(cfg.trainer.max_steps),
             SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, cfg.trainer.max_steps),
+            StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, cfg.trainer.max_steps),
         ],
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -209,6 +209,7 @@ class PPOModule(L.LightningModule):
                 "iteration": iteration,
                 "id": row.id,
                 "answer": row.answer,
+                "letters": row.letters,
                 "response": response,
                 "score": score,
                 "letter": parsed.letter,

@@ -1,0 +1,40 @@
+"""Lightning callback: classify each PPO iteration's rollouts and log stage fractions, flags and lengths."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import MLFlowLogger
+
+from medrlvr.analysis.dynamics import StageTracker, example_rows, iteration_metrics
+from medrlvr.config import AnalysisConfig
+from medrlvr.data.schema import OPTION_LETTERS
+
+
+class StageAnalysisCallback(L.Callback):
+    """Reads ``pl_module.last_samples`` after each iteration and logs :func:`iteration_metrics` at step = iteration.
+
+    Every ``every`` iterations (and at the first and last) it also logs up to ``cfg.examples_per_stage``
+    classified completions per stage as the MLflow table ``stages/iteration_<n>.json``.
+    """
+
+    def __init__(self, cfg: AnalysisConfig, every: int, max_steps: int) -> None:
+        self.cfg, self.every, self.max_steps = cfg, every, max_steps
+        self.tracker = StageTracker(cfg)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        iteration = batch_idx + 1
+        samples = pl_module.last_samples
+        analyses = self.tracker.classify_iteration(
+            iteration, [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples]
+        )
+        logger = trainer.logger
+        if logger is None or not samples:
+            return
+        logger.log_metrics(iteration_metrics(analyses), step=iteration)
+        due = self.every > 0 and (iteration % self.every == 0 or iteration in (1, self.max_steps))
+        if due and isinstance(logger, MLFlowLogger):
+            rows = example_rows(samples, analyses, self.cfg.examples_per_stage)
+            table = {key: [row[key] for row in rows] for key in rows[0]}
+            logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"stages/iteration_{iteration:05d}.json")

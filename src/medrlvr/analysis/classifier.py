@@ -1,0 +1,267 @@
+"""Rule-based classification of one completion into the study's reasoning stages, plus reward-hacking flags.
+
+Text in, a :class:`CompletionAnalysis` out (pure Python). Thresholds come from
+:class:`medrlvr.config.AnalysisConfig`; lengths are counted in whitespace-separated words.
+
+Flags (each tested on hand-written completions):
+
+- ``format_failure``: :func:`medrlvr.rewards.parsing.parse_completion` rejects the completion; its error is
+  mapped to a kind (:data:`FORMAT_KINDS`).
+- ``short_reasoning``: the think block holds fewer than ``short_reasoning_words`` words (an answer given
+  without reasoning).
+- ``answer_in_reasoning``: the think block states an option letter within its first ``leak_window_words``
+  words, i.e. the answer comes before the reasoning that should lead to it.
+- ``reasoning_before_think``: at least ``outside_reasoning_words`` words of text stand before the ``<think>``
+  that opens the final think block. With a pre-filled ``<think>`` this shows up as reasoning followed by a
+  second ``<think>``.
+- ``contradiction``: the last option letter the reasoning names differs from the answered letter (only when
+  both are detectable).
+- ``verbose``: the think block holds more than ``verbose_reasoning_words`` words.
+- ``repetition``: the share of repeated word ``repetition_ngram``-grams in the response reaches
+  ``repetition_threshold``.
+- ``self_verification``: the response contains a self-verification phrase ("wait", "let me double-check",
+  "re-evaluate option C", ...), the study's "aha" signal.
+
+Stage rule (first match wins):
+
+1. ``reasoning_before_think`` and an answer letter can be read → 5 Step-by-Step Exploit
+2. ``format_failure`` → 1 Format Failure
+3. ``short_reasoning`` or ``answer_in_reasoning`` → 4 Direct Answer Hacker
+4. ``verbose`` → 2 Verbose Formatter
+5. otherwise (well formed, concise) → 6 Reintegrated Reasoning if an exploit phase came earlier in the run
+   (``after_exploit``, see :class:`medrlvr.analysis.dynamics.StageTracker`), else 3 Concise Structurer.
+
+Stages 3 and 6 look the same in a single completion; only the run's history tells them apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import IntEnum
+
+from medrlvr.config import AnalysisConfig
+from medrlvr.rewards.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_letter, parse_completion
+
+
+class Stage(IntEnum):
+    """The study's six stages of reasoning evolution, numbered as in the paper."""
+
+    FORMAT_FAILURE = 1
+    VERBOSE_FORMATTER = 2
+    CONCISE_STRUCTURER = 3
+    DIRECT_ANSWER_HACKER = 4
+    STEP_BY_STEP_EXPLOIT = 5
+    REINTEGRATED_REASONING = 6
+
+    @property
+    def slug(self) -> str:
+        """Metric-friendly name, e.g. ``direct_answer_hacker``."""
+        return self.name.lower()
+
+    @property
+    def title(self) -> str:
+        """The study's name with its number, e.g. ``5 Step-by-Step Exploit``."""
+        return f"{self.value} {_TITLES[self]}"
+
+
+_TITLES = {
+    Stage.FORMAT_FAILURE: "Format Failure",
+    Stage.VERBOSE_FORMATTER: "Verbose Formatter",
+    Stage.CONCISE_STRUCTURER: "Concise Structurer",
+    Stage.DIRECT_ANSWER_HACKER: "Direct Answer Hacker",
+    Stage.STEP_BY_STEP_EXPLOIT: "Step-by-Step Exploit",
+    Stage.REINTEGRATED_REASONING: "Reintegrated Reasoning",
+}
+EXPLOIT_STAGES = (Stage.DIRECT_ANSWER_HACKER, Stage.STEP_BY_STEP_EXPLOIT)
+FLAGS = (
+    "format_failure",
+    "short_reasoning",
+    "answer_in_reasoning",
+    "reasoning_before_think",
+    "contradiction",
+    "verbose",
+    "repetition",
+    "self_verification",
+)
+FORMAT_KINDS = ("missing_tags", "no_answer", "wrong_order", "multiple_answers", "text_outside_tags", "empty_reasoning")
+
+_TAGS = re.compile("|".join(re.escape(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)))
+_END = r"(?=\s*[\.\),;:!]|\s*$)"
+_CHOICE_PATTERNS = (
+    re.compile(
+        r"(?i:\b(?:answer|correct (?:option|choice))\s*(?:is|would be|=|:)?\s*(?:option\s+|choice\s+)?)"
+        r"\(?([A-J])\)?(?![A-Za-z0-9])"
+    ),
+    re.compile(
+        r"(?:^|(?<=[.!?;:,(\n])\s*|(?i:\b(?:option|choice))\s+)\(?([A-J])\)?\s+(?i:is|seems|would be)\s+"
+        r"(?i:the\s+)?(?i:correct|right|best|answer|most likely)"
+    ),
+    re.compile(r"^\s*\(?([A-J])(?:[\.\):]|\s*$)"),
+    re.compile(r"(?i:\b(?:so|therefore|thus|hence)\s*,?\s*(?:option\s+|choice\s+)?)\(?([A-J])\)?" + _END),
+    re.compile(r"(?i:\b(?:choose|pick|select|go with)\s+(?:option\s+|choice\s+)?)\(?([A-J])\)?(?![A-Za-z0-9])"),
+)
+_SELF_VERIFICATION = re.compile(
+    r"\b(?:"
+    r"wait"
+    r"|hmm+"
+    r"|let me (?:double[- ]?check|re-?check|verify|check (?:again|that)|think again|reconsider|re-?evaluate|re-?examine)"
+    r"|double[- ]check\w*"
+    r"|on second thought"
+    r"|re-?evaluat\w*|re-?consider\w*|re-?examin\w*|revisit\w*"
+    r"|i (?:made a mistake|was wrong)"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class CompletionAnalysis:
+    """What the classifier saw in one completion and the stage it assigns."""
+
+    stage: Stage
+    format_error: str | None
+    format_kind: str | None
+    final_letter: str | None
+    reasoned_letter: str | None
+    response_words: int
+    reasoning_words: int
+    outside_words: int
+    repeated_fraction: float
+    self_verification_count: int
+    short_reasoning: bool
+    answer_in_reasoning: bool
+    reasoning_before_think: bool
+    contradiction: bool
+    verbose: bool
+    repetition: bool
+
+    @property
+    def format_failure(self) -> bool:
+        return self.format_error is not None
+
+    @property
+    def self_verification(self) -> bool:
+        return self.self_verification_count > 0
+
+    def flags(self) -> list[str]:
+        """Names of the flags that are set, in :data:`FLAGS` order."""
+        return [name for name in FLAGS if getattr(self, name)]
+
+
+def format_kind(error: str | None, text: str) -> str | None:
+    """Map a parser error onto a failure kind of :data:`FORMAT_KINDS` (``None`` when the format is fine)."""
+    if error is None:
+        return None
+    if error == "missing_tags":
+        has_think = THINK_OPEN in text and THINK_CLOSE in text
+        return "no_answer" if has_think and ANSWER_OPEN not in text else "missing_tags"
+    if error == "multiple_blocks":
+        return "multiple_answers" if text.count(ANSWER_OPEN) > 1 else "wrong_order"
+    return {
+        "wrong_order": "wrong_order",
+        "text_outside_tags": "text_outside_tags",
+        "empty_think": "empty_reasoning",
+        "no_letter": "no_answer",
+        "letter_outside_options": "no_answer",
+        "multiple_letters": "multiple_answers",
+    }[error]
+
+
+def split_response(text: str) -> tuple[str, str | None, str | None]:
+    """``(before, think, answer)`` read leniently around the final ``<think>``.
+
+    ``before`` is the text before the last ``<think>`` with tags removed (empty when there is no
+    ``<think>``); ``think`` runs from there to the next tag of any kind (or the end); ``answer`` is the
+    content of the last answer block (to the end when unclosed).
+    """
+    answer = None
+    answer_open = text.rfind(ANSWER_OPEN)
+    if answer_open != -1:
+        answer = text[answer_open + len(ANSWER_OPEN) :].split(ANSWER_CLOSE, 1)[0]
+    think_open = text.rfind(THINK_OPEN)
+    if think_open == -1:
+        return "", None, answer
+    start = think_open + len(THINK_OPEN)
+    end = _TAGS.search(text, start)
+    think = text[start : end.start()] if end else text[start:]
+    before = _TAGS.sub(" ", text[:think_open])
+    return before, think, answer
+
+
+def letter_mentions(text: str, letters: str) -> list[tuple[int, str]]:
+    """``(word index, letter)`` of each place the text states an option letter as its choice, in order.
+
+    Recognised: ``the answer is (option) X``, ``Answer: X``, ``(option) X is correct/the answer/most likely``
+    at a clause start, a text that opens with ``X.``/``X)``/``X:`` or is only ``X``, ``so/therefore/thus X`` at
+    a clause end, and ``choose/pick/go with X``. Discussing an option (``option A is wrong``) and a capital
+    used as a word (``A 30-year-old``, ``Vitamin C is likely``) are not statements of a choice.
+    """
+    found: dict[int, tuple[int, str]] = {}
+    for pattern in _CHOICE_PATTERNS:
+        for match in pattern.finditer(text):
+            if match.group(1) in letters:
+                found.setdefault(match.start(1), (len(text[: match.start()].split()), match.group(1)))
+    return [found[pos] for pos in sorted(found)]
+
+
+def repeated_fraction(words: list[str], n: int) -> float:
+    """Share of word n-grams that repeat an earlier one (0 when the text has fewer than ``2n`` words)."""
+    if len(words) < 2 * n:
+        return 0.0
+    grams = [tuple(w.lower() for w in words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def classify(response: str, letters: str, cfg: AnalysisConfig, after_exploit: bool = False) -> CompletionAnalysis:
+    """Flags and stage of a full response (including any pre-filled ``<think>``) to a question with ``letters``."""
+    parsed = parse_completion(response, letters)
+    before, think, answer = split_response(response)
+    final_letter = parsed.letter
+    if final_letter is None and answer is not None:
+        final_letter = extract_letter(answer, letters)[0]
+    think_words = think.split() if think is not None else []
+    mentions = letter_mentions(think or "", letters)
+    reasoned_letter = mentions[-1][1] if mentions else None
+    response_words = _TAGS.sub(" ", response).split()
+    repeated = repeated_fraction(response_words, cfg.repetition_ngram)
+    outside_words = len(before.split())
+
+    reasoning_before_think = outside_words >= cfg.outside_reasoning_words
+    has_think = think is not None
+    short = has_think and len(think_words) < cfg.short_reasoning_words
+    leaked = bool(mentions) and mentions[0][0] < cfg.leak_window_words
+    verbose = len(think_words) > cfg.verbose_reasoning_words
+    contradiction = final_letter is not None and reasoned_letter is not None and reasoned_letter != final_letter
+
+    if reasoning_before_think and final_letter is not None:
+        stage = Stage.STEP_BY_STEP_EXPLOIT
+    elif not parsed.format_ok:
+        stage = Stage.FORMAT_FAILURE
+    elif short or leaked:
+        stage = Stage.DIRECT_ANSWER_HACKER
+    elif verbose:
+        stage = Stage.VERBOSE_FORMATTER
+    elif after_exploit:
+        stage = Stage.REINTEGRATED_REASONING
+    else:
+        stage = Stage.CONCISE_STRUCTURER
+
+    return CompletionAnalysis(
+        stage=stage,
+        format_error=parsed.format_error,
+        format_kind=format_kind(parsed.format_error, response),
+        final_letter=final_letter,
+        reasoned_letter=reasoned_letter,
+        response_words=len(response_words),
+        reasoning_words=len(think_words),
+        outside_words=outside_words,
+        repeated_fraction=repeated,
+        self_verification_count=len(_SELF_VERIFICATION.findall(response)),
+        short_reasoning=short,
+        answer_in_reasoning=leaked,
+        reasoning_before_think=reasoning_before_think,
+        contradiction=contradiction,
+        verbose=verbose,
+        repetition=repeated >= cfg.repetition_threshold,
+    )

@@ -1,0 +1,125 @@
+"""Stages over training: history-aware classification of iterations, per-iteration metrics, stage boundaries.
+
+Stage 6 vs 3 is decided by the run's history: once an iteration has at least ``exploit_phase_fraction`` of
+its completions in an exploit stage (4 Direct Answer Hacker or 5 Step-by-Step Exploit), every later
+iteration labels concise well-formed completions 6 Reintegrated Reasoning instead of 3 Concise Structurer.
+
+Stage boundaries (:func:`stage_phases`): the dominant stage of an iteration is its most frequent one (ties
+go to the lower stage number). The run starts in the dominant stage of its first iteration; a boundary is
+the first iteration of a streak of at least ``min_iterations`` consecutive iterations dominated by a stage
+other than the current one. Shorter streaks are noise and do not move the phase, so a new stage that
+appears in the last ``min_iterations - 1`` iterations only is not marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medrlvr.analysis.classifier import EXPLOIT_STAGES, FLAGS, FORMAT_KINDS, CompletionAnalysis, Stage, classify
+from medrlvr.config import AnalysisConfig
+
+LENGTH_STATS = ("mean", "p50", "p90")
+
+
+@dataclass
+class StageTracker:
+    """Classifies successive iterations of one run, remembering whether an exploit phase has happened."""
+
+    cfg: AnalysisConfig
+    exploit_phase_at: int | None = field(default=None)
+
+    def classify_iteration(self, iteration: int, responses: Sequence[tuple[str, str]]) -> list[CompletionAnalysis]:
+        """Classify ``(response, letters)`` pairs of one iteration, then update the run's history."""
+        after_exploit = self.exploit_phase_at is not None
+        analyses = [classify(text, letters, self.cfg, after_exploit) for text, letters in responses]
+        if not after_exploit and analyses:
+            exploit = sum(a.stage in EXPLOIT_STAGES for a in analyses) / len(analyses)
+            if exploit >= self.cfg.exploit_phase_fraction:
+                self.exploit_phase_at = iteration
+        return analyses
+
+
+def stage_fractions(analyses: Sequence[CompletionAnalysis]) -> dict[Stage, float]:
+    """Share of completions in each of the six stages (all six keys; they sum to 1 for a non-empty list)."""
+    n = max(len(analyses), 1)
+    return {stage: sum(a.stage == stage for a in analyses) / n for stage in Stage}
+
+
+def length_stats(values: Iterable[int]) -> dict[str, float]:
+    """Mean, median and 90th percentile (linear interpolation) of a list of lengths."""
+    array = np.asarray(list(values), dtype=float)
+    if array.size == 0:
+        return {name: 0.0 for name in LENGTH_STATS}
+    return {"mean": float(array.mean()), "p50": float(np.percentile(array, 50)), "p90": float(np.percentile(array, 90))}
+
+
+def iteration_metrics(analyses: Sequence[CompletionAnalysis]) -> dict[str, float]:
+    """MLflow metrics of one iteration: ``stage/<slug>``, ``flag/<name>``, ``format_kind/<kind>``, lengths.
+
+    ``flag/*`` and ``format_kind/*`` are shares of completions; ``aha/phrases_mean`` is the mean number of
+    self-verification phrases; ``length/{response,reasoning}_words_{mean,p50,p90}`` count words.
+    """
+    n = max(len(analyses), 1)
+    metrics = {f"stage/{stage.slug}": value for stage, value in stage_fractions(analyses).items()}
+    metrics.update({f"flag/{name}": sum(getattr(a, name) for a in analyses) / n for name in FLAGS})
+    metrics.update({f"format_kind/{kind}": sum(a.format_kind == kind for a in analyses) / n for kind in FORMAT_KINDS})
+    metrics["aha/phrases_mean"] = sum(a.self_verification_count for a in analyses) / n
+    for name in ("response", "reasoning"):
+        stats = length_stats(getattr(a, f"{name}_words") for a in analyses)
+        metrics.update({f"length/{name}_words_{key}": value for key, value in stats.items()})
+    return metrics
+
+
+def dominant_stage(fractions: Mapping[Stage, float]) -> Stage:
+    """The most frequent stage; ties go to the lower stage number."""
+    return max(sorted(fractions), key=lambda stage: fractions[stage])
+
+
+def stage_phases(iterations: Sequence[int], dominant: Sequence[Stage], min_iterations: int) -> list[tuple[int, Stage]]:
+    """``(first iteration, stage)`` of each phase of the run; every entry after the first is a boundary."""
+    if len(iterations) != len(dominant):
+        raise ValueError(f"{len(iterations)} iterations but {len(dominant)} dominant stages")
+    streaks: list[list] = []
+    for iteration, stage in zip(iterations, dominant):
+        if streaks and streaks[-1][1] == stage:
+            streaks[-1][2] += 1
+        else:
+            streaks.append([iteration, stage, 1])
+    phases: list[tuple[int, Stage]] = []
+    for start, stage, length in streaks:
+        if not phases or (stage != phases[-1][1] and length >= min_iterations):
+            phases.append((start, stage))
+    return phases
+
+
+def classified_row(sample: Mapping, analysis: CompletionAnalysis) -> dict:
+    """One completion and its classification as a flat table row.
+
+    ``sample`` has at least ``response``; ``iteration``, ``id`` and ``answer`` are copied when present.
+    """
+    return {
+        "iteration": sample.get("iteration"),
+        "id": sample.get("id"),
+        "stage": int(analysis.stage),
+        "stage_name": analysis.stage.title,
+        "flags": ",".join(analysis.flags()),
+        "format_kind": analysis.format_kind,
+        "letter": analysis.final_letter,
+        "answer": sample.get("answer"),
+        "reasoning_words": analysis.reasoning_words,
+        "response_words": analysis.response_words,
+        "self_verification": analysis.self_verification_count,
+        "response": sample["response"],
+    }
+
+
+def example_rows(samples: Sequence[Mapping], analyses: Sequence[CompletionAnalysis], per_stage: int) -> list[dict]:
+    """Up to ``per_stage`` :func:`classified_row` rows of each stage (stage order, then input order)."""
+    rows = []
+    for stage in Stage:
+        chosen = [(s, a) for s, a in zip(samples, analyses) if a.stage == stage][:per_stage]
+        rows += [classified_row(sample, analysis) for sample, analysis in chosen]
+    return rows

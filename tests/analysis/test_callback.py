@@ -1,0 +1,57 @@
+"""The training callback logs stage fractions, flags, lengths and example tables to a real MLflow store."""
+
+import json
+from types import SimpleNamespace
+
+import mlflow
+import pytest
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.tracking import MlflowClient
+
+from medrlvr.analysis.callback import StageAnalysisCallback
+from medrlvr.analysis.classifier import Stage
+from medrlvr.config import AnalysisConfig
+
+CONCISE = "<think>Small pale red cells with a low ferritin mean iron stores are empty, so B.</think><answer>B</answer>"
+HACK = "<think>B</think><answer>B</answer>"
+
+
+def samples(iteration, texts):
+    return [
+        {"iteration": iteration, "id": f"q{i}", "answer": "B", "letters": "ABCD", "response": t, "score": 0.0}
+        for i, t in enumerate(texts)
+    ]
+
+
+def test_metrics_per_iteration_and_tables_when_due(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MLFlowLogger(experiment_name="callback", tracking_uri=uri)
+    trainer = SimpleNamespace(logger=logger)
+    callback = StageAnalysisCallback(AnalysisConfig(examples_per_stage=1), every=2, max_steps=3)
+    batches = [[HACK, HACK, HACK, CONCISE], [CONCISE, "Iron.", HACK, HACK], [CONCISE, CONCISE, CONCISE, HACK]]
+    for index, texts in enumerate(batches):
+        module = SimpleNamespace(last_samples=samples(index + 1, texts))
+        callback.on_train_batch_end(trainer, module, None, None, index)
+
+    client = MlflowClient(tracking_uri=uri)
+    run_id = logger.run_id
+    hacker = [(m.step, m.value) for m in client.get_metric_history(run_id, "stage/direct_answer_hacker")]
+    assert sorted(hacker) == [(1, 0.75), (2, 0.5), (3, 0.25)]
+    reintegrated = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "stage/reintegrated_reasoning"))
+    assert reintegrated == [(1, 0.0), (2, 0.25), (3, 0.75)]  # the exploit phase starts at iteration 1
+    for step in (1, 2, 3):
+        assert sum(_metrics_at(client, run_id, step).values()) == pytest.approx(1.0)
+    assert client.get_metric_history(run_id, "flag/short_reasoning")[0].value == 0.75
+    assert len(client.get_metric_history(run_id, "length/reasoning_words_p90")) == 3
+
+    tables = sorted(a.path for a in client.list_artifacts(run_id, "stages"))
+    assert tables == ["stages/iteration_00001.json", "stages/iteration_00002.json", "stages/iteration_00003.json"]
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=tables[1], tracking_uri=uri, dst_path=str(tmp_path))
+    table = json.loads(open(path).read())
+    rows = [dict(zip(table["columns"], values)) for values in table["data"]]
+    assert [(r["stage"], r["id"]) for r in rows] == [(1, "q1"), (4, "q2"), (6, "q0")]
+
+
+def _metrics_at(client, run_id, step):
+    keys = [f"stage/{stage.slug}" for stage in Stage]
+    return {key: next(m.value for m in client.get_metric_history(run_id, key) if m.step == step) for key in keys}

@@ -1,0 +1,186 @@
+"""The stage classifier on hand-written completions: one or more per stage, per flag and per format-failure kind."""
+
+import pytest
+
+from medrlvr.analysis.classifier import (
+    Stage,
+    classify,
+    format_kind,
+    letter_mentions,
+    repeated_fraction,
+    split_response,
+)
+from medrlvr.config import AnalysisConfig
+
+CFG = AnalysisConfig()
+LETTERS = "ABCDE"
+
+CONCISE = (
+    "<think>Small pale red cells with a low ferritin point to depleted iron stores, "
+    "so the answer is B.</think>\n<answer>B</answer>"
+)
+VERBOSE = (
+    "<think>Let us go through the case carefully. The woman is thirty years old and reports fatigue, which is a "
+    "very common and unspecific complaint that could be caused by many conditions, including thyroid disease, "
+    "depression, sleep problems and anaemia. Her skin is pale, which makes anaemia more likely. The blood count "
+    "shows small red cells, which means the anaemia is microcytic, and the cells are pale, which means they are "
+    "hypochromic. The most common causes of a microcytic hypochromic anaemia are iron deficiency, thalassaemia "
+    "and the anaemia of chronic disease. A low ferritin is specific for depleted iron stores, which rules out the "
+    "other causes in practice. Vitamin C, vitamin D, iodine and zinc do not explain these findings. Therefore "
+    "the nutrient she lacks is iron, option B.</think><answer>B</answer>"
+)
+DIRECT_LETTER = "<think>B</think><answer>B</answer>"
+ANSWER_FIRST = (
+    "<think>The answer is B. Low ferritin and small pale red cells mean iron deficiency anaemia.</think>"
+    "<answer>B</answer>"
+)
+TERSE = "<think>Iron deficiency.</think><answer>B</answer>"
+STEPS_BEFORE_PREFILLED_THINK = (
+    "<think>Step 1: the red cells are small and pale. Step 2: ferritin is low, so iron stores are empty.\n"
+    "<think>B</think>\n<answer>B</answer>"
+)
+STEPS_BEFORE_THINK = (
+    "Step 1: the red cells are small and pale.\nStep 2: ferritin is low.\n"
+    "<think>Iron deficiency anaemia.</think><answer>B</answer>"
+)
+CONTRADICTION = (
+    "<think>Low ferritin with microcytic red cells means iron deficiency, so the answer is B.</think>"
+    "<answer>C</answer>"
+)
+REPEATED = (
+    "<think>The patient is anaemic and tired. The patient is anaemic and tired. The patient is anaemic and tired. "
+    "The patient is anaemic and tired, so B.</think><answer>B</answer>"
+)
+AHA = (
+    "<think>Ferritin is low, which suggests iron deficiency. Wait, let me double-check option C: vitamin D does "
+    "not change the size of red cells. So the answer is B.</think><answer>B</answer>"
+)
+
+
+@pytest.mark.parametrize(
+    "text, stage, flags",
+    [
+        ("I think she lacks iron.", Stage.FORMAT_FAILURE, ["format_failure"]),
+        ("<think>She is pale and tired", Stage.FORMAT_FAILURE, ["format_failure", "short_reasoning"]),
+        ("<think>A</answer>", Stage.FORMAT_FAILURE, ["format_failure", "short_reasoning", "answer_in_reasoning"]),
+        (VERBOSE, Stage.VERBOSE_FORMATTER, ["verbose"]),
+        (CONCISE, Stage.CONCISE_STRUCTURER, []),
+        (DIRECT_LETTER, Stage.DIRECT_ANSWER_HACKER, ["short_reasoning", "answer_in_reasoning"]),
+        (ANSWER_FIRST, Stage.DIRECT_ANSWER_HACKER, ["answer_in_reasoning"]),
+        (TERSE, Stage.DIRECT_ANSWER_HACKER, ["short_reasoning"]),
+        (
+            STEPS_BEFORE_PREFILLED_THINK,
+            Stage.STEP_BY_STEP_EXPLOIT,
+            ["format_failure", "short_reasoning", "answer_in_reasoning", "reasoning_before_think"],
+        ),
+        (STEPS_BEFORE_THINK, Stage.STEP_BY_STEP_EXPLOIT, ["format_failure", "short_reasoning", "reasoning_before_think"]),
+        (CONTRADICTION, Stage.CONCISE_STRUCTURER, ["contradiction"]),
+        (REPEATED, Stage.CONCISE_STRUCTURER, ["repetition"]),
+        (AHA, Stage.CONCISE_STRUCTURER, ["self_verification"]),
+    ],
+)
+def test_stage_and_flags_of_hand_written_completions(text, stage, flags):
+    result = classify(text, LETTERS, CFG)
+    assert result.stage == stage
+    assert result.flags() == flags
+
+
+def test_concise_reasoning_after_an_exploit_phase_is_reintegrated():
+    assert classify(CONCISE, LETTERS, CFG, after_exploit=True).stage == Stage.REINTEGRATED_REASONING
+    # history changes only the concise label: exploits and failures keep theirs
+    assert classify(DIRECT_LETTER, LETTERS, CFG, after_exploit=True).stage == Stage.DIRECT_ANSWER_HACKER
+    assert classify(VERBOSE, LETTERS, CFG, after_exploit=True).stage == Stage.VERBOSE_FORMATTER
+
+
+@pytest.mark.parametrize(
+    "text, error, kind",
+    [
+        ("Iron deficiency, B.", "missing_tags", "missing_tags"),
+        ("<think>Low ferritin means iron deficiency anaemia in this woman.</think>", "missing_tags", "no_answer"),
+        ("<think>Low ferritin means iron deficiency.</think><answer>iron</answer>", "no_letter", "no_answer"),
+        ("<think>Low ferritin means iron deficiency.</think><answer>F</answer>", "letter_outside_options", "no_answer"),
+        ("<answer>B</answer><think>Low ferritin means iron deficiency.</think>", "wrong_order", "wrong_order"),
+        ("<think>Low ferritin means iron deficiency.</think><answer>A, C</answer>", "multiple_letters", "multiple_answers"),
+        (
+            "<think>Low ferritin means iron deficiency.</think><answer>B</answer><answer>C</answer>",
+            "multiple_blocks",
+            "multiple_answers",
+        ),
+        ("<think>One.</think><think>Two.</think><answer>B</answer>", "multiple_blocks", "wrong_order"),
+        ("<think>Low ferritin means iron deficiency.</think><answer>B</answer> Done.", "text_outside_tags", "text_outside_tags"),
+        ("<think> </think><answer>B</answer>", "empty_think", "empty_reasoning"),
+    ],
+)
+def test_format_failure_kinds(text, error, kind):
+    result = classify(text, LETTERS, CFG)
+    assert (result.stage, result.format_error, result.format_kind) == (Stage.FORMAT_FAILURE, error, kind)
+
+
+def test_format_kind_of_a_good_completion_is_none():
+    assert format_kind(None, CONCISE) is None
+
+
+def test_answer_letter_is_read_from_a_malformed_completion():
+    result = classify(STEPS_BEFORE_THINK, LETTERS, CFG)
+    assert result.final_letter == "B" and result.outside_words == 14  # 9 + 5 words of the two steps
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("B", [(0, "B")]),
+        (" (D) ", [(0, "D")]),
+        ("The answer is B. Because iron is low.", [(1, "B")]),
+        ("Option A is wrong because the cells are small, so the answer is C.", [(11, "C")]),
+        ("A 30-year-old woman whose vitamin C is the most likely deficiency", []),
+        ("Low ferritin, therefore B.", [(2, "B")]),
+        ("so A patient with anaemia", []),
+        ("I would go with option E here", [(2, "E")]),
+        ("Iron is low. C is the best choice.", [(3, "C")]),
+        ("Answer: (C)", [(0, "C")]),
+        ("the answer is not B", []),
+        ("the answer is F", []),
+    ],
+)
+def test_letter_mentions(text, expected):
+    assert letter_mentions(text, LETTERS) == expected
+
+
+def test_contradiction_uses_the_last_letter_the_reasoning_reaches():
+    text = "<think>At first the answer is A, but ferritin is low and cells are small, so the answer is B.</think><answer>B</answer>"
+    result = classify(text, LETTERS, CFG)
+    assert result.reasoned_letter == "B" and not result.contradiction
+    assert result.answer_in_reasoning  # "the answer is A" opens the reasoning
+
+
+def test_split_response_reads_around_the_final_think():
+    before, think, answer = split_response("<think>Step one. <think>short</think><answer>C</answer>")
+    assert (before.split(), think, answer) == (["Step", "one."], "short", "C")
+    assert split_response("no tags at all") == ("", None, None)
+    assert split_response("<think>unfinished <answer>D") == ("", "unfinished ", "D")
+    assert split_response("<think>A</answer>") == ("", "A", None)
+
+
+def test_repeated_fraction_hand_computed():
+    words = "a b c d a b c d".split()
+    # 4-grams: abcd, bcda, cdab, dabc, abcd -> 4 distinct of 5
+    assert repeated_fraction(words, 4) == pytest.approx(0.2)
+    assert repeated_fraction("a b c".split(), 4) == 0.0
+
+
+def test_self_verification_phrases_are_counted_and_waiting_is_not():
+    assert classify(AHA, LETTERS, CFG).self_verification_count == 2
+    text = (
+        "<think>Hmm, on second thought I was wrong: re-evaluating option D, the answer is D.</think><answer>D</answer>"
+    )
+    assert classify(text, LETTERS, CFG).self_verification_count == 4
+    text = "<think>She is on a waiting list for surgery and her ferritin is low, so B.</think><answer>B</answer>"
+    assert classify(text, LETTERS, CFG).self_verification_count == 0
+
+
+def test_thresholds_are_configurable():
+    strict = AnalysisConfig(short_reasoning_words=30, verbose_reasoning_words=200)
+    assert classify(CONCISE, LETTERS, strict).stage == Stage.DIRECT_ANSWER_HACKER
+    loose = AnalysisConfig(short_reasoning_words=2, verbose_reasoning_words=10)
+    assert classify(CONCISE, LETTERS, loose).stage == Stage.VERBOSE_FORMATTER
+    assert classify(STEPS_BEFORE_THINK, LETTERS, AnalysisConfig(outside_reasoning_words=20)).stage == Stage.FORMAT_FAILURE

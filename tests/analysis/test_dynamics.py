@@ -1,0 +1,84 @@
+"""Stages over iterations: history (stage 6), per-iteration metrics, dominant stages and boundaries."""
+
+import pytest
+
+from medrlvr.analysis.classifier import Stage, classify
+from medrlvr.analysis.dynamics import (
+    StageTracker,
+    dominant_stage,
+    example_rows,
+    iteration_metrics,
+    length_stats,
+    stage_phases,
+)
+from medrlvr.config import AnalysisConfig
+
+CFG = AnalysisConfig()
+CONCISE = "<think>Small pale red cells with a low ferritin mean iron stores are empty, so B.</think><answer>B</answer>"
+HACK = "<think>B</think><answer>B</answer>"
+FAIL = "Iron."
+
+
+def test_tracker_labels_concise_reasoning_6_only_after_an_exploit_phase():
+    tracker = StageTracker(AnalysisConfig(exploit_phase_fraction=0.5))
+    first = tracker.classify_iteration(1, [(CONCISE, "ABCDE"), (HACK, "ABCDE"), (FAIL, "ABCDE"), (FAIL, "ABCDE")])
+    assert [a.stage for a in first] == [Stage.CONCISE_STRUCTURER, Stage.DIRECT_ANSWER_HACKER] + [Stage.FORMAT_FAILURE] * 2
+    assert tracker.exploit_phase_at is None  # 1 of 4 in an exploit stage < 0.5
+    second = tracker.classify_iteration(2, [(CONCISE, "ABCDE"), (HACK, "ABCDE"), (HACK, "ABCDE"), (FAIL, "ABCDE")])
+    assert second[0].stage == Stage.CONCISE_STRUCTURER  # the phase counts from the next iteration on
+    assert tracker.exploit_phase_at == 2
+    third = tracker.classify_iteration(3, [(CONCISE, "ABCDE"), (HACK, "ABCDE")])
+    assert [a.stage for a in third] == [Stage.REINTEGRATED_REASONING, Stage.DIRECT_ANSWER_HACKER]
+    tracker.classify_iteration(4, [(FAIL, "ABCDE")])
+    assert tracker.exploit_phase_at == 2
+
+
+def test_length_stats_hand_computed():
+    assert length_stats([1, 2, 3, 4]) == pytest.approx({"mean": 2.5, "p50": 2.5, "p90": 3.7})
+    assert length_stats([]) == {"mean": 0.0, "p50": 0.0, "p90": 0.0}
+
+
+def test_iteration_metrics_hand_computed():
+    analyses = [classify(t, "ABCDE", CFG) for t in (CONCISE, HACK, HACK, FAIL)]
+    metrics = iteration_metrics(analyses)
+    stages = {k: v for k, v in metrics.items() if k.startswith("stage/")}
+    assert len(stages) == 6 and sum(stages.values()) == pytest.approx(1.0)
+    assert metrics["stage/direct_answer_hacker"] == 0.5
+    assert metrics["stage/concise_structurer"] == metrics["stage/format_failure"] == 0.25
+    assert metrics["stage/reintegrated_reasoning"] == 0.0
+    assert metrics["flag/short_reasoning"] == 0.5 and metrics["flag/format_failure"] == 0.25
+    assert metrics["format_kind/missing_tags"] == 0.25 and metrics["format_kind/no_answer"] == 0.0
+    # reasoning words: 15, 1, 1, 0 (no think block)
+    assert metrics["length/reasoning_words_mean"] == pytest.approx(17 / 4)
+    assert metrics["length/reasoning_words_p50"] == pytest.approx(1.0)
+    assert metrics["length/reasoning_words_p90"] == pytest.approx(1 + 0.7 * 14)
+    # response words (tags removed, the answer letter included): 16, 2, 2, 1
+    assert metrics["length/response_words_mean"] == pytest.approx(21 / 4)
+    assert metrics["aha/phrases_mean"] == 0.0
+
+
+def test_dominant_stage_ties_go_to_the_lower_stage():
+    fractions = {s: 0.0 for s in Stage} | {Stage.DIRECT_ANSWER_HACKER: 0.4, Stage.CONCISE_STRUCTURER: 0.4}
+    assert dominant_stage(fractions) == Stage.CONCISE_STRUCTURER
+
+
+def test_stage_phases_need_a_streak_of_min_iterations():
+    S = Stage
+    dominant = [S(1), S(1), S(2), S(2), S(2), S(4), S(2), S(2), S(4), S(4), S(4), S(6), S(6)]
+    iterations = list(range(1, 14))
+    assert stage_phases(iterations, dominant, 3) == [(1, S(1)), (3, S(2)), (9, S(4))]
+    assert stage_phases(iterations, dominant, 1) == [
+        (1, S(1)), (3, S(2)), (6, S(4)), (7, S(2)), (9, S(4)), (12, S(6))
+    ]
+    assert stage_phases([5], [S(3)], 3) == [(5, S(3))]
+    with pytest.raises(ValueError, match="2 iterations but 1"):
+        stage_phases([1, 2], [S(1)], 1)
+
+
+def test_example_rows_keep_per_stage_limit_and_stage_order():
+    samples = [{"response": t, "id": f"q{i}", "iteration": 7, "answer": "B"} for i, t in enumerate([HACK, FAIL, HACK, CONCISE, HACK])]
+    analyses = [classify(s["response"], "ABCDE", CFG) for s in samples]
+    rows = example_rows(samples, analyses, per_stage=2)
+    assert [(r["stage"], r["id"]) for r in rows] == [(1, "q1"), (3, "q3"), (4, "q0"), (4, "q2")]
+    assert rows[2]["flags"] == "short_reasoning,answer_in_reasoning" and rows[2]["letter"] == "B"
+    assert rows[2]["stage_name"] == "4 Direct Answer Hacker" and rows[2]["iteration"] == 7
