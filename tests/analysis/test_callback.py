@@ -25,7 +25,7 @@ def samples(iteration, texts):
 
 def test_metrics_per_iteration_and_tables_when_due(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    logger = MLFlowLogger(experiment_name="callback", tracking_uri=uri)
+    logger = MLFlowLogger(experiment_name="callback", tracking_uri=uri, artifact_location=(tmp_path / "artifacts").as_uri())
     trainer = SimpleNamespace(logger=logger)
     callback = StageAnalysisCallback(AnalysisConfig(examples_per_stage=1), every=2, max_steps=3)
     batches = [[HACK, HACK, HACK, CONCISE], [CONCISE, "Iron.", HACK, HACK], [CONCISE, CONCISE, CONCISE, HACK]]
