@@ -58,12 +58,23 @@ class DataConfig:
     name: str = "bundled"
     train_split: str = "train"
     eval_split: str = "validation"
+    test_split: str = "test"
     batch_size: int = 8
     option_count: Optional[int] = None
     eval_size: int = 64
+    path: Optional[str] = None
+    hub_name: Optional[str] = None
+    variant: Optional[str] = None
+    skip_invalid_rows: bool = False
+    answer_index_base: Optional[int] = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
+        _check(
+            self.answer_index_base in (None, 0, 1),
+            "data.answer_index_base",
+            f"must be 0, 1 or null (decided from the file), got {self.answer_index_base}",
+        )
         _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(
             self.option_count is None or 2 <= self.option_count <= 10,

@@ -82,8 +82,8 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     """Run one training: evaluate, fit ``trainer.max_steps`` PPO iterations, evaluate, save. Returns final metrics."""
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
-    train_examples = load_split(cfg.data.name, cfg.data.train_split, cfg.data.option_count, cfg.seed)
-    eval_examples = load_split(cfg.data.name, cfg.data.eval_split, cfg.data.option_count, cfg.seed)
+    train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
+    eval_examples = load_split(cfg.data, cfg.data.eval_split, cfg.seed)
     eval_examples = eval_examples[: cfg.data.eval_size]
     tokenizer = builders.build_tokenizer(cfg.model)
     model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed)
