@@ -77,6 +77,9 @@ def evaluate(name: str, checkpoint: Path | None, datasets: str, limit: int | Non
 
 def train(algo: str, args) -> tuple[Path, str]:
     out = args.out / algo
+    if args.reuse and (out / "policy" / "config.json").is_file():
+        print(f"  reusing {out / 'policy'}")
+        return out / "policy", latest_run_id(args.uri, args.experiment, algo)
     overrides = [
         f"model={args.model}", f"algo={algo}", f"trainer.max_steps={args.steps}", f"trainer.output_dir={out}",
         f"trainer.num_threads={args.threads}", "trainer.eval_before=false", f"logger.tracking_uri={args.uri}",
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("outputs/rlvr_vs_sft"))
     parser.add_argument("--experiment", default="rlvr_vs_sft")
+    parser.add_argument("--reuse", action="store_true", help="keep a policy already trained in --out (resume)")
     parser.add_argument("--train-override", action="append", default=[], help="Hydra override for both trainings")
     parser.add_argument("--sft-override", action="append", default=[], help="Hydra override for SFT only")
     parser.add_argument("--ppo-override", action="append", default=[], help="Hydra override for PPO only")
