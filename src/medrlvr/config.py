@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class ConfigError(ValueError):
@@ -60,12 +60,23 @@ class DataConfig:
     name: str = "bundled"
     train_split: str = "train"
     eval_split: str = "validation"
+    test_split: str = "test"
     batch_size: int = 8
     option_count: Optional[int] = None
     eval_size: int = 64
+    path: Optional[str] = None
+    hub_name: Optional[str] = None
+    variant: Optional[str] = None
+    skip_invalid_rows: bool = False
+    answer_index_base: Optional[int] = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
     def __post_init__(self) -> None:
+        _check(
+            self.answer_index_base in (None, 0, 1),
+            "data.answer_index_base",
+            f"must be 0, 1 or null (decided from the file), got {self.answer_index_base}",
+        )
         _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(
             self.option_count is None or 2 <= self.option_count <= 10,
@@ -127,6 +138,32 @@ class AlgoConfig:
             "algo.loss_aggregation",
             f"unknown mode {self.loss_aggregation!r}",
         )
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning baseline: cross-entropy on the response tokens of a target
+    ``<think>rationale</think><answer>X</answer>`` (``rationale``: ``template`` names the correct option;
+    ``field`` uses the example's ``rationale_field`` metadata when non-empty, else the template).
+    ``batch_size`` null = ``data.batch_size``; ``epochs`` null = ``trainer.max_steps`` steps, else that many
+    passes over the training split."""
+
+    name: str = "sft"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: Optional[int] = None
+    epochs: Optional[int] = None
+    rationale: str = "template"
+    rationale_field: str = "exp"
+
+    def __post_init__(self) -> None:
+        _check(self.name == "sft", "algo.name", f"the SFT schema needs name 'sft', got {self.name!r}")
+        _check(self.lr > 0, "algo.lr", f"must be > 0, got {self.lr}")
+        _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
+        _check(self.batch_size is None or self.batch_size >= 1, "algo.batch_size", "must be >= 1 or null")
+        _check(self.epochs is None or self.epochs >= 1, "algo.epochs", "must be >= 1 or null")
+        _check(self.rationale in ("template", "field"), "algo.rationale", f"must be 'template' or 'field', got {self.rationale!r}")
 
 
 @dataclass
@@ -213,7 +250,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    algo: Any = MISSING  # AlgoConfig (PPO) or SFTConfig: each conf/algo file names its schema
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -222,6 +259,8 @@ class TrainConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.algo, AlgoConfig):
+            return
         samples = self.data.batch_size * self.rollout.num_samples
         _check(
             self.algo.mini_batch_size <= samples,
@@ -231,9 +270,52 @@ class TrainConfig:
         )
 
 
+@dataclass
+class EvaluateConfig:
+    """``python -m medrlvr.evaluate``: a model (``checkpoint`` = a saved policy folder, else the base
+    ``model.name_or_path``) on one or several datasets' ``test_split``.
+
+    ``datasets``: null = the ``data`` group's choice; a list of ``conf/data`` names
+    (``[medqa,mmlu_pro_health]``); or a mapping from those names to data overrides
+    (``{mmlu_pro_health: {path: FILE}}``). ``num_samples`` > 1 samples at ``temperature`` (> 0) and adds
+    majority-vote accuracy. ``parent_run_id`` nests the MLflow run under a training run.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: Optional[str] = None
+    datasets: Any = None
+    limit: Optional[int] = None
+    num_samples: int = 1
+    temperature: float = 0.0
+    seed: int = 42
+    num_threads: int = 0
+    output_dir: Optional[str] = None
+    parent_run_id: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null (all questions), got {self.limit}")
+        _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        _check(self.temperature >= 0, "temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        _check(
+            self.num_samples == 1 or self.temperature > 0,
+            "temperature",
+            f"num_samples={self.num_samples} needs sampling: set temperature > 0 (e.g. temperature=0.7)",
+        )
+        _check(self.num_threads >= 0, "num_threads", "must be >= 0 (0 = all cores)")
+
+
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can start its defaults list with ``train_schema``."""
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    """Register the schemas: ``train_schema`` and ``evaluate_schema`` (top of ``conf/config.yaml`` and
+    ``conf/evaluate.yaml``), and ``algo/ppo_schema`` / ``algo/sft_schema`` (top of each ``conf/algo`` file)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(group="algo", name="ppo_schema", node=AlgoConfig)
+    store.store(group="algo", name="sft_schema", node=SFTConfig)
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:

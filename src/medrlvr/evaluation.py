@@ -1,13 +1,20 @@
-"""Accuracy, format rate and lengths of a policy on MCQA examples, through the rollout interface."""
+"""Accuracy, format rate, lengths, per-option-count accuracy and answer-position bias of a policy on MCQA
+examples, through the rollout interface (so any :class:`RolloutEngine` backend serves).
+
+With ``num_samples = k > 1`` every question gets k sampled completions: ``accuracy`` is then the mean
+over all completions (pass@1 estimated from k samples) and ``majority_accuracy`` scores the most frequent
+letter among each question's well-formatted completions (ties go to the letter that appeared first; a
+question with no well-formatted completion counts as wrong).
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from medrlvr.data.prompts import PromptBuilder
-from medrlvr.data.schema import MCQExample
+from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 from medrlvr.rewards.functions import CorrectnessReward
 from medrlvr.rollout.base import RolloutEngine, SamplingParams
 
@@ -45,27 +52,84 @@ def evaluate(
     rows = [examples[i] for i in rollout.prompt_index]
     responses = [prompt_builder.full_response(t) for t in rollout.texts]
     scored = CorrectnessReward()(responses, [e.answer for e in rows], [e.letters for e in rows])
-    n = len(responses)
     lengths = rollout.response_mask.sum(dim=1).tolist()
-    chosen = Counter(p.letter for p in scored.parsed if p.letter is not None)
+    sample_number: Counter[int] = Counter()
+    records = []
+    for i, (row, response, parsed, correct) in enumerate(zip(rows, responses, scored.parsed, scored.correct)):
+        question = rollout.prompt_index[i]
+        records.append(
+            {
+                "id": row.id,
+                "question_index": question,
+                "sample": sample_number[question],
+                "num_options": len(row.options),
+                "answer": row.answer,
+                "response": response,
+                "letter": parsed.letter,
+                "format_error": parsed.format_error,
+                "correct": correct,
+                "reasoning_words": scored.reasoning_words[i],
+                "response_tokens": int(lengths[i]),
+                "finish_reason": rollout.finish_reasons[i],
+            }
+        )
+        sample_number[question] += 1
+    return EvalResult(metrics=summarize(records), records=records)
+
+
+def majority_letters(records: list[dict[str, Any]]) -> dict[int, str | None]:
+    """Per question index, the most frequent letter among its well-formatted completions (first seen wins ties)."""
+    letters: dict[int, list[str]] = {}
+    for record in records:
+        found = letters.setdefault(record["question_index"], [])
+        if record["letter"] is not None:  # the parser gives a letter only to well-formatted completions
+            found.append(record["letter"])
+    return {q: Counter(found).most_common(1)[0][0] if found else None for q, found in letters.items()}
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Metrics of scored completions (see :func:`evaluate`'s records).
+
+    - ``accuracy``, ``format_rate``, ``truncated_rate``: shares of completions;
+    - ``response_tokens``, ``reasoning_words``: means over completions (0 words when there is no think block);
+    - ``majority_accuracy``: only when some question has several samples;
+    - ``accuracy/options_K`` and ``questions/options_K`` for each option count K present;
+    - ``chosen_X``: share of completions answering letter X; ``true_X``: share whose correct letter is X;
+      ``position_bias_tv``: total variation distance ½·Σ_X |p_chosen(X) − p_true(X)| between the letters
+      chosen by the answered (well-formatted) completions and the correct letters of the same completions
+      (0 = the model picks positions as often as they are right; absent when nothing was answered).
+    """
+    n = len(records)
+    if n == 0:
+        raise ValueError("cannot summarize an evaluation without completions")
+    questions = {r["question_index"]: r for r in records}
     metrics = {
-        "accuracy": sum(scored.correct) / n,
-        "format_rate": sum(p.format_ok for p in scored.parsed) / n,
-        "response_tokens": sum(lengths) / n,
-        "reasoning_words": sum(scored.reasoning_words) / n,
-        "truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / n,
+        "accuracy": sum(r["correct"] for r in records) / n,
+        "format_rate": sum(r["format_error"] is None for r in records) / n,
+        "response_tokens": sum(r["response_tokens"] for r in records) / n,
+        "reasoning_words": sum(r["reasoning_words"] for r in records) / n,
+        "truncated_rate": sum(r["finish_reason"] == "length" for r in records) / n,
         "num_completions": float(n),
+        "num_questions": float(len(questions)),
     }
+    if n > len(questions):
+        majority = majority_letters(records)
+        metrics["majority_accuracy"] = sum(majority[q] == r["answer"] for q, r in questions.items()) / len(questions)
+    by_count: dict[int, list[bool]] = defaultdict(list)
+    for record in records:
+        by_count[record["num_options"]].append(record["correct"])
+    for count, correct in sorted(by_count.items()):
+        metrics[f"accuracy/options_{count}"] = sum(correct) / len(correct)
+        metrics[f"questions/options_{count}"] = float(sum(r["num_options"] == count for r in questions.values()))
+    chosen = Counter(r["letter"] for r in records if r["letter"] is not None)
+    true = Counter(r["answer"] for r in records)
     metrics.update({f"chosen_{letter}": count / n for letter, count in sorted(chosen.items())})
-    records = [
-        {
-            "id": row.id,
-            "answer": row.answer,
-            "response": response,
-            "letter": parsed.letter,
-            "format_error": parsed.format_error,
-            "correct": correct,
-        }
-        for row, response, parsed, correct in zip(rows, responses, scored.parsed, scored.correct)
-    ]
-    return EvalResult(metrics=metrics, records=records)
+    metrics.update({f"true_{letter}": count / n for letter, count in sorted(true.items())})
+    answered = [r for r in records if r["letter"] is not None]
+    if answered:
+        chosen_share = Counter(r["letter"] for r in answered)
+        true_share = Counter(r["answer"] for r in answered)
+        metrics["position_bias_tv"] = 0.5 * sum(
+            abs(chosen_share[x] - true_share[x]) / len(answered) for x in OPTION_LETTERS
+        )
+    return metrics

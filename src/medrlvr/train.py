@@ -1,4 +1,5 @@
-"""Train a policy with PPO on medical MCQA: ``python -m medrlvr.train [hydra overrides]``."""
+"""Train a policy on medical MCQA with PPO (default) or the SFT baseline (``algo=sft``):
+``python -m medrlvr.train [hydra overrides]``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
 from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.sft_module import SFTModule
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -69,10 +71,10 @@ def run_evaluation(
     return metrics
 
 
-def save_policy(module: PPOModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None) -> Path:
+def save_policy(module: PPOModule | SFTModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None) -> Path:
     """Save the trained policy (LoRA merged) in Hugging Face format and log it to MLflow."""
     folder = output_dir / "policy"
-    module.model.merged_policy().save_pretrained(folder)
+    module.merged_policy().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     if logger is not None:
         logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
@@ -80,16 +82,16 @@ def save_policy(module: PPOModule, tokenizer, output_dir: Path, logger: MLFlowLo
 
 
 def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, float]:
-    """Run one training: evaluate, fit ``trainer.max_steps`` PPO iterations, evaluate, save. Returns final metrics."""
+    """Run one training: evaluate, fit (PPO iterations or SFT steps), evaluate, save. Returns final metrics."""
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
-    train_examples = load_split(cfg.data.name, cfg.data.train_split, cfg.data.option_count, cfg.seed)
-    eval_examples = load_split(cfg.data.name, cfg.data.eval_split, cfg.data.option_count, cfg.seed)
+    train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
+    eval_examples = load_split(cfg.data, cfg.data.eval_split, cfg.seed)
     eval_examples = eval_examples[: cfg.data.eval_size]
     tokenizer = builders.build_tokenizer(cfg.model)
-    model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed)
-    engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
+    module, engine = builders.build_module(cfg, tokenizer, prompts)
+    batch_size, steps = builders.training_schedule(cfg, len(train_examples))
     logger = builders.build_logger(cfg.logger, tags={"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}})
     logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
     logger.experiment.log_text(logger.run_id, resolved_yaml, "config.yaml")
@@ -98,7 +100,6 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     final: dict[str, float] = {}
     if cfg.trainer.eval_before and eval_examples:
         final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
-    module = PPOModule(model, engine, prompts, builders.build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -107,9 +108,9 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         max_epochs=1,
         logger=logger,
         callbacks=[
-            ProgressPrinter(cfg.trainer.max_steps),
-            SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, cfg.trainer.max_steps),
-            StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, cfg.trainer.max_steps),
+            ProgressPrinter(steps),
+            SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
+            StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
         ],
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -117,10 +118,10 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
     )
-    trainer.fit(module, prompt_loader(train_examples, cfg.data.batch_size, cfg.trainer.max_steps, cfg.seed))
+    trainer.fit(module, prompt_loader(train_examples, batch_size, steps, cfg.seed))
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and eval_examples:
-        final.update(run_evaluation("after", engine, prompts, eval_examples, cfg, logger, step=cfg.trainer.max_steps))
+        final.update(run_evaluation("after", engine, prompts, eval_examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
         folder = save_policy(module, tokenizer, output_dir, logger if cfg.logger.log_model else None)
         log.info("saved policy to %s", folder)

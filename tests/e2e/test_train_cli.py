@@ -1,4 +1,4 @@
-"""End-to-end: the real CLI trains the tiny model for 2 PPO iterations and records the run in MLflow."""
+"""End-to-end: the real CLI trains the tiny model for 2 PPO iterations (or 2 SFT steps) and records the run in MLflow."""
 
 import os
 import subprocess
@@ -12,11 +12,11 @@ from mlflow.tracking import MlflowClient
 pytestmark = pytest.mark.slow
 
 
-def run_train(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, str]:
+def run_train(tmp_path: Path, *overrides: str, experiment: str = "smoke") -> tuple[subprocess.CompletedProcess, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = subprocess.run(
         [
-            sys.executable, "-m", "medrlvr.train", "experiment=smoke",
+            sys.executable, "-m", "medrlvr.train", f"experiment={experiment}",
             f"logger.tracking_uri={uri}", "logger.experiment_name=e2e",
             f"trainer.output_dir={tmp_path / 'out'}", "trainer.num_threads=1", *overrides,
         ],
@@ -76,3 +76,22 @@ def test_same_seed_gives_the_same_first_iteration(tmp_path):
     first = _first_iteration(tmp_path, "a", seed=3)
     assert _first_iteration(tmp_path, "b", seed=3) == first
     assert _first_iteration(tmp_path, "c", seed=4)["responses"] != first["responses"]
+
+
+def test_sft_two_steps_on_a_repeated_batch_lower_the_loss(tmp_path):
+    fixtures = Path(__file__).parents[1] / "fixtures" / "medqa_5opt"
+    result, uri = run_train(
+        tmp_path, "data=medqa_5opt", f"data.path={fixtures}", "data.batch_size=4", "data.eval_size=1",
+        experiment="smoke_sft",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "iter 2/2 | loss" in result.stdout + result.stderr
+
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["algo"] == "sft"
+    assert run.data.params["algo/name"] == "sft" and run.data.params["algo/lr"] == "0.001"
+    losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss/sft"), key=lambda m: m.step)]
+    assert len(losses) == 2 and losses[1] < losses[0]  # the training split is 4 questions: both steps see all of them
+    assert {"eval/before/accuracy", "eval/after/accuracy", "eval/after/format_rate"} <= set(run.data.metrics)
+    assert (tmp_path / "out" / "policy" / "config.json").is_file()

@@ -1,38 +1,68 @@
-"""Loader for MedQA's JSONL schema: ``question``, ``options`` {letter: text}, ``answer_idx``, ``answer``."""
+"""MedQA (USMLE) in its published schema: ``question``, ``options`` {letter: text}, ``answer_idx`` (letter),
+``answer`` (the correct option's text, optional), plus ``meta_info`` / ``metamap_phrases`` kept as metadata.
+
+Variants (``data.variant``): ``4_options`` (hub ``GBaker/MedQA-USMLE-4-options``, splits train/test; the
+original release's ``US/4_options/phrases_no_exclude_{train,dev,test}.jsonl``) and ``5_options`` (the
+original release's ``US/{train,dev,test}.jsonl``; no hub copy is configured by default, so it needs
+``data.path`` or ``data.hub_name``). A variant also checks that every row has that many options. Medbullets
+(``medbullets_op5.jsonl``) uses the same schema and loads as ``data=medqa_5opt``.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
+from medrlvr.config import DataConfig
+from medrlvr.data.files import DuplicateKeyDict, parse_embedded, read_rows
+from medrlvr.data.loading import Row, RowMapper, SourceSpec
 from medrlvr.data.schema import DatasetError, MCQExample, validate_example
 
 REQUIRED_FIELDS = ("question", "options", "answer_idx")
+VARIANTS = {"4_options": 4, "5_options": 5}
 
 
-def example_from_medqa_row(row: dict[str, Any], source: str, row_number: int) -> MCQExample:
-    """Map one MedQA row onto :class:`MCQExample`; raise :class:`DatasetError` on a bad row."""
+def example_from_medqa_row(
+    row: dict[str, Any], source: str, row_number: int, option_count: int | None = None
+) -> MCQExample:
+    """Map one MedQA row onto :class:`MCQExample`; raise :class:`DatasetError` on a bad row.
+
+    ``options`` may be an object, or JSON text (a CSV cell); options whose value is null are absent (a
+    Parquet struct column gives 4-option rows a null ``E``). ``option_count`` (from ``data.variant``)
+    requires that many options.
+    """
     if not isinstance(row, dict):
         raise DatasetError(source, row_number, None, f"expected a JSON object, got {type(row).__name__}")
     for name in REQUIRED_FIELDS:
-        if name not in row:
+        if row.get(name) is None:
             raise DatasetError(source, row_number, name, "missing field")
-    options = row["options"]
+    options = parse_embedded(row["options"])
+    if isinstance(options, DuplicateKeyDict):
+        raise DatasetError(source, row_number, "options", f"duplicate option letters {options.duplicate_keys}")
     if not isinstance(options, dict):
         raise DatasetError(source, row_number, "options", "must be an object mapping letters to option texts")
+    options = {key: text for key, text in options.items() if text is not None}
     letters = [str(k).strip() for k in options]
     if len(set(letters)) != len(letters):
         raise DatasetError(source, row_number, "options", f"duplicate option letters {letters}")
-    answer = str(row["answer_idx"]).strip()
-    if "answer" in row and answer in options and str(row["answer"]).strip() != str(options[answer]).strip():
+    if option_count is not None and len(letters) != option_count:
+        raise DatasetError(
+            source, row_number, "options",
+            f"has {len(letters)} options but data.variant expects {option_count} (set data.variant to match the file)",
+        )
+    if not isinstance(row["answer_idx"], str):
+        raise DatasetError(source, row_number, "answer_idx", f"must be an option letter, got {row['answer_idx']!r}")
+    answer = row["answer_idx"].strip()
+    if row.get("answer") is not None and answer in options and str(row["answer"]).strip() != str(options[answer]).strip():
         raise DatasetError(
             source, row_number, "answer", f"text {row['answer']!r} differs from option {answer}: {options[answer]!r}"
         )
     metadata = {k: v for k, v in row.items() if k not in (*REQUIRED_FIELDS, "answer", "id")}
     example = MCQExample(
         question=row["question"],
-        options={k.strip(): v for k, v in zip(letters, options.values())},
+        options=dict(zip(letters, options.values())),
         answer=answer,
         source=source,
         id=str(row.get("id", row_number)),
@@ -41,21 +71,21 @@ def example_from_medqa_row(row: dict[str, Any], source: str, row_number: int) ->
     return validate_example(example, source, row_number)
 
 
+def _make_mapper(cfg: DataConfig, rows: list[Row], from_hub: bool) -> RowMapper:
+    return functools.partial(example_from_medqa_row, option_count=VARIANTS.get(cfg.variant or ""))
+
+
+SOURCE = SourceSpec(
+    name="medqa",
+    make_mapper=_make_mapper,
+    hub_names={"4_options": "GBaker/MedQA-USMLE-4-options"},
+    variants=tuple(VARIANTS),
+)
+
+
 def load_medqa_jsonl(path: str | Path) -> list[MCQExample]:
     """Read a MedQA-schema JSONL file; rows are numbered from 1, as editors show lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
-    examples = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DatasetError(str(path), line_number, None, f"invalid JSON: {err.msg}") from err
-            examples.append(example_from_medqa_row(row, str(path), line_number))
+    examples = [example_from_medqa_row(row, str(path), number) for number, row in read_rows(path)]
     if not examples:
         raise DatasetError(str(path), None, None, "file holds no rows")
     return examples

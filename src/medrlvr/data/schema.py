@@ -55,8 +55,11 @@ class MCQExample:
         }
 
 
-def validate_example(example: MCQExample, source: str, row: int) -> MCQExample:
-    """Check an example's invariants; raise :class:`DatasetError` naming the row and field otherwise."""
+def validate_example(example: MCQExample, source: str, row: int, answer_field: str = "answer_idx") -> MCQExample:
+    """Check an example's invariants; raise :class:`DatasetError` naming the row and field otherwise.
+
+    ``answer_field`` names the source column that holds the answer, for the error message.
+    """
     if not isinstance(example.question, str) or not example.question.strip():
         raise DatasetError(source, row, "question", "empty question")
     letters = list(example.options)
@@ -68,5 +71,5 @@ def validate_example(example: MCQExample, source: str, row: int) -> MCQExample:
         if not isinstance(text, str) or not text.strip():
             raise DatasetError(source, row, "options", f"option {letter} is empty")
     if example.answer not in example.options:
-        raise DatasetError(source, row, "answer_idx", f"answer letter {example.answer!r} is not among the options {letters}")
+        raise DatasetError(source, row, answer_field, f"answer letter {example.answer!r} is not among the options {letters}")
     return example

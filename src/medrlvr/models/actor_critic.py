@@ -63,6 +63,11 @@ def _with_lora(model: nn.Module, lora: LoraSettings, num_layers: int) -> nn.Modu
     return get_peft_model(model, config)
 
 
+def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
+    """``model`` with LoRA adapters as ``lora`` says; ``model`` itself when ``lora.rank`` is 0."""
+    return _with_lora(model, lora, model.config.num_hidden_layers) if lora.rank > 0 else model
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The transformers model under any peft wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

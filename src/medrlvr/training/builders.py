@@ -1,19 +1,31 @@
-"""Build the run's components (tokenizer, models, rollout engine, prompts, rewards, logger) from the config."""
+"""Build the run's components (tokenizer, models, rollout engine, prompts, rewards, module, logger) from the config."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from transformers import PreTrainedTokenizerBase
 
-from medrlvr.config import LoggerConfig, ModelConfig, PromptConfig, RewardConfig, RolloutConfig, default_tracking_uri
+from medrlvr.config import (
+    LoggerConfig,
+    ModelConfig,
+    PromptConfig,
+    RewardConfig,
+    RolloutConfig,
+    SFTConfig,
+    TrainConfig,
+    default_tracking_uri,
+)
 from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilder
-from medrlvr.models.actor_critic import ActorCritic, LoraSettings
+from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward
 from medrlvr.rollout.hf import HFRolloutEngine
+from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.sft_module import SFTModule
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 
@@ -26,13 +38,55 @@ def build_actor_critic(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, see
     """Policy LM (optionally with LoRA), its reference and a critic initialised from it."""
     causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
     lora = LoraSettings(
-        cfg.lora_rank, cfg.lora_top_layers, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_target_modules)
+        rank=cfg.lora_rank,
+        top_layers=cfg.lora_top_layers,
+        alpha=cfg.lora_alpha,
+        dropout=cfg.lora_dropout,
+        target_modules=tuple(cfg.lora_target_modules),
     )
     return ActorCritic(causal_lm, lora, cfg.critic, cfg.gradient_checkpointing)  # type: ignore[arg-type]
 
 
-def build_rollout_engine(cfg: RolloutConfig, model: ActorCritic, tokenizer: PreTrainedTokenizerBase) -> HFRolloutEngine:
-    return HFRolloutEngine(model.actor, tokenizer, batch_size=cfg.generation_batch_size)
+def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> torch.nn.Module:
+    """The policy LM alone (optionally with LoRA), for algorithms without critic or reference (SFT)."""
+    causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
+    if cfg.gradient_checkpointing:
+        causal_lm.gradient_checkpointing_enable()
+    lora = LoraSettings(
+        rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=tuple(cfg.lora_target_modules)
+    )
+    policy = with_lora(causal_lm, lora)
+    if cfg.gradient_checkpointing and lora.rank > 0:
+        causal_lm.enable_input_require_grads()
+    return policy
+
+
+def build_rollout_engine(cfg: RolloutConfig, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> HFRolloutEngine:
+    """Generation from ``policy`` itself (colocated: updates are visible without copying weights)."""
+    return HFRolloutEngine(policy, tokenizer, batch_size=cfg.generation_batch_size)
+
+
+def build_module(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder
+) -> tuple[PPOModule | SFTModule, HFRolloutEngine]:
+    """The LightningModule of ``algo.name`` (``ppo`` or ``sft``) and the rollout engine generating from its policy."""
+    if isinstance(cfg.algo, SFTConfig):
+        policy = build_policy(cfg.model, tokenizer, cfg.seed)
+        engine = build_rollout_engine(cfg.rollout, policy, tokenizer)
+        return SFTModule(policy, engine, prompts, tokenizer, cfg.algo), engine
+    model = build_actor_critic(cfg.model, tokenizer, cfg.seed)
+    engine = build_rollout_engine(cfg.rollout, model.actor, tokenizer)
+    return PPOModule(model, engine, prompts, build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed), engine
+
+
+def training_schedule(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
+    """(questions per step, steps): ``data.batch_size`` and ``trainer.max_steps``, unless SFT sets its own
+    ``algo.batch_size`` or ``algo.epochs`` (passes over the ``num_train`` training questions)."""
+    if not isinstance(cfg.algo, SFTConfig):
+        return cfg.data.batch_size, cfg.trainer.max_steps
+    batch_size = cfg.algo.batch_size or cfg.data.batch_size
+    steps = math.ceil(cfg.algo.epochs * num_train / batch_size) if cfg.algo.epochs else cfg.trainer.max_steps
+    return batch_size, steps
 
 
 def build_prompt_builder(cfg: PromptConfig, tokenizer: PreTrainedTokenizerBase) -> PromptBuilder:

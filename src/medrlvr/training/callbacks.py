@@ -18,7 +18,20 @@ def _clock(seconds: float) -> str:
 
 
 class ProgressPrinter(L.Callback):
-    """Prints iteration, reward, accuracy, format rate, KL, tokens/s, seconds per iteration and ETA."""
+    """Prints iteration, the module's headline metrics (reward, accuracy, format rate, KL for PPO; loss for
+    SFT), mean response length, tokens/s, seconds per iteration and ETA."""
+
+    FIELDS = (
+        ("reward", "reward/mean", "{:+.3f}"),
+        ("acc", "reward/accuracy", "{:.3f}"),
+        ("format", "reward/format_rate", "{:.3f}"),
+        ("kl", "kl/mean_per_sequence", "{:.4f}"),
+        ("loss", "loss/sft", "{:.4f}"),
+        ("len", "response/tokens_mean", "{:.0f}"),
+        ("tok/s", "perf/generate_tokens_per_s", "{:.1f}"),
+        ("train tok/s", "perf/train_tokens_per_s", "{:.1f}"),
+        ("s/it", "perf/iteration_s", "{:.1f}"),
+    )
 
     def __init__(self, max_steps: int) -> None:
         self.max_steps = max_steps
@@ -32,19 +45,9 @@ class ProgressPrinter(L.Callback):
         done = batch_idx + 1
         elapsed = time.perf_counter() - self.started
         eta = elapsed / done * (self.max_steps - done)
-        log.info(
-            "iter %d/%d | reward %+.3f | acc %.3f | format %.3f | kl %.4f | len %.0f | %.1f tok/s | %.1f s/it | ETA %s",
-            done,
-            self.max_steps,
-            m["reward/mean"],
-            m["reward/accuracy"],
-            m["reward/format_rate"],
-            m["kl/mean_per_sequence"],
-            m["response/tokens_mean"],
-            m["perf/generate_tokens_per_s"],
-            m["perf/iteration_s"],
-            _clock(eta),
-        )
+        parts = [f"iter {done}/{self.max_steps}"]
+        parts += [f"{label} {fmt.format(m[key])}" for label, key, fmt in self.FIELDS if key in m]
+        log.info("%s | ETA %s", " | ".join(parts), _clock(eta))
 
 
 class SampleTableLogger(L.Callback):

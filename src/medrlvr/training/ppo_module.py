@@ -49,6 +49,10 @@ class PPOModule(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self.last_samples: list[dict[str, Any]] = []
 
+    def merged_policy(self) -> torch.nn.Module:
+        """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
+        return self.model.merged_policy()
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One AdamW with an actor group and a critic group (DeepSpeed strategies accept one optimizer)."""
         groups = [

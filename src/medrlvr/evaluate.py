@@ -1,0 +1,221 @@
+"""Evaluate a model on one or several datasets: ``python -m medrlvr.evaluate [hydra overrides]``.
+
+Examples::
+
+    python -m medrlvr.evaluate checkpoint=outputs/.../policy                  # the bundled test split
+    python -m medrlvr.evaluate checkpoint=PATH datasets=[medqa,mmlu_pro_health]   # from the hub
+    python -m medrlvr.evaluate checkpoint=PATH \\
+        'datasets={medqa_5opt: {path: ../shared/data/medqa_usmle_test_5opt.jsonl}, mmlu_pro_health: {path: ../shared/data/mmlu_pro_health.jsonl}}'
+
+Each dataset is a ``conf/data`` option (plus overrides in the mapping form) evaluated on its
+``test_split``. Prints a table, writes ``evaluation.json`` and one ``records_<dataset>.jsonl`` per
+dataset to the output folder, and logs everything to its own MLflow run (nested under
+``parent_run_id`` when given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
+
+from medrlvr.config import (
+    ConfigError,
+    DataConfig,
+    EvaluateConfig,
+    LoggerConfig,
+    config_dir,
+    default_tracking_uri,
+    register_configs,
+)
+from medrlvr.data.registry import load_split_report
+from medrlvr.data.schema import OPTION_LETTERS
+from medrlvr.evaluation import EvalResult, evaluate
+from medrlvr.models.loading import load_causal_lm, load_tokenizer
+from medrlvr.train import set_threads
+from medrlvr.training import builders
+
+log = logging.getLogger(__name__)
+register_configs()
+
+TABLE_COLUMNS = (
+    ("questions", "num_questions", "{:.0f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+    ("majority", "majority_accuracy", "{:.3f}"),
+    ("format", "format_rate", "{:.3f}"),
+    ("think words", "reasoning_words", "{:.1f}"),
+    ("tokens", "response_tokens", "{:.1f}"),
+    ("bias TV", "position_bias_tv", "{:.3f}"),
+)
+
+
+def compose_data(name: str, overrides: dict[str, Any] | None = None) -> DataConfig:
+    """``conf/data/<name>.yaml`` with ``overrides``, validated against :class:`DataConfig`."""
+    path = config_dir() / "data" / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"datasets: no data config {name!r}; available: {available}")
+    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(path), overrides or {})
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
+    """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping,
+    else the ``data`` group's choice."""
+    spec = cfg.datasets
+    if spec is None:
+        return {cfg.data.name: cfg.data}
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, list):
+        return {str(name): compose_data(str(name)) for name in spec}
+    if isinstance(spec, dict):
+        return {str(name): compose_data(str(name), overrides) for name, overrides in spec.items()}
+    raise ConfigError(f"datasets: expected a list of data config names or a mapping, got {spec!r}")
+
+
+def load_model(cfg: EvaluateConfig) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
+    """Tokenizer and model of ``checkpoint`` (a saved policy folder; its tokenizer when it holds one) or of
+    the base ``model.name_or_path``."""
+    cache = Path(cfg.model.cache_dir) if cfg.model.cache_dir else None
+    folder = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else None
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(f"checkpoint: no such folder: {folder}")
+    has_tokenizer = folder is not None and (folder / "tokenizer_config.json").is_file()
+    tokenizer = load_tokenizer(str(folder) if has_tokenizer else cfg.model.name_or_path, cache)
+    model = load_causal_lm(str(folder or cfg.model.name_or_path), tokenizer, getattr(torch, cfg.model.dtype), cache, cfg.seed)
+    return tokenizer, model
+
+
+def letter_table(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Shares of chosen and of correct letters, for every letter up to the largest option count."""
+    most = max(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("accuracy/options_"))
+    letters = OPTION_LETTERS[:most]
+    return {kind: {x: metrics.get(f"{kind}_{x}", 0.0) for x in letters} for kind in ("chosen", "true")}
+
+
+def by_option_count(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    counts = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("accuracy/options_"))
+    return {
+        str(k): {"accuracy": metrics[f"accuracy/options_{k}"], "questions": metrics[f"questions/options_{k}"]}
+        for k in counts
+    }
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """One row per dataset, then the letter distributions and the accuracy per option count."""
+    header = ["dataset", "split", *[label for label, _, _ in TABLE_COLUMNS]]
+    rows = [
+        [name, r["split"], *[fmt.format(r["metrics"][key]) if key in r["metrics"] else "-" for _, key, fmt in TABLE_COLUMNS]]
+        for name, r in results.items()
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    for name, r in results.items():
+        letters = r["letters"]
+        lines.append(f"{name} letters chosen: " + " ".join(f"{x} {v:.2f}" for x, v in letters["chosen"].items()))
+        lines.append(f"{name} letters true:   " + " ".join(f"{x} {v:.2f}" for x, v in letters["true"].items()))
+        lines.append(
+            f"{name} accuracy by option count: "
+            + ", ".join(f"{k}: {v['accuracy']:.3f} (n={v['questions']:.0f})" for k, v in r["by_option_count"].items())
+        )
+    return "\n".join(lines)
+
+
+def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], records: dict[str, EvalResult], report: dict) -> str:
+    """Log params, metrics (``<dataset>/<metric>``), the report and the completions; return the run id."""
+    logger_cfg: LoggerConfig = cfg.logger
+    tags = {"kind": "evaluation", **{t: "1" for t in cfg.tags}}
+    if cfg.parent_run_id:
+        client = MlflowClient(tracking_uri=logger_cfg.tracking_uri or default_tracking_uri())
+        parent = client.get_run(cfg.parent_run_id)
+        experiment = client.get_experiment(parent.info.experiment_id).name
+        logger_cfg = dataclasses.replace(logger_cfg, experiment_name=experiment)
+        tags["mlflow.parentRunId"] = cfg.parent_run_id
+    logger_cfg = dataclasses.replace(logger_cfg, run_name=logger_cfg.run_name or "evaluate")
+    logger = builders.build_logger(logger_cfg, tags=tags)
+    params = {
+        "checkpoint": cfg.checkpoint, "model/name_or_path": cfg.model.name_or_path, "num_samples": cfg.num_samples,
+        "temperature": cfg.temperature, "limit": cfg.limit, "max_new_tokens": cfg.rollout.eval_max_new_tokens,
+        "datasets": ",".join(results),
+    }
+    params.update({f"{name}/origin": r["origin"] for name, r in results.items()})
+    params.update({f"{name}/split": r["split"] for name, r in results.items()})
+    logger.log_hyperparams(params)
+    logger.log_metrics({f"{name}/{key}": value for name, r in results.items() for key, value in r["metrics"].items()})
+    logger.log_metrics({f"{name}/skipped_rows": float(len(r["skipped_rows"])) for name, r in results.items()})
+    logger.experiment.log_dict(logger.run_id, report, "evaluation.json")
+    for name, result in records.items():
+        table = {key: [record[key] for record in result.records] for key in result.records[0]}
+        logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"records/{name}.json")
+    logger.finalize("success")
+    return logger.run_id
+
+
+def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
+    """Evaluate ``cfg``'s model on each dataset; print, write and log the report, and return it."""
+    threads = set_threads(cfg.num_threads)
+    L.seed_everything(cfg.seed, workers=True)
+    datasets = dataset_configs(cfg)
+    tokenizer, model = load_model(cfg)
+    engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer)
+    results: dict[str, dict[str, Any]] = {}
+    evaluated: dict[str, EvalResult] = {}
+    for name, data in datasets.items():
+        loaded = load_split_report(data, data.test_split, cfg.seed)
+        examples = loaded.examples[: cfg.limit] if cfg.limit else loaded.examples
+        prompts = builders.build_prompt_builder(data.prompt, tokenizer)
+        log.info("evaluating %s: %d questions from %s (torch threads: %d)", name, len(examples), loaded.origin, threads)
+        result = evaluate(
+            engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
+            temperature=cfg.temperature, num_samples=cfg.num_samples, seed=cfg.seed,
+        )
+        evaluated[name] = result
+        results[name] = {
+            "data": data.name,
+            "split": data.test_split,
+            "origin": loaded.origin,
+            "skipped_rows": [dataclasses.asdict(s) for s in loaded.skipped],
+            "metrics": result.metrics,
+            "letters": letter_table(result.metrics),
+            "by_option_count": by_option_count(result.metrics),
+        }
+        with (output_dir / f"records_{name}.jsonl").open("w", encoding="utf-8") as handle:
+            for record in result.records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    report = {
+        "checkpoint": cfg.checkpoint,
+        "model": cfg.model.name_or_path,
+        "num_samples": cfg.num_samples,
+        "temperature": cfg.temperature,
+        "datasets": results,
+    }
+    report["mlflow_run_id"] = log_to_mlflow(cfg, results, evaluated, report)
+    (output_dir / "evaluation.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(format_table(results))
+    log.info("wrote %s (MLflow run %s)", output_dir / "evaluation.json", report["mlflow_run_id"])
+    return report
+
+
+@hydra.main(config_path=str(config_dir()), config_name="evaluate", version_base="1.3")
+def main(dict_cfg: DictConfig) -> float:
+    """Hydra entry point; returns the first dataset's accuracy."""
+    cfg: EvaluateConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
+    output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = run(cfg, output_dir)
+    return next(iter(report["datasets"].values()))["metrics"]["accuracy"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Supervised fine-tuning as a LightningModule: one ``training_step`` is one optimizer step.
+
+The SFT baseline of the study: the same policy, prompts, data and evaluation as PPO, trained with
+cross-entropy on the response tokens of a target ``<think>rationale</think><answer>X</answer>`` (see
+:mod:`medrlvr.data.targets`). The prompt (which ends with the pre-filled response prefix, e.g. ``<think>``)
+is context only: its tokens get no loss. Mirrors :class:`~medrlvr.training.ppo_module.PPOModule`: manual
+optimisation, ``last_metrics``/``last_samples`` after each step, metrics logged at step = iteration.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from medrlvr.config import SFTConfig
+from medrlvr.data.prompts import PromptBuilder
+from medrlvr.data.schema import MCQExample
+from medrlvr.data.targets import sft_target
+from medrlvr.rollout.base import RolloutEngine
+
+IGNORE_INDEX = -100
+
+
+def encode_sft_batch(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, labels)``, each ``(B, L)``, right-padded; labels are ``-100`` except on
+    the response tokens and the EOS after them. Prompt and response are tokenized separately, as at
+    generation time (the prompt alone is encoded, the response is generated after it)."""
+    rows = []
+    for prompt, response in zip(prompts, responses):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append((prompt_ids + response_ids, [IGNORE_INDEX] * len(prompt_ids) + response_ids))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([labels + [IGNORE_INDEX] * (width - len(labels)) for _, labels in rows])
+    return input_ids, attention_mask, labels
+
+
+class SFTModule(L.LightningModule):
+    """Owns the policy (optionally LoRA-wrapped) and the rollout engine that generates from it."""
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        engine: RolloutEngine,
+        prompt_builder: PromptBuilder,
+        tokenizer: PreTrainedTokenizerBase,
+        algo: SFTConfig,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy = policy
+        self.engine = engine
+        self.prompt_builder = prompt_builder
+        self.tokenizer = tokenizer
+        self.algo = algo
+        self.last_metrics: dict[str, float] = {}
+        self.last_samples: list[dict[str, Any]] = []
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.algo.lr, weight_decay=self.algo.weight_decay)
+
+    def transfer_batch_to_device(self, batch: list[MCQExample], device: torch.device, dataloader_idx: int) -> list[MCQExample]:
+        """Batches are questions (text); tensors are made on the right device later."""
+        return batch
+
+    def targets(self, batch: list[MCQExample]) -> list[str]:
+        """The full target response of each question (including the pre-filled prefix)."""
+        return [sft_target(example, self.algo.rationale, self.algo.rationale_field) for example in batch]
+
+    def training_step(self, batch: list[MCQExample], batch_idx: int) -> None:
+        iteration = batch_idx + 1
+        start = time.perf_counter()
+        targets = self.targets(batch)
+        prefix = self.prompt_builder.response_prefix
+        responses = [t[len(prefix) :] if t.startswith(prefix) else t for t in targets]
+        input_ids, attention_mask, labels = (
+            t.to(self.device) for t in encode_sft_batch(self.tokenizer, [self.prompt_builder(e) for e in batch], responses)
+        )
+        optimizer = self.optimizers()
+        self.policy.train()
+        loss = self.policy(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], self.algo.max_grad_norm
+        )
+        optimizer.step()
+        self.engine.sync_weights(self.policy)
+        elapsed = time.perf_counter() - start
+        tokens = int((labels != IGNORE_INDEX).sum())
+        self.last_metrics = {
+            "loss/sft": loss.item(),
+            "loss/grad_norm": float(grad_norm),
+            "response/tokens_mean": tokens / len(batch),
+            "perf/train_tokens_per_s": int(attention_mask.sum()) / max(elapsed, 1e-9),
+            "perf/iteration_s": elapsed,
+        }
+        self.last_samples = [
+            {"iteration": iteration, "id": e.id, "answer": e.answer, "response": t} for e, t in zip(batch, targets)
+        ]
+        if self.logger is not None:
+            self.logger.log_metrics(self.last_metrics, step=iteration)
+
+    def merged_policy(self) -> torch.nn.Module:
+        """The policy as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
+        if hasattr(self.policy, "merge_and_unload"):
+            return copy.deepcopy(self.policy).merge_and_unload()
+        return self.policy

@@ -1,0 +1,49 @@
+"""End-to-end: the real evaluate CLI on the tiny model, sampling, two datasets, nested under a parent run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def test_evaluate_two_datasets_with_sampling_nested_in_mlflow(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("e2e-eval", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, run_name="training")
+    datasets = f"datasets={{bundled: {{}}, mmlu_pro_health: {{path: {FIXTURES / 'mmlu_pro'}}}}}"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "medrlvr.evaluate", "model=tiny", datasets, "limit=3", "num_samples=2",
+            "temperature=0.7", "rollout.eval_max_new_tokens=6", "num_threads=1", f"logger.tracking_uri={uri}",
+            f"parent_run_id={parent.info.run_id}", f"output_dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mmlu_pro_health letters chosen:" in result.stdout and "accuracy by option count" in result.stdout
+
+    report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    assert list(report["datasets"]) == ["bundled", "mmlu_pro_health"]
+    mmlu = report["datasets"]["mmlu_pro_health"]
+    assert mmlu["metrics"]["num_questions"] == 3 and mmlu["metrics"]["num_completions"] == 6
+    assert set(mmlu["by_option_count"]) == {"4", "7", "10"} and list(mmlu["letters"]["true"])[-1] == "J"
+    assert mmlu["origin"].endswith("mmlu_pro/test.jsonl") and mmlu["skipped_rows"] == []
+    records = (tmp_path / "out" / "records_bundled.jsonl").read_text().splitlines()
+    assert len(records) == 6 and {json.loads(r)["sample"] for r in records} == {0, 1}
+
+    run = client.get_run(report["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.experiment_id == experiment_id
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    for key in ("bundled/accuracy", "bundled/majority_accuracy", "mmlu_pro_health/format_rate", "mmlu_pro_health/accuracy/options_10"):
+        assert key in run.data.metrics, key
+    assert run.data.params["num_samples"] == "2" and run.data.params["model/name_or_path"] == "tiny"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"evaluation.json", "records"} <= artifacts
