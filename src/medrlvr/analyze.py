@@ -91,10 +91,10 @@ def _stage_tables(client: MlflowClient, run_id: str, tracking_uri: str) -> list[
 
 
 def _pick_examples(rows: Sequence[Mapping], share: Mapping[int, Mapping[Stage, float]], per_stage: int) -> dict[Stage, list]:
-    """Per stage, examples from the iterations where that stage was most frequent (then the latest)."""
+    """Per stage, distinct examples from the iterations where that stage was most frequent (then the latest)."""
     picked: dict[Stage, list] = {}
     for stage in Stage:
-        candidates = [r for r in rows if r.get("stage") == int(stage)]
+        candidates = list({r["response"]: r for r in rows if r.get("stage") == int(stage)}.values())
         candidates.sort(key=lambda r: (-share.get(r.get("iteration"), {}).get(stage, 0.0), -(r.get("iteration") or 0)))
         picked[stage] = candidates[:per_stage]
     return picked

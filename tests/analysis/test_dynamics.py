@@ -75,10 +75,11 @@ def test_stage_phases_need_a_streak_of_min_iterations():
         stage_phases([1, 2], [S(1)], 1)
 
 
-def test_example_rows_keep_per_stage_limit_and_stage_order():
-    samples = [{"response": t, "id": f"q{i}", "iteration": 7, "answer": "B"} for i, t in enumerate([HACK, FAIL, HACK, CONCISE, HACK])]
+def test_example_rows_keep_per_stage_limit_stage_order_and_distinct_responses():
+    texts = [HACK, FAIL, HACK, CONCISE, "<think>E</think><answer>E</answer>", HACK, "<think>C</think><answer>C</answer>"]
+    samples = [{"response": t, "id": f"q{i}", "iteration": 7, "answer": "B"} for i, t in enumerate(texts)]
     analyses = [classify(s["response"], "ABCDE", CFG) for s in samples]
     rows = example_rows(samples, analyses, per_stage=2)
-    assert [(r["stage"], r["id"]) for r in rows] == [(1, "q1"), (3, "q3"), (4, "q0"), (4, "q2")]
+    assert [(r["stage"], r["id"]) for r in rows] == [(1, "q1"), (3, "q3"), (4, "q0"), (4, "q4")]
     assert rows[2]["flags"] == "short_reasoning,answer_in_reasoning" and rows[2]["letter"] == "B"
     assert rows[2]["stage_name"] == "4 Direct Answer Hacker" and rows[2]["iteration"] == 7

@@ -117,9 +117,13 @@ def classified_row(sample: Mapping, analysis: CompletionAnalysis) -> dict:
 
 
 def example_rows(samples: Sequence[Mapping], analyses: Sequence[CompletionAnalysis], per_stage: int) -> list[dict]:
-    """Up to ``per_stage`` :func:`classified_row` rows of each stage (stage order, then input order)."""
+    """Up to ``per_stage`` :func:`classified_row` rows of each stage with distinct responses (stage order, then
+    input order)."""
     rows = []
     for stage in Stage:
-        chosen = [(s, a) for s, a in zip(samples, analyses) if a.stage == stage][:per_stage]
-        rows += [classified_row(sample, analysis) for sample, analysis in chosen]
+        seen: set[str] = set()
+        for sample, analysis in zip(samples, analyses):
+            if analysis.stage == stage and sample["response"] not in seen and len(seen) < per_stage:
+                seen.add(sample["response"])
+                rows.append(classified_row(sample, analysis))
     return rows
