@@ -51,7 +51,7 @@ def test_grid_is_the_cartesian_product_and_later_keys_win():
 
 def test_trial_tags_name_sweep_trial_overrides_and_parent():
     cfg = LoggerConfig(experiment_name="sweep-kl_coef", sweep="kl_coef", trial=3, parent_run_id="abc")
-    overrides = ["+sweep=kl_coef", "algo.kl_coef=0.01", *T.trial_overrides("abc", 3)]
+    overrides = ["+sweep=kl_coef", "algo.kl_coef=0.01", *T.trial_overrides("sqlite:////tmp/mlflow.db", "abc", 3)]
     assert T.trial_tags(cfg, overrides) == {
         "sweep": "kl_coef",
         "trial": "3",
@@ -61,3 +61,8 @@ def test_trial_tags_name_sweep_trial_overrides_and_parent():
     assert T.trial_run_name(cfg) == "kl_coef-3"
     assert T.trial_tags(LoggerConfig(), ["algo.kl_coef=0.01"]) == {}
     assert T.parse_overrides("+sweep=kl_coef algo.kl_coef=0.01 ~x") == {"sweep": "kl_coef", "algo.kl_coef": "0.01"}
+
+
+def test_quoted_override_values_survive_hydra_parsing():
+    for value in ("/tmp/multirun/kl coef/0", "sqlite:////tmp/it's/mlflow.db", "C:\\runs\\x\\", "a\\'b"):
+        assert PARSER.parse_override(f"x={T.quote(value)}").value() == value

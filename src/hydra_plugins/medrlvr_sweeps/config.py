@@ -17,6 +17,7 @@ class GridSweeperConf:
     # None: the task function's return value (held-out accuracy for medrlvr.train); else a metric of the trial run.
     objective: Optional[str] = None
     direction: str = "maximize"
+    # Jobs per launch. None: the launcher's n_jobs (trials recorded round by round), else all at once.
     max_batch_size: Optional[int] = None
 
 

@@ -60,13 +60,18 @@ class GridSweep(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
-        """Run every grid point (``max_batch_size`` per launch) and record each in MLflow."""
+        """Run every grid point and record each in MLflow.
+
+        Jobs are launched ``max_batch_size`` at a time; by default as many as the launcher runs in parallel
+        (``n_jobs``), or all at once for launchers without ``n_jobs`` (e.g. one SLURM job array).
+        """
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         jobs = grid(overrides)
         swept = list(dict.fromkeys(o.key_or_group for o in overrides if o.is_sweep_override()))
-        size = self.max_batch_size or len(jobs)
+        # One launch per round of parallel trials, so that each round is recorded as soon as it ends.
+        size = self.max_batch_size or self.config.hydra.launcher.get("n_jobs") or len(jobs)
         sweep_dir = save_multirun_config(self.config)
         tracker = SweepTracker.from_config(
             self.config, kind="grid", objective=self.objective, direction=self.direction, params=swept

@@ -27,6 +27,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from medrlvr.sweeping.tags import quote
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "job_return.json"
@@ -64,11 +66,6 @@ def entry_command() -> list[str]:
     if spec is not None and spec.name:
         return [sys.executable, "-m", spec.name.removesuffix(".__main__")]
     return [sys.executable, str(Path(sys.argv[0]).resolve())]
-
-
-def quote(value: str) -> str:
-    """``value`` as a single-quoted Hydra override value."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from medrlvr.sweeping import tags as T
-from medrlvr.sweeping.tracking import SweepTracker, reuse_key, save_multirun_config
+from medrlvr.sweeping.tracking import SweepTracker, save_multirun_config, stable_key
 
 log = logging.getLogger(__name__)
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
@@ -162,15 +162,15 @@ class OptunaSweep:
             self.storage_url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
         )
         study = self._study(storage)
-        shown_storage = make_url(self.storage_url).render_as_string(hide_password=True)
+        storage_label = make_url(self.storage_url).render_as_string(hide_password=True)
         tracker = SweepTracker.from_config(
             self.config,
             kind="optuna",
             objective=self.objective,
             direction=self.direction,
             params=list(space),
-            extra_tags={T.STUDY: study.study_name, T.STORAGE: shown_storage},
-            resume_key=reuse_key(shown_storage, study.study_name),
+            extra_tags={T.STUDY: study.study_name, T.STORAGE: storage_label},
+            resume_key=stable_key(storage_label, study.study_name),
         )
         sweep_dir = save_multirun_config(self.config)
         with tracker.running(sweep_dir / "report"):

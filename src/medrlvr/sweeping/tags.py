@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from hydra.core.hydra_config import HydraConfig
@@ -18,18 +19,29 @@ KIND = "sweep_kind"  # "grid" or "optuna"
 OBJECTIVE = "sweep_objective"  # metric name, or RETURN_VALUE
 DIRECTION = "sweep_direction"  # "maximize" or "minimize"
 PARAMS = "sweep_params"  # the swept override keys, space separated
-REUSE_KEY = "sweep_key"  # parent runs with the same key are one sweep (an Optuna study resumed or shared)
+RESUME_KEY = "sweep_key"  # parent runs with the same key are one sweep (an Optuna study resumed or shared)
 STUDY = "optuna_study"
 STORAGE = "optuna_storage"
 
 OBJECTIVE_METRIC = "sweep/objective"
 RETURN_VALUE = "return_value"
-INJECTED_KEYS = ("logger.parent_run_id", "logger.trial")
+INJECTED_KEYS = ("logger.parent_run_id", "logger.trial", "logger.tracking_uri")
 
 
-def trial_overrides(parent_run_id: str, trial: int) -> list[str]:
-    """Overrides a sweeper adds to every trial so that its run is tagged and nested under the parent run."""
-    return [f"logger.parent_run_id={parent_run_id}", f"logger.trial={trial}"]
+def quote(value: str) -> str:
+    """``value`` as a single-quoted Hydra override value (Hydra unescapes only backslashes before a quote)."""
+    escaped = re.sub(r"(\\+)('|$)", lambda m: m.group(1) * 2 + m.group(2), value)
+    return "'" + escaped.replace("'", "\\'") + "'"
+
+
+def trial_overrides(tracking_uri: str, parent_run_id: str, trial: int) -> list[str]:
+    """Overrides a sweeper adds to every trial: its run goes to the sweep's store, tagged and nested under the
+    parent run (the store is explicit so that a trial in another working directory still finds it)."""
+    return [
+        f"logger.tracking_uri={quote(tracking_uri)}",
+        f"logger.parent_run_id={parent_run_id}",
+        f"logger.trial={trial}",
+    ]
 
 
 def user_overrides(overrides: Sequence[str]) -> list[str]:

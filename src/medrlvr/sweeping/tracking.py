@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 DIRECTIONS = ("maximize", "minimize")
 
 
-def reuse_key(*parts: str) -> str:
+def stable_key(*parts: str) -> str:
     """A short stable key identifying one resumable sweep (e.g. an Optuna storage and study name)."""
     return hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:16]
 
@@ -71,7 +71,7 @@ class SweepTracker:
             T.DIRECTION: direction,
             T.PARAMS: " ".join(params),
             **(extra_tags or {}),
-            **({T.REUSE_KEY: resume_key} if resume_key else {}),
+            **({T.RESUME_KEY: resume_key} if resume_key else {}),
         }
         self.experiment_id = ""
         self.parent_run_id = ""
@@ -107,7 +107,7 @@ class SweepTracker:
             self.finish(status, report_dir)
 
     def trial_overrides(self, trial: int) -> list[str]:
-        return T.trial_overrides(self.parent_run_id, trial)
+        return T.trial_overrides(self.tracking_uri, self.parent_run_id, trial)
 
     def record(self, trial: int, job: JobReturn) -> tuple[float | None, str | None]:
         """Record a finished trial: ``(objective, None)`` on success, ``(None, error)`` when it failed."""
@@ -207,7 +207,7 @@ class SweepTracker:
     def _parents(self) -> list[Run]:
         return self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.{T.REUSE_KEY} = '{self.resume_key}'",
+            filter_string=f"tags.{T.RESUME_KEY} = '{self.resume_key}'",
             order_by=["attributes.start_time ASC"],
         )
 
