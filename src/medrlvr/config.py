@@ -213,7 +213,7 @@ class TrainConfig:
 
 
 def register_configs() -> None:
-    """Register the schema (``train_schema``) and the ``${medrlvr.sweeps_dir:}`` resolver used by ``hydra.searchpath``."""
+    """Register the schema (``train_schema``) and the ``${medrlvr.sweeps_dir:}`` resolver of ``hydra.searchpath``."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("medrlvr.sweeps_dir"):
         OmegaConf.register_new_resolver("medrlvr.sweeps_dir", lambda: str(sweeps_dir()))

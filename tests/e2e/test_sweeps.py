@@ -193,7 +193,8 @@ def test_two_sweepers_in_parallel_share_the_sqlite_stores(tmp_path: Path):
     client = MlflowClient(mlflow_uri)
     (parent,), trials = runs_by_role(client, "sweep-optuna")
     assert sorted(trials) == [0, 1]
-    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials.values())
+    for run in trials.values():
+        assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert [trials[t.number].data.metrics["sweep/objective"] for t in study.trials] == [t.value for t in study.trials]
     for db in ("mlflow.db", "optuna.db"):
         with sqlite3.connect(tmp_path / db) as connection:

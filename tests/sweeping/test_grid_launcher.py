@@ -1,4 +1,4 @@
-"""The grid sweeper and the subprocess launcher on a toy Hydra app: one process per job, crashes recorded, sweep goes on."""
+"""Grid sweeper and subprocess launcher on a toy Hydra app: one process per job, crashes recorded, the sweep goes on."""
 
 import csv
 import json
@@ -30,7 +30,8 @@ def main(cfg):
     logger = LoggerConfig(**cfg.logger)
     client = mlflow.MlflowClient(cfg.logger.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id
-    run = client.create_run(experiment, run_name=trial_run_name(logger), tags=trial_tags(logger, hydra_task_overrides()))
+    tags = trial_tags(logger, hydra_task_overrides())
+    run = client.create_run(experiment, run_name=trial_run_name(logger), tags=tags)
     client.log_metric(run.info.run_id, "score", 100.0 * cfg.x)
     if cfg.x == 0:
         raise RuntimeError("deliberate crash")

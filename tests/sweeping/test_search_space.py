@@ -29,7 +29,10 @@ def test_distributions(text, expected):
 
 def test_search_space_splits_fixed_values_and_later_overrides_win():
     overrides = PARSER.parse_overrides(
-        ["algo.kl_coef=interval(0, 0.1)", "reward=length_penalty", "algo.kl_coef=0.02", "+sweep=optuna", "algo.clip_range=0.1,0.2"]
+        [
+            "algo.kl_coef=interval(0, 0.1)", "reward=length_penalty", "algo.kl_coef=0.02", "+sweep=optuna",
+            "algo.clip_range=0.1,0.2",
+        ]
     )
     space, fixed = search_space(overrides)
     assert space == {"algo.clip_range": ("algo.clip_range", CategoricalDistribution([0.1, 0.2]))}

@@ -59,7 +59,8 @@ def test_optuna_search_space_bounds_validate():
     }
     parser = OverridesParser.create()
     for bound in ("low", "high"):
-        overrides = [f"{k}={getattr(distribution(parser.parse_override(f'{k}={v}')), bound)}" for k, v in params.items()]
+        space = {k: distribution(parser.parse_override(f"{k}={v}")) for k, v in params.items()}
+        overrides = [f"{k}={getattr(dist, bound)}" for k, dist in space.items()]
         cfg = to_train_config(compose_sweep("optuna", overrides))
         assert cfg.reward.name == "length_penalty"
 

@@ -96,7 +96,9 @@ class PartialFormatReward(CorrectnessReward):
 
     partial_format: float = -0.5
 
-    def __call__(self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]) -> RewardOutput:
+    def __call__(
+        self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]
+    ) -> RewardOutput:
         out = super().__call__(completions, answers, valid_letters)
         scores = [
             self.partial_format if not parsed.format_ok and answer_block_letter(text, letters) else score

@@ -35,7 +35,9 @@ RESULT_FILE = "job_return.json"
 OUTPUT_FILE = "output.log"
 CALLBACK_KEY = "medrlvr_job_return"
 # Hydra overrides of the sweep itself; the child runs one job in RUN mode.
-_SWEEP_ONLY = ("hydra.mode", "hydra/sweeper", "hydra/launcher", "hydra.sweeper", "hydra.launcher", "hydra.sweep", "hydra.run")
+_SWEEP_ONLY = (
+    "hydra.mode", "hydra/sweeper", "hydra/launcher", "hydra.sweeper", "hydra.launcher", "hydra.sweep", "hydra.run"
+)
 
 
 class JobReturnWriter(Callback):
@@ -70,6 +72,8 @@ def entry_command() -> list[str]:
 
 @dataclass(frozen=True)
 class Job:
+    """One job: its number, overrides, composed config and output folder."""
+
     index: int
     overrides: list[str]
     config: DictConfig

@@ -87,9 +87,7 @@ class SweepTracker:
         """Create (or, for a resumable sweep, reopen) the parent run; returns its id."""
         self.experiment_id = self._experiment_id()
         self.parent_run_id = self._parent_run_id()
-        log.info(
-            "MLflow experiment %r, sweep parent run %s (%s)", self.experiment_name, self.parent_run_id, self.tracking_uri
-        )
+        log.info("MLflow experiment %r, sweep parent run %s", self.experiment_name, self.parent_run_id)
         return self.parent_run_id
 
     @contextmanager
