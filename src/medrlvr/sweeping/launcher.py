@@ -141,7 +141,7 @@ class SubprocessLaunch:
         log.info("#%d : %s -> %s", job.index, " ".join(filter_overrides(job.overrides)), job.folder)
         start = time.perf_counter()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(job.folder / OUTPUT_FILE, "w") as output:
+        with open(job.folder / OUTPUT_FILE, "w", buffering=1) as output:  # line-buffered: tail -f works
             process = subprocess.Popen(
                 self.command(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
             )
