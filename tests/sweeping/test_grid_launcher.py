@@ -3,9 +3,11 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 APP = '''
 import os
+import time
 from pathlib import Path
 
 import hydra
@@ -26,13 +29,15 @@ from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_ta
 
 @hydra.main(config_path=".", config_name="toy", version_base="1.3")
 def main(cfg):
-    Path(cfg.out, f"pid_{cfg.x}").write_text(str(os.getpid()))
     logger = LoggerConfig(**cfg.logger)
     client = mlflow.MlflowClient(cfg.logger.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.logger.experiment_name).experiment_id
     tags = trial_tags(logger, hydra_task_overrides())
     run = client.create_run(experiment, run_name=trial_run_name(logger), tags=tags)
     client.log_metric(run.info.run_id, "score", 100.0 * cfg.x)
+    Path(cfg.out, f"pid_{cfg.x}").write_text(str(os.getpid()))
+    if cfg.x == 3:
+        time.sleep(600)
     if cfg.x == 0:
         raise RuntimeError("deliberate crash")
     client.set_terminated(run.info.run_id)
@@ -62,19 +67,25 @@ hydra:
   sweeper:
     objective: score
     params:
-      x: 0,1
+      x: {values}
 """
 
 
-def test_each_job_runs_in_its_own_process_and_a_crash_does_not_stop_the_grid(tmp_path: Path):
+def start_toy_sweep(tmp_path: Path, values: str) -> tuple[subprocess.Popen, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "app.py").write_text(APP)
-    (tmp_path / "toy.yaml").write_text(textwrap.dedent(CONFIG.format(out=tmp_path, uri=uri)))
+    (tmp_path / "toy.yaml").write_text(textwrap.dedent(CONFIG.format(out=tmp_path, uri=uri, values=values)))
     sweeper = subprocess.Popen(
         [sys.executable, "app.py", "--multirun", "hydra.launcher.stream_output=false"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # Ctrl-C works even if ignored here
     )
+    return sweeper, uri
+
+
+def test_each_job_runs_in_its_own_process_and_a_crash_does_not_stop_the_grid(tmp_path: Path):
+    sweeper, uri = start_toy_sweep(tmp_path, "0,1")
     output, _ = sweeper.communicate(timeout=300)
     assert sweeper.returncode == 0, output[-3000:]
 
@@ -106,3 +117,26 @@ def test_each_job_runs_in_its_own_process_and_a_crash_does_not_stop_the_grid(tmp
         ("1", "1", "100", "FINISHED"), ("0", "0", "", "FAILED")
     ]
     assert (jobs / "report" / "objective_vs_x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_interrupting_a_sweep_stops_its_running_trial_and_closes_the_runs(tmp_path: Path):
+    sweeper, uri = start_toy_sweep(tmp_path, "3")
+    pid_file, deadline = tmp_path / "pid_3", time.monotonic() + 180
+    while not pid_file.exists():
+        assert sweeper.poll() is None and time.monotonic() < deadline, sweeper.communicate()[0][-3000:]
+        time.sleep(0.2)
+    trial_pid = int(pid_file.read_text())
+    sweeper.send_signal(signal.SIGINT)
+    output, _ = sweeper.communicate(timeout=120)
+    assert sweeper.returncode != 0, output[-3000:]
+    try:
+        os.kill(trial_pid, 0)
+        raise AssertionError(f"trial process {trial_pid} still runs")
+    except ProcessLookupError:
+        pass
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    assert sorted((r.data.tags.get("trial", "parent"), r.info.status) for r in runs) == [
+        ("0", "KILLED"), ("parent", "KILLED")
+    ]

@@ -108,11 +108,22 @@ class SubprocessLaunch:
         try:
             return list(pool.map(self._run, jobs))
         except BaseException:
-            for process in list(self._running.values()):
-                process.terminate()
+            self._stop_running()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _stop_running(self, grace_s: float = 10.0) -> None:
+        """Terminate the running jobs (interrupted sweep); kill those still alive after ``grace_s``."""
+        processes = list(self._running.values())
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
 
     def _job(self, index: int, overrides: list[str]) -> Job:
         assert self.config is not None and self.hydra_context is not None

@@ -75,6 +75,7 @@ class SweepTracker:
         }
         self.experiment_id = ""
         self.parent_run_id = ""
+        self._pending: set[int] = set()  # trials launched by this process and not recorded yet
 
     @classmethod
     def from_config(cls, config: DictConfig, **kwargs) -> SweepTracker:
@@ -105,10 +106,13 @@ class SweepTracker:
             self.finish(status, report_dir)
 
     def trial_overrides(self, trial: int) -> list[str]:
+        """Overrides that send trial ``trial``'s run to this sweep (see :func:`tags.trial_overrides`)."""
+        self._pending.add(trial)
         return T.trial_overrides(self.tracking_uri, self.parent_run_id, trial)
 
     def record(self, trial: int, job: JobReturn) -> tuple[float | None, str | None]:
         """Record a finished trial: ``(objective, None)`` on success, ``(None, error)`` when it failed."""
+        self._pending.discard(trial)
         run = self.trial_run(trial)
         if job.status == JobStatus.COMPLETED:
             value, error = self._objective(job, run)
@@ -138,9 +142,16 @@ class SweepTracker:
         return runs[0] if runs else None
 
     def finish(self, status: str, report_dir: Path) -> None:
-        """Log the summary and the report (table, plots) to the parent run, then close it with ``status``."""
+        """Log the summary and the report (table, plots) to the parent run, then close it with ``status``.
+
+        Runs of this sweeper's trials that were still running (an interrupted sweep) are closed as KILLED.
+        """
         from medrlvr import report
 
+        for trial in sorted(self._pending):
+            run = self.trial_run(trial)
+            if run is not None and run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, "KILLED")
         try:
             sweep = report.load_sweep(self.client, self.parent_run_id)
             report.log_summary(self.client, sweep)
