@@ -94,9 +94,18 @@ class RewardConfig:
     correct_answer: float = 1.0
     min_reasoning_words: int = 0
     penalty_coef: float = 0.0
+    partial_format: float = -0.5
 
     def __post_init__(self) -> None:
-        _check(self.name in ("default", "length_penalty"), "reward.name", f"unknown reward {self.name!r}")
+        _check(
+            self.name in ("default", "length_penalty", "partial_format"), "reward.name", f"unknown reward {self.name!r}"
+        )
+        _check(
+            self.name != "partial_format" or self.format_error <= self.partial_format <= self.wrong_answer,
+            "reward.partial_format",
+            f"must lie between format_error ({self.format_error}) and wrong_answer ({self.wrong_answer}), "
+            f"got {self.partial_format}",
+        )
         _check(self.min_reasoning_words >= 0, "reward.min_reasoning_words", "must be >= 0")
         _check(self.penalty_coef >= 0, "reward.penalty_coef", "must be >= 0")
 
@@ -213,6 +222,9 @@ class LoggerConfig:
     run_name: Optional[str] = None
     log_model: bool = True
     samples_per_table: int = 16
+    sweep: Optional[str] = None
+    trial: Optional[int] = None
+    parent_run_id: Optional[str] = None
 
 
 @dataclass
@@ -316,6 +328,8 @@ def register_configs() -> None:
     store.store(name="evaluate_schema", node=EvaluateConfig)
     store.store(group="algo", name="ppo_schema", node=AlgoConfig)
     store.store(group="algo", name="sft_schema", node=SFTConfig)
+    if not OmegaConf.has_resolver("medrlvr.sweeps_dir"):
+        OmegaConf.register_new_resolver("medrlvr.sweeps_dir", lambda: str(sweeps_dir()))
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:
@@ -334,6 +348,21 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
+def sweeps_dir() -> Path:
+    """The ``sweeps/`` folder (Hydra group ``sweep``): the copy installed in the package, else the repo's."""
+    installed = Path(__file__).parent / "sweeps"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[2] / "sweeps"
+
+
 def default_tracking_uri() -> str:
     """SQLite store in the working directory (MLflow 3 refuses the old ``./mlruns`` file store)."""
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store go to ``mlartifacts/`` beside the database; other stores keep their default."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None

@@ -85,3 +85,9 @@ def test_cli_typo_exits_nonzero_with_message(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "kl_cof" in result.stderr
+
+
+def test_partial_format_score_must_lie_between_format_error_and_wrong_answer():
+    assert to_train_config(compose_train(["reward=partial_format"])).reward.partial_format == -0.5
+    with pytest.raises(ConfigError, match=r"reward\.partial_format"):
+        to_train_config(compose_train(["reward=partial_format", "reward.partial_format=0.5"]))

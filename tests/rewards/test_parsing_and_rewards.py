@@ -2,8 +2,8 @@
 
 import pytest
 
-from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward
-from medrlvr.rewards.parsing import parse_completion
+from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
+from medrlvr.rewards.parsing import answer_block_letter, parse_completion
 
 LETTERS = "ABCDE"
 
@@ -109,3 +109,27 @@ def test_length_penalty_makes_direct_answers_worse_than_reasoned_ones():
 
 def test_option_text_starting_with_a_capital_letter_word_is_one_answer():
     assert parse_completion("<think>x</think><answer>A. B cells</answer>", LETTERS).letter == "A"
+
+
+def test_partial_format_credits_a_lone_answer_block_whatever_its_letter():
+    reward = PartialFormatReward(format_error=-1.0, wrong_answer=0.0, correct_answer=1.0, partial_format=-0.5)
+    completions = [
+        "<think>iron</think><answer>B</answer>",  # strict and right
+        "<think>iron</think><answer>C</answer>",  # strict and wrong
+        "<answer>B</answer>",  # no think block, one valid letter
+        "<think>iron deficiency, so <answer>C</answer>",  # think never closed
+        "<think>x</think><answer>B</answer> I think",  # text after the answer
+        "The answer is B.",  # no answer block
+        "<think>x</think><answer>B or C</answer> more",  # two letters
+        "<answer>B</answer><answer>B</answer>",  # two answer blocks
+        "<think>x</think><answer>F</answer>",  # letter outside the options
+    ]
+    out = reward(completions, ["B"] * len(completions), [LETTERS] * len(completions))
+    assert out.scores == [1.0, 0.0, -0.5, -0.5, -0.5, -1.0, -1.0, -1.0, -1.0]
+    assert out.correct == [True, False, False, False, False, False, False, False, False]
+
+
+def test_answer_block_letter_ignores_the_think_block_but_not_the_answer_rules():
+    assert answer_block_letter("<answer> (D) </answer>", LETTERS) == "D"
+    assert answer_block_letter("</answer>B<answer>", LETTERS) is None
+    assert answer_block_letter("<answer>A, C</answer>", LETTERS) is None

@@ -8,9 +8,9 @@ the option letters of each question.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from medrlvr.rewards.parsing import ParsedCompletion, parse_completion
+from medrlvr.rewards.parsing import ParsedCompletion, answer_block_letter, parse_completion
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,26 @@ class LengthPenaltyReward(CorrectnessReward):
             return 0.0
         shortfall = max(0, self.min_reasoning_words - reasoning_length(parsed))
         return self.penalty_coef * shortfall / self.min_reasoning_words
+
+
+@dataclass(frozen=True)
+class PartialFormatReward(CorrectnessReward):
+    """Correctness reward with partial credit for an almost-formatted completion.
+
+    A completion that fails the strict format but still holds exactly one ``<answer>…</answer>`` block naming
+    one valid option letter scores ``partial_format`` (between ``format_error`` and ``wrong_answer``) instead
+    of ``format_error``, whether or not that letter is right: it pays for reaching the answer format, never
+    for a correct answer outside it. Well-formatted completions score as in the default scheme.
+    """
+
+    partial_format: float = -0.5
+
+    def __call__(
+        self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]
+    ) -> RewardOutput:
+        out = super().__call__(completions, answers, valid_letters)
+        scores = [
+            self.partial_format if not parsed.format_ok and answer_block_letter(text, letters) else score
+            for score, parsed, text, letters in zip(out.scores, out.parsed, completions, valid_letters)
+        ]
+        return replace(out, scores=scores)

@@ -97,3 +97,17 @@ def parse_completion(text: str, valid_letters: str) -> ParsedCompletion:
     if error is not None:
         return _failure(error, think, answer)
     return ParsedCompletion(think=think, answer=answer, letter=letter, format_error=None)
+
+
+def answer_block_letter(text: str, valid_letters: str) -> str | None:
+    """The option letter of the completion's single ``<answer>…</answer>`` block, whatever the rest of the format.
+
+    None when there is not exactly one answer block or it names no single valid letter.
+    """
+    if text.count(ANSWER_OPEN) != 1 or text.count(ANSWER_CLOSE) != 1:
+        return None
+    start, end = text.index(ANSWER_OPEN) + len(ANSWER_OPEN), text.index(ANSWER_CLOSE)
+    if end < start:
+        return None
+    letter, _ = extract_letter(text[start:end], valid_letters)
+    return letter

@@ -17,15 +17,17 @@ from medrlvr.config import (
     RolloutConfig,
     SFTConfig,
     TrainConfig,
+    artifact_location,
     default_tracking_uri,
 )
 from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilder
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
-from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward
+from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
+from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_tags
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 
@@ -108,21 +110,24 @@ def build_reward(cfg: RewardConfig) -> CorrectnessReward:
         return LengthPenaltyReward(
             cfg.format_error, cfg.wrong_answer, cfg.correct_answer, cfg.min_reasoning_words, cfg.penalty_coef
         )
+    if cfg.name == "partial_format":
+        return PartialFormatReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer, cfg.partial_format)
     return CorrectnessReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer)
 
 
 def build_logger(cfg: LoggerConfig, tags: dict[str, str]) -> MLFlowLogger:
-    """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it)."""
+    """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it).
+
+    A sweep trial's run is also tagged with the sweep, trial number and overrides, and nested under the sweep's
+    parent run (see :mod:`medrlvr.sweeping.tags`).
+    """
     uri = cfg.tracking_uri or default_tracking_uri()
-    artifact_location = None
-    if uri.startswith("sqlite:///"):
-        artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
     return MLFlowLogger(
         experiment_name=cfg.experiment_name,
-        run_name=cfg.run_name,
+        run_name=cfg.run_name or trial_run_name(cfg),
         tracking_uri=uri,
-        tags=tags,
-        artifact_location=artifact_location,
+        tags={**tags, **trial_tags(cfg, hydra_task_overrides())},
+        artifact_location=artifact_location(uri),
     )
 
 

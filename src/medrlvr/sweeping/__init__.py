@@ -1,0 +1,5 @@
+"""Sweeps: Hydra sweepers (grid, Optuna) and a one-process-per-trial launcher, with MLflow bookkeeping.
+
+The Hydra plugin classes live in ``hydra_plugins.medrlvr_sweeps`` (where Hydra discovers plugins) and
+delegate to this package.
+"""

@@ -1,0 +1,73 @@
+"""Every sweep file composes, names its experiment, and every grid point / search-space bound validates."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+
+from medrlvr.config import config_dir, register_configs, sweeps_dir, to_train_config
+from medrlvr.sweeping.grid import grid
+from medrlvr.sweeping.optuna_search import distribution
+
+register_configs()
+SWEEPS = sorted(path.stem for path in (sweeps_dir() / "sweep").glob("*.yaml"))
+GRIDS = {
+    "kl_coef": ("algo.kl_coef", "0.0,0.001,0.01,0.05"),
+    "clip_range": ("algo.clip_range", "0.1,0.2,0.3"),
+    "option_count": ("data.option_count", "4,5,7,10"),
+    "reward_shaping": ("reward", "default,length_penalty,partial_format"),
+}
+
+
+def compose_sweep(name, overrides=(), hydra=False):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=[f"+sweep={name}", *overrides], return_hydra_config=hydra)
+
+
+def test_all_sweeps_are_shipped():
+    assert SWEEPS == sorted([*GRIDS, "optuna"])
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_sweep_composes_and_names_its_experiment(name):
+    cfg = compose_sweep(name, hydra=True)
+    assert cfg.logger.experiment_name == f"sweep-{name}" and cfg.logger.sweep == name
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.medrlvr_sweeps.plugins.SubprocessLauncher"
+    expected = "OptunaSweeper" if name == "optuna" else "GridSweeper"
+    assert cfg.hydra.sweeper._target_ == f"hydra_plugins.medrlvr_sweeps.plugins.{expected}"
+    to_train_config(compose_sweep(name))
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_every_grid_point_validates(name):
+    key, values = GRIDS[name]
+    params = dict(compose_sweep(name, hydra=True).hydra.sweeper.params)
+    assert params == {key: values}
+    jobs = grid(OverridesParser.create().parse_overrides([f"{key}={values}"]))
+    assert len(jobs) == len(values.split(","))
+    for job in jobs:
+        to_train_config(compose_sweep(name, job))
+
+
+def test_optuna_search_space_bounds_validate():
+    params = compose_sweep("optuna", hydra=True).hydra.sweeper.params
+    assert set(params) == {
+        "algo.kl_coef", "algo.clip_range", "algo.actor_lr", "algo.critic_lr",
+        "reward.format_error", "reward.penalty_coef", "reward.min_reasoning_words",
+    }
+    parser = OverridesParser.create()
+    for bound in ("low", "high"):
+        space = {k: distribution(parser.parse_override(f"{k}={v}")) for k, v in params.items()}
+        overrides = [f"{k}={getattr(dist, bound)}" for k, dist in space.items()]
+        cfg = to_train_config(compose_sweep("optuna", overrides))
+        assert cfg.reward.name == "length_penalty"
+
+
+def test_plugins_are_discovered_in_the_hydra_plugins_package():
+    sweepers = {cls.__name__: cls for cls in Plugins.instance().discover(Sweeper)}
+    launchers = {cls.__name__: cls for cls in Plugins.instance().discover(Launcher)}
+    assert sweepers["GridSweeper"].__module__ == "hydra_plugins.medrlvr_sweeps.plugins"
+    assert sweepers["OptunaSweeper"].__module__ == "hydra_plugins.medrlvr_sweeps.plugins"
+    assert launchers["SubprocessLauncher"].__module__ == "hydra_plugins.medrlvr_sweeps.plugins"
