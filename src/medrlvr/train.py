@@ -87,7 +87,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     eval_examples = load_split(cfg.data.name, cfg.data.eval_split, cfg.data.option_count, cfg.seed)
     eval_examples = eval_examples[: cfg.data.eval_size]
     tokenizer = builders.build_tokenizer(cfg.model)
-    model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed)
+    model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed, cfg.algo.uses_critic)
     engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     logger = builders.build_logger(cfg.logger, tags={"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}})

@@ -22,13 +22,16 @@ def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(cfg.name_or_path, _cache(cfg))
 
 
-def build_actor_critic(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> ActorCritic:
-    """Policy LM (optionally with LoRA), its reference and a critic initialised from it."""
+def build_actor_critic(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int, with_critic: bool = True
+) -> ActorCritic:
+    """Policy LM (optionally with LoRA), its reference and, ``with_critic``, a critic initialised from it."""
     causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
     lora = LoraSettings(
         cfg.lora_rank, cfg.lora_top_layers, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_target_modules)
     )
-    return ActorCritic(causal_lm, lora, cfg.critic, cfg.gradient_checkpointing)  # type: ignore[arg-type]
+    critic = cfg.critic if with_critic else "none"
+    return ActorCritic(causal_lm, lora, critic, cfg.gradient_checkpointing)  # type: ignore[arg-type]
 
 
 def build_rollout_engine(cfg: RolloutConfig, model: ActorCritic, tokenizer: PreTrainedTokenizerBase) -> HFRolloutEngine:
