@@ -44,7 +44,11 @@ class ModelConfig:
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unknown dtype {self.dtype!r}")
         _check(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         _check(self.lora_top_layers >= 0, "model.lora_top_layers", "must be >= 0 (0 = every layer)")
-        _check(self.critic in ("separate", "shared"), "model.critic", f"must be 'separate' or 'shared', got {self.critic!r}")
+        _check(
+            self.critic in ("separate", "shared", "none"),
+            "model.critic",
+            f"must be 'separate', 'shared' or 'none', got {self.critic!r}",
+        )
 
 
 @dataclass
@@ -110,15 +114,34 @@ class RewardConfig:
         _check(self.penalty_coef >= 0, "reward.penalty_coef", "must be >= 0")
 
 
+ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
+ADVANTAGE_ESTIMATORS = ("gae", "grpo", "grpo_no_std", "rloo", "reinforce_pp")
+
+
 @dataclass
 class AlgoConfig:
+    """Policy-gradient settings; ``advantage_estimator`` decides the algorithm's maths, ``name`` labels the run.
+
+    ``gae`` is the only estimator with a critic. ``kl_coef`` is the KL penalty folded into the per-token
+    reward (used only when ``kl_in_reward``); ``kl_loss_coef`` adds ``kl_estimator``'s KL to the loss.
+    ``clip_range_low``/``clip_range_high`` default to ``clip_range``; ``dual_clip`` null is off.
+    """
+
     name: str = "ppo"
+    advantage_estimator: str = "gae"
+    kl_in_reward: bool = True
     kl_coef: float = 0.01
+    kl_loss_coef: float = 0.0
     kl_estimator: str = "k1"
     clip_range: float = 0.2
+    clip_range_low: Optional[float] = None
+    clip_range_high: Optional[float] = None
+    dual_clip: Optional[float] = None
     value_clip_range: Optional[float] = 0.5
     gamma: float = 1.0
     lam: float = 1.0
+    group_eps: float = 1e-9
+    filter_equal_reward_groups: bool = False
     ppo_epochs: int = 1
     mini_batch_size: int = 8
     actor_lr: float = 1e-6
@@ -130,14 +153,42 @@ class AlgoConfig:
     whiten_advantages: bool = True
     loss_aggregation: str = "token-mean"
 
+    @property
+    def uses_critic(self) -> bool:
+        return self.advantage_estimator == "gae"
+
+    @property
+    def uses_groups(self) -> bool:
+        """Whether the update needs several completions per prompt."""
+        return self.advantage_estimator in ("grpo", "grpo_no_std", "rloo") or self.filter_equal_reward_groups
+
     def __post_init__(self) -> None:
-        _check(self.name == "ppo", "algo.name", f"unknown algorithm {self.name!r}")
+        _check(self.name in ALGORITHMS, "algo.name", f"unknown algorithm {self.name!r}; choose one of {', '.join(ALGORITHMS)}")
+        _check(
+            self.advantage_estimator in ADVANTAGE_ESTIMATORS,
+            "algo.advantage_estimator",
+            f"unknown estimator {self.advantage_estimator!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}",
+        )
         _check(self.kl_coef >= 0, "algo.kl_coef", f"must be >= 0, got {self.kl_coef}")
+        _check(
+            self.kl_in_reward or self.kl_coef == 0,
+            "algo.kl_coef",
+            f"is {self.kl_coef} but algo.kl_in_reward is false; set it to 0 or use algo.kl_loss_coef for a KL loss term",
+        )
+        _check(self.kl_loss_coef >= 0, "algo.kl_loss_coef", f"must be >= 0, got {self.kl_loss_coef}")
         _check(self.kl_estimator in ("k1", "k2", "k3"), "algo.kl_estimator", f"must be k1, k2 or k3, got {self.kl_estimator!r}")
         _check(0 < self.clip_range < 1, "algo.clip_range", f"must be in (0, 1), got {self.clip_range}")
+        if self.clip_range_low is None:
+            self.clip_range_low = self.clip_range
+        if self.clip_range_high is None:
+            self.clip_range_high = self.clip_range
+        _check(0 < self.clip_range_low < 1, "algo.clip_range_low", f"must be in (0, 1), got {self.clip_range_low}")
+        _check(self.clip_range_high > 0, "algo.clip_range_high", f"must be > 0, got {self.clip_range_high}")
+        _check(self.dual_clip is None or self.dual_clip > 1, "algo.dual_clip", f"must be > 1 or null (off), got {self.dual_clip}")
         _check(self.value_clip_range is None or self.value_clip_range > 0, "algo.value_clip_range", "must be > 0 or null")
         _check(0 <= self.gamma <= 1, "algo.gamma", f"must be in [0, 1], got {self.gamma}")
         _check(0 <= self.lam <= 1, "algo.lam", f"must be in [0, 1], got {self.lam}")
+        _check(self.group_eps > 0, "algo.group_eps", f"must be > 0, got {self.group_eps}")
         _check(self.ppo_epochs >= 1, "algo.ppo_epochs", f"must be >= 1, got {self.ppo_epochs}")
         _check(self.mini_batch_size >= 1, "algo.mini_batch_size", f"must be >= 1, got {self.mini_batch_size}")
         _check(self.actor_lr > 0 and self.critic_lr > 0, "algo.actor_lr/critic_lr", "learning rates must be > 0")
@@ -279,6 +330,17 @@ class TrainConfig:
             "algo.mini_batch_size",
             f"{self.algo.mini_batch_size} exceeds the completions per iteration "
             f"(data.batch_size × rollout.num_samples = {samples})",
+        )
+        _check(
+            self.rollout.num_samples >= 2 or not self.algo.uses_groups,
+            "rollout.num_samples",
+            f"must be >= 2 for advantage_estimator={self.algo.advantage_estimator} "
+            f"(filter_equal_reward_groups={self.algo.filter_equal_reward_groups}), got {self.rollout.num_samples}",
+        )
+        _check(
+            self.model.critic != "none" or not self.algo.uses_critic,
+            "model.critic",
+            f"is 'none' but algo.advantage_estimator={self.algo.advantage_estimator} needs a critic",
         )
 
 

@@ -106,3 +106,19 @@ def test_frozen_prefix_shares_prompt_work_across_samples(tokenizer):
     torch.testing.assert_close(shared[valid], plain[valid], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="groups of 2"):
         model.frozen_prefix(ids, mask, prompt_length=out.prompt_ids.shape[1], group_size=2)
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_critic_none_builds_no_critic(tokenizer, lora_rank):
+    base = load_causal_lm("tiny", tokenizer, seed=0)
+    plain_count = sum(p.numel() for p in base.parameters())
+    model = ActorCritic(base, LoraSettings(rank=lora_rank), "none")
+    assert not model.has_critic and model.critic_trunk is None and model.critic_parameters() == []
+    assert not any("value_head" in name or "critic" in name for name, _ in model.named_parameters())
+    if lora_rank == 0:  # actor + frozen reference copy, nothing else
+        assert sum(p.numel() for p in model.parameters()) == 2 * plain_count
+    ids = torch.randint(0, 100, (2, 8))
+    out = model.policy_forward(ids, torch.ones_like(ids), ids[:, -3:])
+    assert out.logprobs.shape == (2, 3) and out.values is None
+    with pytest.raises(ValueError, match="without a critic"):
+        model.critic_values(ids, torch.ones_like(ids), 3)

@@ -134,24 +134,38 @@ def policy_loss(
     response_mask: torch.Tensor,
     clip_range: float,
     aggregation: LossAggregation = "token-mean",
+    *,
+    clip_range_high: float | None = None,
+    dual_clip: float | None = None,
+    norm_constant: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO clipped surrogate (Schulman et al., 2017): ``L = −min(ρ·A, clip(ρ, 1−ε, 1+ε)·A)``.
+    """PPO clipped surrogate (Schulman et al., 2017): ``L = −min(ρ·A, clip(ρ, 1−ε_low, 1+ε_high)·A)``.
 
-    ``ρ = exp(logprobs − old_logprobs)`` with the log-ratio clamped to [−20, 20]. Returns the aggregated
-    loss and stats: ``clip_frac`` (share of tokens where the clipped term is active) and ``approx_kl``
-    (k3 estimate of KL(π_old‖π)).
+    ``ρ = exp(logprobs − old_logprobs)`` with the log-ratio clamped to [−20, 20]. ``clip_range`` is ε_low;
+    ``clip_range_high`` sets ε_high (None = ``clip_range``; a larger ε_high is DAPO's "clip-higher",
+    Yu et al., 2025). ``dual_clip`` c > 1 bounds the loss of negative-advantage tokens by ``−c·A``:
+    ``L = −max(min(ρ·A, clip(ρ)·A), c·A)`` for A < 0 (Ye et al., 2020). ``norm_constant`` is the divisor
+    of ``seq-mean-token-sum-norm``. Returns the aggregated loss and stats: ``clip_frac`` (share of tokens
+    where the clipped term is active), ``dual_clip_frac`` and ``approx_kl`` (k3 estimate of KL(π_old‖π)).
     """
+    high = clip_range if clip_range_high is None else clip_range_high
     log_ratio = (logprobs - old_logprobs).clamp(-20.0, 20.0)
     ratio = log_ratio.exp()
     surrogate = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + high) * advantages
     loss = -torch.minimum(surrogate, clipped)
+    dual_clipped = torch.zeros_like(loss, dtype=torch.bool)
+    if dual_clip is not None:
+        bound = -dual_clip * advantages
+        dual_clipped = (advantages < 0) & (loss > bound)
+        loss = torch.where(dual_clipped, bound, loss)
     with torch.no_grad():
         stats = {
             "clip_frac": masked_mean((clipped < surrogate).float(), response_mask),
+            "dual_clip_frac": masked_mean(dual_clipped.float(), response_mask),
             "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, response_mask),
         }
-    return aggregate_loss(loss, response_mask, aggregation), stats
+    return aggregate_loss(loss, response_mask, aggregation, norm_constant), stats
 
 
 def value_loss(
@@ -161,6 +175,7 @@ def value_loss(
     response_mask: torch.Tensor,
     clip_range: float | None,
     aggregation: LossAggregation = "token-mean",
+    norm_constant: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss: ``V_clip = V_old + clip(V − V_old, −ε_v, ε_v)``, ``L = ½·max((V−R)², (V_clip−R)²)``.
 
@@ -177,7 +192,7 @@ def value_loss(
         loss = torch.maximum(unclipped, clipped)
         with torch.no_grad():
             clip_frac = masked_mean((clipped > unclipped).float(), response_mask)
-    return 0.5 * aggregate_loss(loss, response_mask, aggregation), {"clip_frac": clip_frac}
+    return 0.5 * aggregate_loss(loss, response_mask, aggregation, norm_constant), {"clip_frac": clip_frac}
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:

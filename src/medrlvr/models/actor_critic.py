@@ -4,7 +4,7 @@
 - reference: the frozen initial policy — the LoRA base with adapters disabled, or a frozen copy;
 - critic: an LM trunk plus a scalar value head, initialised from the policy. ``separate`` gives the
   critic its own trunk (the study's PPO); ``shared`` puts the value head on the actor's trunk, which
-  halves the forward passes on a CPU.
+  halves the forward passes on a CPU; ``none`` builds no critic (GRPO, RLOO, REINFORCE++).
 
 Only response positions go through the LM head, which saves most of the vocabulary projection.
 """
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-CriticMode = Literal["separate", "shared"]
+CriticMode = Literal["separate", "shared", "none"]
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,8 @@ class ActorCritic(nn.Module):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if critic_mode not in ("separate", "shared"):
-            raise ValueError(f"model.critic must be 'separate' or 'shared', got {critic_mode!r}")
+        if critic_mode not in ("separate", "shared", "none"):
+            raise ValueError(f"model.critic must be 'separate', 'shared' or 'none', got {critic_mode!r}")
         self.critic_mode = critic_mode
         self.uses_lora = lora.rank > 0
         critic_trunk = copy.deepcopy(causal_lm.get_decoder()) if critic_mode == "separate" else None
@@ -147,7 +147,7 @@ class ActorCritic(nn.Module):
         if critic_trunk is not None and self.uses_lora:
             critic_trunk = _with_lora(critic_trunk, lora, num_layers)
         self.critic_trunk = critic_trunk
-        self.value_head = ValueHead(causal_lm.config.hidden_size)
+        self.value_head = None if critic_mode == "none" else ValueHead(causal_lm.config.hidden_size)
         self.frozen_layers = num_layers - lora.top_layers if self.uses_lora and 0 < lora.top_layers < num_layers else 0
         if gradient_checkpointing:
             for module in (self.actor, self.critic_trunk):
@@ -159,7 +159,14 @@ class ActorCritic(nn.Module):
     def actor_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.actor.parameters() if p.requires_grad]
 
+    @property
+    def has_critic(self) -> bool:
+        return self.value_head is not None
+
     def critic_parameters(self) -> list[nn.Parameter]:
+        """Trainable critic parameters (empty without a critic)."""
+        if self.value_head is None:
+            return []
         trunk = [] if self.critic_trunk is None else [p for p in self.critic_trunk.parameters() if p.requires_grad]
         return trunk + list(self.value_head.parameters())
 
@@ -240,7 +247,8 @@ class ActorCritic(nn.Module):
     ) -> ForwardOutput:
         """Log-probs of ``response_ids`` (the last ``T`` tokens of ``input_ids``) under the actor or the reference.
 
-        With ``with_values`` and a shared critic, the values come from the same pass.
+        With ``with_values`` and a shared critic, the values come from the same pass; without a critic
+        ``with_values`` is an error.
         """
         context = self._reference_mode() if reference else contextlib.nullcontext(self.actor)
         length = response_ids.shape[1]
@@ -269,6 +277,8 @@ class ActorCritic(nn.Module):
         frozen_hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Values ``(B, T)`` of the states before each response token."""
+        if self.value_head is None:
+            raise ValueError("this model was built without a critic (model.critic: none)")
         trunk = self.critic_trunk if self.critic_trunk is not None else _unwrap(self.actor).get_decoder()
         hidden = response_hidden_states(
             trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers

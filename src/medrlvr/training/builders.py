@@ -36,8 +36,10 @@ def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(cfg.name_or_path, _cache(cfg))
 
 
-def build_actor_critic(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> ActorCritic:
-    """Policy LM (optionally with LoRA), its reference and a critic initialised from it."""
+def build_actor_critic(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int, with_critic: bool = True
+) -> ActorCritic:
+    """Policy LM (optionally with LoRA), its reference and, ``with_critic``, a critic initialised from it."""
     causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
     lora = LoraSettings(
         rank=cfg.lora_rank,
@@ -46,7 +48,8 @@ def build_actor_critic(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, see
         dropout=cfg.lora_dropout,
         target_modules=tuple(cfg.lora_target_modules),
     )
-    return ActorCritic(causal_lm, lora, cfg.critic, cfg.gradient_checkpointing)  # type: ignore[arg-type]
+    critic = cfg.critic if with_critic else "none"
+    return ActorCritic(causal_lm, lora, critic, cfg.gradient_checkpointing)  # type: ignore[arg-type]
 
 
 def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> torch.nn.Module:
@@ -76,7 +79,7 @@ def build_module(
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
         engine = build_rollout_engine(cfg.rollout, policy, tokenizer)
         return SFTModule(policy, engine, prompts, tokenizer, cfg.algo), engine
-    model = build_actor_critic(cfg.model, tokenizer, cfg.seed)
+    model = build_actor_critic(cfg.model, tokenizer, cfg.seed, cfg.algo.uses_critic)
     engine = build_rollout_engine(cfg.rollout, model.actor, tokenizer)
     return PPOModule(model, engine, prompts, build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed), engine
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from medrlvr.algo import advantages as adv
 from medrlvr.algo import core
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.rollout.base import RolloutBatch
@@ -52,16 +53,22 @@ def make_experience(
     temperature: float,
     kl_coef: float,
     kl_estimator: core.KLEstimator,
+    advantage_estimator: adv.AdvantageEstimator,
     gamma: float,
     lam: float,
+    group_eps: float,
     whiten_advantages: bool,
     forward_batch_size: int,
 ) -> Experience:
-    """Recompute old/reference log-probs and values, fold the KL penalty into rewards, and run GAE."""
+    """Recompute old/reference log-probs (and values with a critic), fold ``kl_coef``·KL into the rewards
+    (0 turns that off), and estimate advantages (GAE with a critic, otherwise group or REINFORCE++ returns).
+
+    Without a critic ``values`` are zeros.
+    """
     input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
     response_ids, mask = rollout.response_ids, rollout.response_mask.float()
-    group = _group_size(rollout.prompt_index)
+    group = group_size(rollout.prompt_index)
     prompt_length = rollout.prompt_ids.shape[1]
     chunk = max(group, forward_batch_size // group * group)
     old_logprobs, ref_logprobs, values, frozen = [], [], [], []
@@ -69,16 +76,18 @@ def make_experience(
         rows = slice(start, start + chunk)
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
         hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], prompt_length, group)
-        policy = model.policy_forward(*args, temperature=temperature, with_values=True, frozen_hidden=hidden)
+        policy = model.policy_forward(*args, temperature=temperature, with_values=model.has_critic, frozen_hidden=hidden)
         reference = model.policy_forward(*args, temperature=temperature, reference=True, frozen_hidden=hidden)
         old_logprobs.append(policy.logprobs)
-        values.append(policy.values)
+        values.append(policy.values if model.has_critic else torch.zeros_like(policy.logprobs))
         ref_logprobs.append(reference.logprobs)
         frozen.append(hidden)
     old_lp, ref_lp, vals = (torch.cat(t) * mask for t in (old_logprobs, ref_logprobs, values))
     kl = core.kl_estimate(old_lp, ref_lp, kl_estimator) * mask
     rewards = core.kl_penalty_rewards(scores, kl, mask, kl_coef)
-    advantages, returns = core.gae_advantages(rewards, vals, mask, gamma, lam)
+    advantages, returns = adv.estimate_advantages(
+        advantage_estimator, rewards, vals, mask, group_size=group, gamma=gamma, lam=lam, group_eps=group_eps
+    )
     if whiten_advantages:
         advantages = core.masked_whiten(advantages, mask)
     return Experience(
@@ -98,7 +107,7 @@ def make_experience(
     )
 
 
-def _group_size(prompt_index: list[int]) -> int:
+def group_size(prompt_index: list[int]) -> int:
     """Number of consecutive rows per prompt when every prompt has the same count, else 1."""
     counts = [prompt_index.count(i) for i in sorted(set(prompt_index))]
     size = counts[0]

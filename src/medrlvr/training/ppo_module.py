@@ -1,12 +1,15 @@
-"""PPO as a LightningModule: one ``training_step`` is one PPO iteration.
+"""PPO and its critic-free relatives as a LightningModule: one ``training_step`` is one iteration.
 
-Order of operations: generate → score → log-probs and values → KL-shaped rewards and GAE →
-``ppo_epochs`` × minibatches of clipped policy + value loss → push weights into the rollout engine.
-All formulas live in :mod:`medrlvr.algo.core`; this module only orders the calls.
+Order of operations: generate → score → log-probs (and values with a critic) → KL-shaped rewards and
+advantages (GAE, GRPO, Dr. GRPO, RLOO or REINFORCE++) → optional dropping of groups whose rewards are
+all equal → ``ppo_epochs`` × minibatches of clipped policy loss (+ value loss with a critic, + KL loss
+term) → push weights into the rollout engine. All formulas live in :mod:`medrlvr.algo`; this module
+only orders the calls.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from medrlvr.algo import advantages as adv
 from medrlvr.algo import core
 from medrlvr.config import AlgoConfig, RolloutConfig
 from medrlvr.data.prompts import PromptBuilder
@@ -21,7 +25,9 @@ from medrlvr.data.schema import MCQExample
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
 from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
-from medrlvr.training.experience import Experience, make_experience
+from medrlvr.training.experience import Experience, group_size, make_experience
+
+log = logging.getLogger(__name__)
 
 
 class PPOModule(L.LightningModule):
@@ -54,11 +60,10 @@ class PPOModule(L.LightningModule):
         return self.model.merged_policy()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """One AdamW with an actor group and a critic group (DeepSpeed strategies accept one optimizer)."""
-        groups = [
-            {"params": self.model.actor_parameters(), "lr": self.algo.actor_lr, "name": "actor"},
-            {"params": self.model.critic_parameters(), "lr": self.algo.critic_lr, "name": "critic"},
-        ]
+        """One AdamW with an actor group and a critic group if any (DeepSpeed strategies accept one optimizer)."""
+        groups = [{"params": self.model.actor_parameters(), "lr": self.algo.actor_lr, "name": "actor"}]
+        if self.model.has_critic:
+            groups.append({"params": self.model.critic_parameters(), "lr": self.algo.critic_lr, "name": "critic"})
         return torch.optim.AdamW(groups, weight_decay=self.algo.weight_decay)
 
     def transfer_batch_to_device(self, batch: list[MCQExample], device: torch.device, dataloader_idx: int) -> list[MCQExample]:
@@ -84,24 +89,37 @@ class PPOModule(L.LightningModule):
             rollout,
             torch.tensor(scored.scores, dtype=torch.float32, device=self.device),
             temperature=self.rollout_cfg.temperature,
-            kl_coef=self.algo.kl_coef,
+            kl_coef=self.algo.kl_coef if self.algo.kl_in_reward else 0.0,
             kl_estimator=self.algo.kl_estimator,  # type: ignore[arg-type]
+            advantage_estimator=self.algo.advantage_estimator,  # type: ignore[arg-type]
             gamma=self.algo.gamma,
             lam=self.algo.lam,
+            group_eps=self.algo.group_eps,
             whiten_advantages=self.algo.whiten_advantages,
             forward_batch_size=self.algo.mini_batch_size,
         )
         timings["logprobs"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        update_stats = self._update(experience, iteration)
+        group = group_size(rollout.prompt_index)
+        equal_groups = adv.equal_reward_groups(experience.scores, group)
+        group_stats = {"reward/equal_reward_group_frac": equal_groups.float().mean().item()}
+        kept = experience
+        if self.algo.filter_equal_reward_groups:
+            keep_rows = (~equal_groups).repeat_interleave(group).nonzero().squeeze(1)
+            kept = experience.select(keep_rows)
+            group_stats["filter/kept_frac"] = len(kept) / len(experience)
+            group_stats["filter/update_skipped"] = float(len(kept) == 0)
+        update_stats = self._update(kept, iteration) if len(kept) else {}
+        if not len(kept):
+            log.warning("iteration %d: every prompt group has equal rewards; update skipped", iteration)
         timings["update"] = time.perf_counter() - start
 
         start = time.perf_counter()
         self.engine.sync_weights(self.model.actor)
         timings["weight_sync"] = time.perf_counter() - start
 
-        self.last_metrics = self._metrics(rollout, scored, experience, update_stats, timings)
+        self.last_metrics = self._metrics(rollout, scored, experience, update_stats, timings) | group_stats
         self.last_samples = self._samples(rows, responses, scored, iteration)
         if self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=iteration)
@@ -147,27 +165,44 @@ class PPOModule(L.LightningModule):
             mb.attention_mask,
             mb.response_ids,
             temperature=self.rollout_cfg.temperature,
-            with_values=True,
+            with_values=self.model.has_critic,
             with_entropy=True,
             frozen_hidden=mb.frozen_hidden,
         )
         aggregation = algo.loss_aggregation
+        norm = float(self.rollout_cfg.max_new_tokens)
         pg_loss, pg_stats = core.policy_loss(
-            output.logprobs, mb.old_logprobs, mb.advantages, mb.response_mask, algo.clip_range, aggregation  # type: ignore[arg-type]
-        )
-        vf_loss, vf_stats = core.value_loss(
-            output.values, mb.values, mb.returns, mb.response_mask, algo.value_clip_range, aggregation  # type: ignore[arg-type]
+            output.logprobs,
+            mb.old_logprobs,
+            mb.advantages,
+            mb.response_mask,
+            algo.clip_range_low,  # type: ignore[arg-type]
+            aggregation,  # type: ignore[arg-type]
+            clip_range_high=algo.clip_range_high,
+            dual_clip=algo.dual_clip,
+            norm_constant=norm,
         )
         entropy = core.masked_mean(output.entropy, mb.response_mask)
-        loss = pg_loss + algo.value_loss_coef * vf_loss - algo.entropy_coef * entropy
-        return loss, {
+        loss = pg_loss - algo.entropy_coef * entropy
+        stats = {
             "policy_loss": pg_loss.item(),
-            "value_loss": vf_loss.item(),
             "entropy": entropy.item(),
             "clip_frac": pg_stats["clip_frac"].item(),
+            "dual_clip_frac": pg_stats["dual_clip_frac"].item(),
             "approx_kl": pg_stats["approx_kl"].item(),
-            "value_clip_frac": vf_stats["clip_frac"].item(),
         }
+        if self.model.has_critic:
+            vf_loss, vf_stats = core.value_loss(
+                output.values, mb.values, mb.returns, mb.response_mask, algo.value_clip_range, aggregation, norm  # type: ignore[arg-type]
+            )
+            loss = loss + algo.value_loss_coef * vf_loss
+            stats.update({"value_loss": vf_loss.item(), "value_clip_frac": vf_stats["clip_frac"].item()})
+        if algo.kl_loss_coef > 0:
+            kl = core.kl_estimate(output.logprobs, mb.ref_logprobs, algo.kl_estimator)  # type: ignore[arg-type]
+            kl_loss = core.aggregate_loss(kl, mb.response_mask, aggregation, norm)  # type: ignore[arg-type]
+            loss = loss + algo.kl_loss_coef * kl_loss
+            stats["kl_loss"] = kl_loss.item()
+        return loss, stats
 
     def _metrics(
         self,
@@ -194,12 +229,13 @@ class PPOModule(L.LightningModule):
             "response/truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
             "kl/mean_per_sequence": core.masked_sum(experience.kl, mask, dim=1).mean().item(),
             "kl/mean_per_token": core.masked_mean(experience.kl, mask).item(),
-            "critic/values": core.masked_mean(experience.values, mask).item(),
-            "critic/returns": core.masked_mean(experience.returns, mask).item(),
-            "critic/explained_variance": core.explained_variance(experience.values, experience.returns, mask).item(),
             "perf/generate_tokens_per_s": rollout.num_response_tokens / max(timings["generate"], 1e-9),
             "perf/iteration_s": total_time,
         }
+        if self.model.has_critic:
+            metrics["critic/values"] = core.masked_mean(experience.values, mask).item()
+            metrics["critic/returns"] = core.masked_mean(experience.returns, mask).item()
+            metrics["critic/explained_variance"] = core.explained_variance(experience.values, experience.returns, mask).item()
         metrics.update({f"format_error/{e}": errors.count(e) / len(scored.parsed) for e in set(errors)})
         metrics.update({f"loss/{k}": v for k, v in update_stats.items()})
         metrics.update({f"time/{k}_s": v for k, v in timings.items()})
