@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -13,20 +14,37 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
+from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
-from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_split
-from medrlvr.data.schema import MCQExample
+from medrlvr.data.schema import DatasetError, MCQExample
 from medrlvr.evaluation import evaluate
+from medrlvr.models.actor_critic import ActorCritic
+from medrlvr.models.loading import ModelLoadError
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
+from medrlvr.training.checkpointing import (
+    Checkpoint,
+    CheckpointCallback,
+    CheckpointError,
+    checkpoint_root,
+    resolve_resume,
+)
+from medrlvr.training.numerics import NumericsError, NumericsGuard
+from medrlvr.training.preflight import check_output_dir, check_tracking_uri
+from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
 
 log = logging.getLogger(__name__)
 register_configs()
+# Errors caused by the user's input: printed as one line, with this exit code, without a traceback.
+EXIT_CODES: dict[type[Exception], int] = {
+    ConfigError: 2, DatasetError: 2, ModelLoadError: 2, CheckpointError: 2, NumericsError: 1
+}
 
 
 def set_threads(num_threads: int) -> int:
@@ -36,12 +54,18 @@ def set_threads(num_threads: int) -> int:
     return threads
 
 
-def prompt_loader(examples: list[MCQExample], batch_size: int, iterations: int, seed: int) -> DataLoader:
-    """Exactly ``iterations`` batches of prompts, reshuffled (seeded) each pass over the data."""
+def prompt_loader(
+    examples: list[MCQExample], batch_size: int, iterations: int, seed: int, start: int = 0
+) -> DataLoader:
+    """Batches ``start + 1`` to ``iterations`` of prompts, reshuffled (seeded) each pass over the data.
+
+    The order depends only on ``seed``, so a run resumed at ``start`` sees the batches it had not reached.
+    """
     sampler = RandomSampler(
         examples, replacement=False, num_samples=batch_size * iterations, generator=torch.Generator().manual_seed(seed)
     )
-    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=list)
+    order = list(sampler)[start * batch_size :]
+    return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=list)
 
 
 def run_evaluation(
@@ -83,6 +107,9 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     """Run one training: evaluate, fit ``trainer.max_steps`` PPO iterations, evaluate, save. Returns final metrics."""
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
+    check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())
+    checkpoint = resolve_resume(cfg.resume, output_dir)
+    start = checkpoint.iteration if checkpoint else 0
     train_examples = load_split(cfg.data.name, cfg.data.train_split, cfg.data.option_count, cfg.seed)
     eval_examples = load_split(cfg.data.name, cfg.data.eval_split, cfg.data.option_count, cfg.seed)
     eval_examples = eval_examples[: cfg.data.eval_size]
@@ -90,15 +117,45 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed)
     engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
-    logger = builders.build_logger(cfg.logger, tags={"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}})
-    logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
-    logger.experiment.log_text(logger.run_id, resolved_yaml, "config.yaml")
-    log.info("MLflow run %s in %s (torch threads: %d)", logger.run_id, logger._tracking_uri, threads)
+    tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
+    logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
+    run_id = open_run(logger)
+    if checkpoint is None:
+        logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+        logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
+    else:
+        reopen(logger.experiment, run_id)
+        log.info("resuming from %s (iteration %d)", checkpoint.path, start)
+    log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
+    with terminal_status(logger):
+        final = _fit_and_evaluate(cfg, output_dir, model, engine, prompts, tokenizer, logger, train_examples, eval_examples, checkpoint)
+    logger.finalize("success")
+    return final
 
+
+def _fit_and_evaluate(
+    cfg: TrainConfig,
+    output_dir: Path,
+    model: ActorCritic,
+    engine: RolloutEngine,
+    prompts: PromptBuilder,
+    tokenizer: PreTrainedTokenizerBase,
+    logger: MLFlowLogger,
+    train_examples: list[MCQExample],
+    eval_examples: list[MCQExample],
+    checkpoint: Checkpoint | None,
+) -> dict[str, float]:
+    """Evaluate (unless resuming), fit the remaining iterations with checkpoints, evaluate, save the policy."""
+    start = checkpoint.iteration if checkpoint else 0
     final: dict[str, float] = {}
-    if cfg.trainer.eval_before and eval_examples:
+    if cfg.trainer.eval_before and eval_examples and checkpoint is None:
         final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
-    module = PPOModule(model, engine, prompts, builders.build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed)
+    guard = NumericsGuard(cfg.trainer.max_bad_updates)
+    reward = builders.build_reward(cfg.reward)
+    module = PPOModule(model, engine, prompts, reward, cfg.algo, cfg.rollout, cfg.seed, guard, start)
+    checkpoints = CheckpointCallback(
+        checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, cfg.trainer.max_steps, checkpoint
+    )
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -110,6 +167,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
             ProgressPrinter(cfg.trainer.max_steps),
             SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, cfg.trainer.max_steps),
             StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, cfg.trainer.max_steps),
+            checkpoints,
         ],
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -117,24 +175,33 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
     )
-    trainer.fit(module, prompt_loader(train_examples, cfg.data.batch_size, cfg.trainer.max_steps, cfg.seed))
+    if start < cfg.trainer.max_steps:
+        with checkpoints.stop_on_signals():
+            trainer.fit(module, prompt_loader(train_examples, cfg.data.batch_size, cfg.trainer.max_steps, cfg.seed, start))
+    if checkpoints.stop_signal is not None:
+        raise KeyboardInterrupt(f"interrupted after iteration {module.iteration}; checkpoint {checkpoints.last_saved}")
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and eval_examples:
         final.update(run_evaluation("after", engine, prompts, eval_examples, cfg, logger, step=cfg.trainer.max_steps))
     if cfg.trainer.save_model:
         folder = save_policy(module, tokenizer, output_dir, logger if cfg.logger.log_model else None)
         log.info("saved policy to %s", folder)
-    logger.finalize("success")
     return final
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
-    cfg = to_train_config(dict_cfg)
-    output_dir = Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True))
+    try:
+        cfg = to_train_config(dict_cfg)
+        output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
+        metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True))
+    except tuple(EXIT_CODES) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind)))
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(130)
     return metrics.get("eval/after/accuracy", metrics.get("reward/accuracy", 0.0))
 
 

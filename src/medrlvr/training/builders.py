@@ -14,6 +14,7 @@ from medrlvr.models.actor_critic import ActorCritic, LoraSettings
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward
 from medrlvr.rollout.hf import HFRolloutEngine
+from medrlvr.training.tracking import ResumableMLFlowLogger
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 
@@ -57,18 +58,20 @@ def build_reward(cfg: RewardConfig) -> CorrectnessReward:
     return CorrectnessReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer)
 
 
-def build_logger(cfg: LoggerConfig, tags: dict[str, str]) -> MLFlowLogger:
-    """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it)."""
+def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
+    """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it);
+    ``run_id`` continues that run."""
     uri = cfg.tracking_uri or default_tracking_uri()
     artifact_location = None
     if uri.startswith("sqlite:///"):
         artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return MLFlowLogger(
+    return ResumableMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name,
         tracking_uri=uri,
         tags=tags,
         artifact_location=artifact_location,
+        run_id=run_id,
     )
 
 
