@@ -259,11 +259,17 @@ class TrainerConfig:
     eval_after: bool = True
     save_model: bool = True
     output_dir: Optional[str] = None
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 2
+    max_bad_updates: int = 3
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
         _check(self.num_threads >= 0, "trainer.num_threads", "must be >= 0 (0 = all cores)")
         _check(self.log_samples_every >= 0, "trainer.log_samples_every", "must be >= 0 (0 = never)")
+        _check(self.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0 (0 = only at the end)")
+        _check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
+        _check(self.max_bad_updates >= 1, "trainer.max_bad_updates", f"must be >= 1, got {self.max_bad_updates}")
 
 
 @dataclass
@@ -320,6 +326,7 @@ class TrainConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     seed: int = 42
     tags: list[str] = field(default_factory=list)
+    resume: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.algo, AlgoConfig):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -14,21 +15,37 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
+from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
-from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_split
-from medrlvr.data.schema import MCQExample
+from medrlvr.data.schema import DatasetError, MCQExample
 from medrlvr.evaluation import evaluate
+from medrlvr.models.loading import ModelLoadError
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
+from medrlvr.training.checkpointing import (
+    Checkpoint,
+    CheckpointCallback,
+    CheckpointError,
+    checkpoint_root,
+    resolve_resume,
+)
+from medrlvr.training.numerics import NumericsError
+from medrlvr.training.preflight import check_output_dir, check_tracking_uri
+from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 
 log = logging.getLogger(__name__)
 register_configs()
+# Errors caused by the user's input: printed as one line, with this exit code, without a traceback.
+EXIT_CODES: dict[type[Exception], int] = {
+    ConfigError: 2, DatasetError: 2, ModelLoadError: 2, CheckpointError: 2, NumericsError: 1
+}
 
 
 def set_threads(num_threads: int) -> int:
@@ -38,12 +55,18 @@ def set_threads(num_threads: int) -> int:
     return threads
 
 
-def prompt_loader(examples: list[MCQExample], batch_size: int, iterations: int, seed: int) -> DataLoader:
-    """Exactly ``iterations`` batches of prompts, reshuffled (seeded) each pass over the data."""
+def prompt_loader(
+    examples: list[MCQExample], batch_size: int, iterations: int, seed: int, start: int = 0
+) -> DataLoader:
+    """Batches ``start + 1`` to ``iterations`` of prompts, reshuffled (seeded) each pass over the data.
+
+    The order depends only on ``seed``, so a run resumed at ``start`` sees the batches it had not reached.
+    """
     sampler = RandomSampler(
         examples, replacement=False, num_samples=batch_size * iterations, generator=torch.Generator().manual_seed(seed)
     )
-    return DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=list)
+    order = list(sampler)[start * batch_size :]
+    return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=list)
 
 
 def run_evaluation(
@@ -82,24 +105,62 @@ def save_policy(module: PPOModule | SFTModule, tokenizer, output_dir: Path, logg
 
 
 def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, float]:
-    """Run one training: evaluate, fit (PPO iterations or SFT steps), evaluate, save. Returns final metrics."""
+    """Run one training: evaluate, fit (RL iterations or SFT steps), evaluate, save. Returns final metrics."""
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
+    check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())
+    checkpoint = resolve_resume(cfg.resume, output_dir)
+    start = checkpoint.iteration if checkpoint else 0
     train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
     eval_examples = load_split(cfg.data, cfg.data.eval_split, cfg.seed)
     eval_examples = eval_examples[: cfg.data.eval_size]
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
-    module, engine = builders.build_module(cfg, tokenizer, prompts)
-    batch_size, steps = builders.training_schedule(cfg, len(train_examples))
-    logger = builders.build_logger(cfg.logger, tags={"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}})
-    logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
-    logger.experiment.log_text(logger.run_id, resolved_yaml, "config.yaml")
-    log.info("MLflow run %s in %s (torch threads: %d)", logger.run_id, logger._tracking_uri, threads)
+    module, engine = builders.build_module(cfg, tokenizer, prompts, start)
+    tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
+    logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
+    run_id = open_run(logger)
+    if checkpoint is None:
+        logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+        logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
+    else:
+        reopen(logger.experiment, run_id)
+        log.info("resuming from %s (iteration %d)", checkpoint.path, start)
+    log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
+    with terminal_status(logger):
+        final = _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, logger, train_examples, eval_examples, checkpoint)
+    logger.finalize("success")
+    return final
 
+
+def _fit_and_evaluate(
+    cfg: TrainConfig,
+    output_dir: Path,
+    module: PPOModule | SFTModule,
+    engine: RolloutEngine,
+    prompts: PromptBuilder,
+    tokenizer: PreTrainedTokenizerBase,
+    logger: MLFlowLogger,
+    train_examples: list[MCQExample],
+    eval_examples: list[MCQExample],
+    checkpoint: Checkpoint | None,
+) -> dict[str, float]:
+    """Evaluate (unless resuming), fit the remaining iterations with checkpoints (RL), evaluate, save the policy."""
+    start = checkpoint.iteration if checkpoint else 0
+    batch_size, steps = builders.training_schedule(cfg, len(train_examples))
     final: dict[str, float] = {}
-    if cfg.trainer.eval_before and eval_examples:
+    if cfg.trainer.eval_before and eval_examples and checkpoint is None:
         final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
+    checkpoints = CheckpointCallback(
+        checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint
+    )
+    callbacks: list[L.Callback] = [
+        ProgressPrinter(steps),
+        SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
+        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
+    ]
+    if isinstance(module, PPOModule):
+        callbacks.append(checkpoints)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -107,35 +168,40 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         precision=cfg.trainer.precision,  # type: ignore[arg-type]
         max_epochs=1,
         logger=logger,
-        callbacks=[
-            ProgressPrinter(steps),
-            SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
-            StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
-        ],
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
     )
-    trainer.fit(module, prompt_loader(train_examples, batch_size, steps, cfg.seed))
+    if start < steps:
+        with checkpoints.stop_on_signals():
+            trainer.fit(module, prompt_loader(train_examples, batch_size, steps, cfg.seed, start))
+    if checkpoints.stop_signal is not None:
+        raise KeyboardInterrupt(f"interrupted after iteration {module.iteration}; checkpoint {checkpoints.last_saved}")
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and eval_examples:
         final.update(run_evaluation("after", engine, prompts, eval_examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
         folder = save_policy(module, tokenizer, output_dir, logger if cfg.logger.log_model else None)
         log.info("saved policy to %s", folder)
-    logger.finalize("success")
     return final
 
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
-    cfg = to_train_config(dict_cfg)
-    output_dir = Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True))
+    try:
+        cfg = to_train_config(dict_cfg)
+        output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
+        metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True))
+    except tuple(EXIT_CODES) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind)))
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(130)
     return metrics.get("eval/after/accuracy", metrics.get("reward/accuracy", 0.0))
 
 

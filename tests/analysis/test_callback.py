@@ -30,7 +30,7 @@ def test_metrics_per_iteration_and_tables_when_due(tmp_path):
     callback = StageAnalysisCallback(AnalysisConfig(examples_per_stage=1), every=2, max_steps=3)
     batches = [[HACK, HACK, HACK, CONCISE], [CONCISE, "Iron.", HACK, HACK], [CONCISE, CONCISE, CONCISE, HACK]]
     for index, texts in enumerate(batches):
-        module = SimpleNamespace(last_samples=samples(index + 1, texts))
+        module = SimpleNamespace(last_samples=samples(index + 1, texts), iteration=index + 1)
         callback.on_train_batch_end(trainer, module, None, None, index)
 
     client = MlflowClient(tracking_uri=uri)

@@ -23,8 +23,14 @@ class StageAnalysisCallback(L.Callback):
         self.cfg, self.every, self.max_steps = cfg, every, max_steps
         self.tracker = StageTracker(cfg)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"exploit_phase_at": self.tracker.exploit_phase_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.tracker.exploit_phase_at = state_dict["exploit_phase_at"]
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        iteration = batch_idx + 1
+        iteration = pl_module.iteration
         samples = pl_module.last_samples
         analyses = self.tracker.classify_iteration(
             iteration, [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples]

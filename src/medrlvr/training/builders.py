@@ -25,9 +25,11 @@ from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
 from medrlvr.rollout.hf import HFRolloutEngine
+from medrlvr.training.numerics import NumericsGuard
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_tags
+from medrlvr.training.tracking import ResumableMLFlowLogger
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 
@@ -72,16 +74,21 @@ def build_rollout_engine(cfg: RolloutConfig, policy: torch.nn.Module, tokenizer:
 
 
 def build_module(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder, first_iteration: int = 0
 ) -> tuple[PPOModule | SFTModule, HFRolloutEngine]:
-    """The LightningModule of ``algo.name`` (``ppo`` or ``sft``) and the rollout engine generating from its policy."""
+    """The LightningModule of ``algo.name`` (an RL algorithm or ``sft``) and the rollout engine generating from
+    its policy; an RL module resumes counting after ``first_iteration``."""
     if isinstance(cfg.algo, SFTConfig):
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
         engine = build_rollout_engine(cfg.rollout, policy, tokenizer)
         return SFTModule(policy, engine, prompts, tokenizer, cfg.algo), engine
     model = build_actor_critic(cfg.model, tokenizer, cfg.seed, cfg.algo.uses_critic)
     engine = build_rollout_engine(cfg.rollout, model.actor, tokenizer)
-    return PPOModule(model, engine, prompts, build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed), engine
+    guard = NumericsGuard(cfg.trainer.max_bad_updates)
+    module = PPOModule(
+        model, engine, prompts, build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed, guard, first_iteration
+    )
+    return module, engine
 
 
 def training_schedule(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
@@ -118,19 +125,21 @@ def build_reward(cfg: RewardConfig) -> CorrectnessReward:
     return CorrectnessReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer)
 
 
-def build_logger(cfg: LoggerConfig, tags: dict[str, str]) -> MLFlowLogger:
-    """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it).
+def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
+    """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it);
+    ``run_id`` continues that run.
 
     A sweep trial's run is also tagged with the sweep, trial number and overrides, and nested under the sweep's
     parent run (see :mod:`medrlvr.sweeping.tags`).
     """
     uri = cfg.tracking_uri or default_tracking_uri()
-    return MLFlowLogger(
+    return ResumableMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name or trial_run_name(cfg),
         tracking_uri=uri,
         tags={**tags, **trial_tags(cfg, hydra_task_overrides())},
         artifact_location=artifact_location(uri),
+        run_id=run_id,
     )
 
 

@@ -42,9 +42,9 @@ class ProgressPrinter(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         m = pl_module.last_metrics
-        done = batch_idx + 1
+        done = pl_module.iteration
         elapsed = time.perf_counter() - self.started
-        eta = elapsed / done * (self.max_steps - done)
+        eta = elapsed / (batch_idx + 1) * (self.max_steps - done)
         parts = [f"iter {done}/{self.max_steps}"]
         parts += [f"{label} {fmt.format(m[key])}" for label, key, fmt in self.FIELDS if key in m]
         log.info("%s | ETA %s", " | ".join(parts), _clock(eta))
@@ -57,7 +57,7 @@ class SampleTableLogger(L.Callback):
         self.every, self.max_rows, self.max_steps = every, max_rows, max_steps
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        iteration = batch_idx + 1
+        iteration = pl_module.iteration
         due = self.every > 0 and (iteration % self.every == 0 or iteration in (1, self.max_steps))
         logger = trainer.logger
         if not due or not isinstance(logger, MLFlowLogger):

@@ -28,6 +28,7 @@ from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.experience import Experience, group_size, make_experience
 
 log = logging.getLogger(__name__)
+from medrlvr.training.numerics import NumericsGuard, nonfinite
 
 
 class PPOModule(L.LightningModule):
@@ -42,6 +43,8 @@ class PPOModule(L.LightningModule):
         algo: AlgoConfig,
         rollout: RolloutConfig,
         seed: int,
+        guard: NumericsGuard | None = None,
+        first_iteration: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -52,6 +55,9 @@ class PPOModule(L.LightningModule):
         self.algo = algo
         self.rollout_cfg = rollout
         self.seed = seed
+        self.guard = guard or NumericsGuard(max_bad_updates=1)
+        self.first_iteration = first_iteration
+        self.iteration = first_iteration
         self.last_metrics: dict[str, float] = {}
         self.last_samples: list[dict[str, Any]] = []
 
@@ -71,7 +77,7 @@ class PPOModule(L.LightningModule):
         return batch
 
     def training_step(self, batch: list[MCQExample], batch_idx: int) -> None:
-        iteration = batch_idx + 1
+        iteration = self.iteration = self.first_iteration + batch_idx + 1
         timings: dict[str, float] = {}
         start = time.perf_counter()
         rollout = self.engine.generate([self.prompt_builder(e) for e in batch], self._sampling_params(iteration))
@@ -110,7 +116,8 @@ class PPOModule(L.LightningModule):
             kept = experience.select(keep_rows)
             group_stats["filter/kept_frac"] = len(kept) / len(experience)
             group_stats["filter/update_skipped"] = float(len(kept) == 0)
-        update_stats = self._update(kept, iteration) if len(kept) else {}
+        update_stats, problems = self._update(kept, iteration) if len(kept) else ({}, [])
+        numerics = self.guard.record(iteration, problems)
         if not len(kept):
             log.warning("iteration %d: every prompt group has equal rewards; update skipped", iteration)
         timings["update"] = time.perf_counter() - start
@@ -119,7 +126,7 @@ class PPOModule(L.LightningModule):
         self.engine.sync_weights(self.model.actor)
         timings["weight_sync"] = time.perf_counter() - start
 
-        self.last_metrics = self._metrics(rollout, scored, experience, update_stats, timings) | group_stats
+        self.last_metrics = self._metrics(rollout, scored, experience, update_stats, timings) | group_stats | numerics
         self.last_samples = self._samples(rows, responses, scored, iteration)
         if self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=iteration)
@@ -136,11 +143,15 @@ class PPOModule(L.LightningModule):
             seed=self.seed * 100_003 + iteration * 1_009 + self.global_rank,
         )
 
-    def _update(self, experience: Experience, iteration: int) -> dict[str, float]:
-        """``ppo_epochs`` passes over shuffled minibatches; returns the mean of each loss statistic."""
+    def _update(self, experience: Experience, iteration: int) -> tuple[dict[str, float], list[str]]:
+        """``ppo_epochs`` passes over shuffled minibatches; returns the mean of each loss statistic and the
+        names of non-finite quantities that made it skip updates (all of them if advantages are non-finite)."""
         optimizer = self.optimizers()
         generator = torch.Generator().manual_seed(self.seed + iteration)
         stats: dict[str, list[float]] = defaultdict(list)
+        problems = nonfinite(advantages=experience.advantages, returns=experience.returns)
+        if problems:
+            return {}, problems
         self.model.train()
         for _ in range(self.algo.ppo_epochs):
             order = torch.randperm(len(experience), generator=generator)
@@ -148,15 +159,22 @@ class PPOModule(L.LightningModule):
                 minibatch = experience.select(index.to(experience.input_ids.device))
                 loss, step_stats = self._loss(minibatch)
                 optimizer.zero_grad()
+                if nonfinite(loss=loss):
+                    problems.append("loss")
+                    continue
                 self.manual_backward(loss)
                 grad_norm = torch.nn.utils.clip_grad_norm_(
                     self.model.actor_parameters() + self.model.critic_parameters(), self.algo.max_grad_norm
                 )
+                if nonfinite(gradients=grad_norm):
+                    problems.append("gradients")
+                    optimizer.zero_grad()
+                    continue
                 optimizer.step()
                 step_stats["grad_norm"] = float(grad_norm)
                 for key, value in step_stats.items():
                     stats[key].append(float(value))
-        return {key: sum(values) / len(values) for key, values in stats.items()}
+        return {key: sum(values) / len(values) for key, values in stats.items()}, problems
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         algo = self.algo

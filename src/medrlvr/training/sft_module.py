@@ -79,7 +79,7 @@ class SFTModule(L.LightningModule):
         return [sft_target(example, self.algo.rationale, self.algo.rationale_field) for example in batch]
 
     def training_step(self, batch: list[MCQExample], batch_idx: int) -> None:
-        iteration = batch_idx + 1
+        iteration = self.iteration = batch_idx + 1
         start = time.perf_counter()
         targets = self.targets(batch)
         prefix = self.prompt_builder.response_prefix

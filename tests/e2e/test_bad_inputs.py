@@ -1,0 +1,93 @@
+"""Bad input on the CLI: a one-line ``error:`` message naming the culprit, a non-zero exit, and nothing
+half-written (no MLflow run, no checkpoint). Listed in docs/reliability.md."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+pytestmark = pytest.mark.slow
+
+
+def run_main(tmp_path: Path, monkeypatch, capsys, *overrides: str, whole: bool = False) -> tuple[int, str]:
+    """The real entry point, in this process (so a dataset can be swapped in); returns exit code and last stderr line (or all of it)."""
+    from medrlvr.train import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "medrlvr.train", "experiment=smoke", "trainer.num_threads=1", f"hydra.run.dir={tmp_path / 'hydra'}",
+        f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", f"trainer.output_dir={tmp_path / 'out'}",
+        *overrides,
+    ])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    # Earlier in-process runs may leave log handlers on closed streams; the error is the last line.
+    err = capsys.readouterr().err
+    return exit_info.value.code, err if whole else err.strip().splitlines()[-1]
+
+
+def assert_nothing_written(tmp_path: Path) -> None:
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_out_of_range_value_prints_one_line_on_the_real_cli(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "medrlvr.train", "experiment=smoke", "algo.clip_range=0",
+         f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", f"trainer.output_dir={tmp_path / 'out'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: algo.clip_range: must be in (0, 1), got 0.0"
+    assert "Traceback" not in result.stderr
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.option_count=11", "error: data.option_count: must be between 2 and 10 (letters A-J), got 11"),
+        ("trainer.keep_checkpoints=0", "error: trainer.keep_checkpoints: must be >= 1, got 0"),
+        ("model.name_or_path=/no/such/model", "error: model path does not exist: /no/such/model"),
+        ("logger.tracking_uri=http://127.0.0.1:9", "error: logger.tracking_uri: cannot reach the MLflow server at http://127.0.0.1:9"),
+        ("resume=/no/such/checkpoint", "error: resume: no complete checkpoint in /no/such/checkpoint"),
+    ],
+)
+def test_bad_values_exit_2_with_a_clear_message(tmp_path, monkeypatch, capsys, override, message):
+    code, err = run_main(tmp_path, monkeypatch, capsys, override)
+    assert code == 2 and err.startswith(message)
+    assert_nothing_written(tmp_path)
+
+
+def test_unwritable_output_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("")
+    code, err = run_main(tmp_path, monkeypatch, capsys, f"trainer.output_dir={tmp_path / 'a_file' / 'out'}")
+    assert code == 2 and err.startswith(f"error: trainer.output_dir: cannot write to {tmp_path / 'a_file' / 'out'}")
+    assert_nothing_written(tmp_path)
+
+
+def test_unknown_config_key_names_it(tmp_path, monkeypatch, capsys):
+    code, err = run_main(tmp_path, monkeypatch, capsys, "trainer.checkpoint_evry=1", whole=True)
+    assert code == 1 and "checkpoint_evry" in err
+    assert_nothing_written(tmp_path)
+
+
+def test_malformed_dataset_row_names_file_row_and_field(tmp_path, monkeypatch, capsys):
+    broken = tmp_path / "train.jsonl"
+    good = '{"question": "Q?", "options": {"A": "v", "B": "w", "C": "x", "D": "y", "E": "z"}, "answer_idx": "A"}'
+    broken.write_text(good + '\n{"question": "Q2?"}\n')
+    code, err = run_main(tmp_path, monkeypatch, capsys, "data=medqa_5opt", f"data.path={broken}")
+    assert code == 2 and err == f"error: {broken}, row 2, field 'options': missing field"
+    assert_nothing_written(tmp_path)
+
+
+def test_all_checkpoints_damaged_refuses_to_resume(tmp_path, monkeypatch, capsys):
+    (tmp_path / "out" / "checkpoints" / "iter_00002").mkdir(parents=True)
+    code, err = run_main(tmp_path, monkeypatch, capsys, "resume=auto")
+    assert code == 2 and err == f"error: resume=auto: every checkpoint in {tmp_path / 'out' / 'checkpoints'} is damaged"
