@@ -10,13 +10,10 @@ import itertools
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
-from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
 
+from medrlvr.sweeping.base import LaunchingSweep
 from medrlvr.sweeping.tracking import SweepTracker, save_multirun_config
 
 
@@ -34,7 +31,7 @@ def grid(overrides: list[Override]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*axes.values())]
 
 
-class GridSweep(Sweeper):
+class GridSweep(LaunchingSweep, Sweeper):
     """Implementation of ``hydra/sweeper=medrlvr_grid`` (``params`` use Hydra's ``key: a,b,c`` syntax)."""
 
     def __init__(
@@ -48,16 +45,6 @@ class GridSweep(Sweeper):
         self.objective = objective
         self.direction = direction
         self.max_batch_size = max_batch_size
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.launcher: Launcher | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def sweep(self, arguments: list[str]) -> list[list[JobReturn]]:
         """Run every grid point and record each in MLflow.

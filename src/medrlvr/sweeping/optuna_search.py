@@ -27,15 +27,12 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
-from hydra.core.plugins import Plugins
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from medrlvr.sweeping import tags as T
+from medrlvr.sweeping.base import LaunchingSweep
 from medrlvr.sweeping.tracking import SweepTracker, save_multirun_config, stable_key
 
 log = logging.getLogger(__name__)
@@ -107,7 +104,7 @@ def heartbeat(storage: optuna.storages.RDBStorage, trial_ids: list[int], interva
         thread.join()
 
 
-class OptunaSweep:
+class OptunaSweep(LaunchingSweep):
     """Implementation of ``hydra/sweeper=medrlvr_optuna`` (fields documented in its config schema)."""
 
     def __init__(
@@ -139,16 +136,6 @@ class OptunaSweep:
         self.enqueue_trials = [dict(trial) for trial in enqueue_trials]
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.launcher: Launcher | None = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config = config
-        self.hydra_context = hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def sweep(self, arguments: list[str]) -> None:
         """Ask, run and tell trials until the study holds ``n_trials``; log the outcome to MLflow."""
