@@ -246,13 +246,48 @@ class RolloutConfig:
         _check(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
 
 
+STRATEGIES = ("auto", "ddp", "deepspeed")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """ZeRO settings used when ``trainer.strategy=deepspeed`` (see :mod:`medrlvr.training.strategies`).
+
+    ``stage`` 2 shards optimizer state and gradients, 3 also the parameters (built partitioned);
+    ``offload_optimizer`` keeps optimizer state in CPU memory; ``offload_parameters`` (stage 3) also the
+    parameters; ``bucket_size`` is the element count of ZeRO's reduce / all-gather buckets.
+    """
+
+    stage: int = 2
+    offload_optimizer: bool = False
+    offload_parameters: bool = False
+    pin_memory: bool = True
+    bucket_size: int = 200_000_000
+    overlap_comm: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.stage in (1, 2, 3), "trainer.deepspeed.stage", f"must be 1, 2 or 3, got {self.stage}")
+        _check(
+            not self.offload_parameters or self.stage == 3,
+            "trainer.deepspeed.offload_parameters",
+            f"needs stage 3 (parameters are only partitioned there), got stage {self.stage}",
+        )
+        _check(self.bucket_size >= 1, "trainer.deepspeed.bucket_size", f"must be >= 1, got {self.bucket_size}")
+
+
 @dataclass
 class TrainerConfig:
+    """Lightning ``Trainer`` settings. ``devices`` per node (-1 = every GPU) and ``num_nodes``; ``strategy``
+    ``auto`` (one process), ``ddp`` or ``deepspeed`` (with ``deepspeed.*``). Each process generates rollouts
+    from its own ``data.batch_size`` prompts per iteration."""
+
     max_steps: int = 20
     accelerator: str = "cpu"
     devices: int = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     num_threads: int = 0
     log_samples_every: int = 5
     eval_before: bool = True
@@ -265,6 +300,13 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+        _check(self.devices >= 1 or self.devices == -1, "trainer.devices", f"must be >= 1 or -1 (all), got {self.devices}")
+        _check(self.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {self.num_nodes}")
+        _check(
+            self.strategy in STRATEGIES,
+            "trainer.strategy",
+            f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}",
+        )
         _check(self.num_threads >= 0, "trainer.num_threads", "must be >= 0 (0 = all cores)")
         _check(self.log_samples_every >= 0, "trainer.log_samples_every", "must be >= 0 (0 = never)")
         _check(self.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0 (0 = only at the end)")
@@ -329,8 +371,25 @@ class TrainConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check(
+            self.resume is None or self.trainer.strategy != "deepspeed",
+            "resume",
+            "checkpoints are not written under trainer.strategy=deepspeed (ZeRO shards the optimizer state), "
+            "so there is nothing to resume from",
+        )
+        _check(
+            isinstance(self.algo, AlgoConfig) or self.trainer.strategy != "deepspeed" or self.trainer.deepspeed.stage < 3,
+            "trainer.deepspeed.stage",
+            "ZeRO-3 is wired for the RL algorithms only; use stage 2 with algo=sft",
+        )
         if not isinstance(self.algo, AlgoConfig):
             return
+        _check(
+            not self.algo.filter_equal_reward_groups or self.trainer.strategy == "auto",
+            "algo.filter_equal_reward_groups",
+            f"needs trainer.strategy=auto: with {self.trainer.strategy!r} every process must take the same number "
+            "of optimizer steps, which filtering breaks",
+        )
         samples = self.data.batch_size * self.rollout.num_samples
         _check(
             self.algo.mini_batch_size <= samples,

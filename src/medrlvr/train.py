@@ -21,7 +21,7 @@ from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_split
-from medrlvr.data.schema import DatasetError, MCQExample
+from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
 from medrlvr.evaluation import evaluate
 from medrlvr.models.loading import ModelLoadError
 from medrlvr.rollout.base import RolloutEngine
@@ -36,6 +36,8 @@ from medrlvr.training.checkpointing import (
 )
 from medrlvr.training.numerics import NumericsError
 from medrlvr.training.preflight import check_output_dir, check_tracking_uri
+from medrlvr.training.distributed import rank_order
+from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
 from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
@@ -56,17 +58,26 @@ def set_threads(num_threads: int) -> int:
 
 
 def prompt_loader(
-    examples: list[MCQExample], batch_size: int, iterations: int, seed: int, start: int = 0
+    examples: list[MCQExample],
+    batch_size: int,
+    iterations: int,
+    seed: int,
+    start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """Batches ``start + 1`` to ``iterations`` of prompts, reshuffled (seeded) each pass over the data.
 
     The order depends only on ``seed``, so a run resumed at ``start`` sees the batches it had not reached.
+    With ``world_size`` processes, each iteration draws ``batch_size × world_size`` prompts and process
+    ``rank`` gets its own ``batch_size`` of them.
     """
+    block = batch_size * world_size
     sampler = RandomSampler(
-        examples, replacement=False, num_samples=batch_size * iterations, generator=torch.Generator().manual_seed(seed)
+        examples, replacement=False, num_samples=block * iterations, generator=torch.Generator().manual_seed(seed)
     )
-    order = list(sampler)[start * batch_size :]
-    return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=list)
+    order = rank_order(list(sampler)[start * block :], batch_size, rank, world_size)
+    return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=ExampleBatch)
 
 
 def run_evaluation(
@@ -94,12 +105,19 @@ def run_evaluation(
     return metrics
 
 
-def save_policy(module: PPOModule | SFTModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None) -> Path:
-    """Save the trained policy (LoRA merged) in Hugging Face format and log it to MLflow."""
+def save_policy(
+    module: PPOModule | SFTModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None, main_process: bool = True,
+    gather: bool = False,
+) -> Path:
+    """Save the trained policy (LoRA merged) in Hugging Face format and log it to MLflow, from the main process;
+    ``gather`` first collects ZeRO-3's partitioned weights (every process must call)."""
     folder = output_dir / "policy"
-    module.merged_policy().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    if logger is not None:
+    policy = module.merged_policy()
+    with gathered_parameters(policy, gather):
+        if main_process:
+            policy.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+    if logger is not None and main_process:
         logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
     return folder
 
@@ -137,7 +155,7 @@ def _fit_and_evaluate(
     cfg: TrainConfig,
     output_dir: Path,
     module: PPOModule | SFTModule,
-    engine: RolloutEngine,
+    engine: RolloutEngine | None,
     prompts: PromptBuilder,
     tokenizer: PreTrainedTokenizerBase,
     logger: MLFlowLogger,
@@ -149,8 +167,6 @@ def _fit_and_evaluate(
     start = checkpoint.iteration if checkpoint else 0
     batch_size, steps = builders.training_schedule(cfg, len(train_examples))
     final: dict[str, float] = {}
-    if cfg.trainer.eval_before and eval_examples and checkpoint is None:
-        final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
     checkpoints = CheckpointCallback(
         checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint
     )
@@ -159,12 +175,15 @@ def _fit_and_evaluate(
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
         StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
     ]
-    if isinstance(module, PPOModule):
+    if isinstance(module, PPOModule) and cfg.trainer.strategy != "deepspeed":
         callbacks.append(checkpoints)
+    elif isinstance(module, PPOModule):
+        log.warning("trainer.strategy=deepspeed: no resumable checkpoints are written (ZeRO shards the optimizer state)")
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
-        strategy=cfg.trainer.strategy,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=build_strategy(cfg),
         precision=cfg.trainer.precision,  # type: ignore[arg-type]
         max_epochs=1,
         logger=logger,
@@ -174,18 +193,29 @@ def _fit_and_evaluate(
         enable_model_summary=False,
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
+        use_distributed_sampler=False,  # prompt_loader gives each process its own prompts
     )
+    # Evaluation runs in the main process only; under ZeRO-3 no process holds the whole model, so it is
+    # left to `python -m medrlvr.evaluate` on the saved policy.
+    evaluate_here = trainer.is_global_zero and not zero3(cfg.trainer)
+    if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
+        log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
+    if cfg.trainer.eval_before and eval_examples and checkpoint is None and evaluate_here:
+        final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
     if start < steps:
+        loader = prompt_loader(train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size)
         with checkpoints.stop_on_signals():
-            trainer.fit(module, prompt_loader(train_examples, batch_size, steps, cfg.seed, start))
+            trainer.fit(module, loader)
     if checkpoints.stop_signal is not None:
         raise KeyboardInterrupt(f"interrupted after iteration {module.iteration}; checkpoint {checkpoints.last_saved}")
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
-    if cfg.trainer.eval_after and eval_examples:
-        final.update(run_evaluation("after", engine, prompts, eval_examples, cfg, logger, step=steps))
+    if cfg.trainer.eval_after and eval_examples and evaluate_here:
+        final.update(run_evaluation("after", module.engine, prompts, eval_examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
-        folder = save_policy(module, tokenizer, output_dir, logger if cfg.logger.log_model else None)
-        log.info("saved policy to %s", folder)
+        log_to = logger if cfg.logger.log_model else None
+        folder = save_policy(module, tokenizer, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
+        if trainer.is_global_zero:
+            log.info("saved policy to %s", folder)
     return final
 
 

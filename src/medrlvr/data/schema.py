@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,3 +74,23 @@ def validate_example(example: MCQExample, source: str, row: int, answer_field: s
     if example.answer not in example.options:
         raise DatasetError(source, row, answer_field, f"answer letter {example.answer!r} is not among the options {letters}")
     return example
+
+
+class ExampleBatch:
+    """The questions of one training step, as the data loader hands them to a LightningModule.
+
+    A plain container rather than a list: Lightning's precision plugins walk lists and dataclasses to cast
+    tensors (DeepSpeed's does, before every step) and cannot rebuild a frozen :class:`MCQExample`.
+    """
+
+    def __init__(self, examples: list[MCQExample]) -> None:
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __iter__(self) -> Iterator[MCQExample]:
+        return iter(self.examples)
+
+    def __getitem__(self, index: int) -> MCQExample:
+        return self.examples[index]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -112,21 +112,40 @@ def response_hidden_states(
     return hidden[:, -response_length - 1 : -1]
 
 
+@contextlib.contextmanager
+def _writable(params: list[nn.Parameter]) -> Iterator[None]:
+    """Make parameters created under DeepSpeed ZeRO-3's ``zero.Init`` (partitioned: empty on every process)
+    whole for the block, keeping what rank 0 writes; a no-op for ordinary parameters."""
+    if not any(hasattr(p, "ds_id") for p in params):
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
+        yield
+
+
 class ValueHead(nn.Module):
     """Scalar value per position, initialised at zero so the first values are 0."""
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        with _writable(list(self.linear.parameters())):
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.linear(hidden.to(self.linear.weight.dtype)).squeeze(-1)
 
 
 class ActorCritic(nn.Module):
-    """Owns the actor, the critic and access to the reference; one module so one optimizer sees all."""
+    """Owns the actor, the critic and access to the reference; one module so one optimizer sees all.
+
+    ``load_copy`` returns a fresh copy of ``causal_lm`` for the separate critic's trunk and the reference
+    (default: a deep copy; under DeepSpeed ZeRO-3 a second load, as partitioned parameters cannot be
+    deep-copied).
+    """
 
     def __init__(
         self,
@@ -134,14 +153,16 @@ class ActorCritic(nn.Module):
         lora: LoraSettings = LoraSettings(),
         critic_mode: CriticMode = "separate",
         gradient_checkpointing: bool = False,
+        load_copy: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         if critic_mode not in ("separate", "shared", "none"):
             raise ValueError(f"model.critic must be 'separate', 'shared' or 'none', got {critic_mode!r}")
         self.critic_mode = critic_mode
         self.uses_lora = lora.rank > 0
-        critic_trunk = copy.deepcopy(causal_lm.get_decoder()) if critic_mode == "separate" else None
-        self.reference = None if self.uses_lora else _frozen_copy(causal_lm)
+        load_copy = load_copy or (lambda: copy.deepcopy(causal_lm))
+        critic_trunk = load_copy().get_decoder() if critic_mode == "separate" else None
+        self.reference = None if self.uses_lora else _frozen(load_copy())
         num_layers = causal_lm.config.num_hidden_layers
         self.actor = _with_lora(causal_lm, lora, num_layers) if self.uses_lora else causal_lm
         if critic_trunk is not None and self.uses_lora:
@@ -292,8 +313,7 @@ class ActorCritic(nn.Module):
         return copy.deepcopy(self.actor).merge_and_unload()
 
 
-def _frozen_copy(model: nn.Module) -> nn.Module:
-    reference = copy.deepcopy(model)
-    reference.requires_grad_(False)
-    reference.eval()
-    return reference
+def _frozen(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    model.eval()
+    return model

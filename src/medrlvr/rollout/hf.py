@@ -9,12 +9,19 @@ from medrlvr.rollout.base import RolloutBatch, SamplingParams
 
 
 class HFRolloutEngine:
-    """Generates from a transformers causal LM, usually the very module being trained (colocated)."""
+    """Generates from a transformers causal LM, usually the very module being trained (colocated).
 
-    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64) -> None:
+    ``synced_gpus``: every process keeps decoding until all have finished, as DeepSpeed ZeRO-3 needs (each
+    forward pass gathers the partitioned weights collectively).
+    """
+
+    def __init__(
+        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64, synced_gpus: bool = False
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.synced_gpus = synced_gpus
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
 
@@ -71,6 +78,7 @@ class HFRolloutEngine:
             pad_token_id=self.tokenizer.pad_token_id,
             output_logits=True,
             return_dict_in_generate=True,
+            synced_gpus=self.synced_gpus,
         )
         response_ids = output.sequences[:, prompt_ids.shape[1] :]
         logits = torch.stack(output.logits, dim=1).float()

@@ -28,6 +28,7 @@ from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.training.numerics import NumericsGuard
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
+from medrlvr.training.strategies import hf_zero3_context, zero3
 from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_tags
 from medrlvr.training.tracking import ResumableMLFlowLogger
 
@@ -39,10 +40,18 @@ def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 
 def build_actor_critic(
-    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int, with_critic: bool = True
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int, with_critic: bool = True, reload: bool = False
 ) -> ActorCritic:
-    """Policy LM (optionally with LoRA), its reference and, ``with_critic``, a critic initialised from it."""
-    causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
+    """Policy LM (optionally with LoRA), its reference and, ``with_critic``, a critic initialised from it.
+
+    ``reload`` loads the model again for the critic's trunk and the reference instead of deep-copying it
+    (needed under DeepSpeed ZeRO-3, whose partitioned parameters cannot be copied).
+    """
+
+    def load() -> torch.nn.Module:
+        return load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
+
+    causal_lm = load()
     lora = LoraSettings(
         rank=cfg.lora_rank,
         top_layers=cfg.lora_top_layers,
@@ -51,7 +60,7 @@ def build_actor_critic(
         target_modules=tuple(cfg.lora_target_modules),
     )
     critic = cfg.critic if with_critic else "none"
-    return ActorCritic(causal_lm, lora, critic, cfg.gradient_checkpointing)  # type: ignore[arg-type]
+    return ActorCritic(causal_lm, lora, critic, cfg.gradient_checkpointing, load if reload else None)  # type: ignore[arg-type]
 
 
 def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> torch.nn.Module:
@@ -68,25 +77,37 @@ def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
     return policy
 
 
-def build_rollout_engine(cfg: RolloutConfig, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> HFRolloutEngine:
+def build_rollout_engine(
+    cfg: RolloutConfig, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, synced_gpus: bool = False
+) -> HFRolloutEngine:
     """Generation from ``policy`` itself (colocated: updates are visible without copying weights)."""
-    return HFRolloutEngine(policy, tokenizer, batch_size=cfg.generation_batch_size)
+    return HFRolloutEngine(policy, tokenizer, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus)
 
 
 def build_module(
     cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder, first_iteration: int = 0
-) -> tuple[PPOModule | SFTModule, HFRolloutEngine]:
+) -> tuple[PPOModule | SFTModule, HFRolloutEngine | None]:
     """The LightningModule of ``algo.name`` (an RL algorithm or ``sft``) and the rollout engine generating from
-    its policy; an RL module resumes counting after ``first_iteration``."""
+    its policy; an RL module resumes counting after ``first_iteration``.
+
+    Under DeepSpeed ZeRO-3 the RL module builds its models in ``configure_model`` (partitioned as they are
+    created, during ``fit``), so no engine exists yet and None is returned in its place.
+    """
     if isinstance(cfg.algo, SFTConfig):
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
         engine = build_rollout_engine(cfg.rollout, policy, tokenizer)
         return SFTModule(policy, engine, prompts, tokenizer, cfg.algo), engine
-    model = build_actor_critic(cfg.model, tokenizer, cfg.seed, cfg.algo.uses_critic)
-    engine = build_rollout_engine(cfg.rollout, model.actor, tokenizer)
+    algo = cfg.algo
+
+    def build() -> tuple[ActorCritic, HFRolloutEngine]:
+        with hf_zero3_context(cfg):
+            model = build_actor_critic(cfg.model, tokenizer, cfg.seed, algo.uses_critic, reload=zero3(cfg.trainer))
+        return model, build_rollout_engine(cfg.rollout, model.actor, tokenizer, synced_gpus=zero3(cfg.trainer))
+
     guard = NumericsGuard(cfg.trainer.max_bad_updates)
+    model, engine = (None, None) if zero3(cfg.trainer) else build()
     module = PPOModule(
-        model, engine, prompts, build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed, guard, first_iteration
+        model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration, build
     )
     return module, engine
 

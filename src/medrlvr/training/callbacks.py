@@ -41,6 +41,8 @@ class ProgressPrinter(L.Callback):
         self.started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if not trainer.is_global_zero:  # metrics are already combined over processes
+            return
         m = pl_module.last_metrics
         done = pl_module.iteration
         elapsed = time.perf_counter() - self.started

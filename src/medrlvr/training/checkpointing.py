@@ -269,7 +269,8 @@ class CheckpointCallback(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         iteration = pl_module.iteration
         due = (self.every > 0 and iteration % self.every == 0) or iteration == self.max_steps
-        if due or self.stop_signal is not None:
+        # under DDP every process holds the same weights and optimizer state: the main one writes them
+        if (due or self.stop_signal is not None) and trainer.is_global_zero:
             extra = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
             extra["numerics"] = pl_module.guard.state_dict()
             run_id = getattr(trainer.logger, "run_id", None)

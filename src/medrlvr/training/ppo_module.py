@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -21,23 +22,40 @@ from medrlvr.algo import advantages as adv
 from medrlvr.algo import core
 from medrlvr.config import AlgoConfig, RolloutConfig
 from medrlvr.data.prompts import PromptBuilder
-from medrlvr.data.schema import MCQExample
+from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
 from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
+from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience
+from medrlvr.training.numerics import NumericsGuard, nonfinite
+from medrlvr.training.strategies import clip_and_step
 
 log = logging.getLogger(__name__)
-from medrlvr.training.numerics import NumericsGuard, nonfinite
+
+
+def parameter_groups(model: ActorCritic, algo: AlgoConfig) -> list[dict[str, Any]]:
+    """An actor group at ``actor_lr`` and, with a critic, a critic group at ``critic_lr``: only trainable
+    parameters, so the frozen reference never gets optimizer state."""
+    groups = [{"params": model.actor_parameters(), "lr": algo.actor_lr, "name": "actor"}]
+    if model.has_critic:
+        groups.append({"params": model.critic_parameters(), "lr": algo.critic_lr, "name": "critic"})
+    return groups
 
 
 class PPOModule(L.LightningModule):
-    """Owns actor, critic and reference (in :class:`ActorCritic`) and the rollout engine."""
+    """Owns actor, critic and reference (in :class:`ActorCritic`) and the rollout engine.
+
+    Given ``build`` instead of ``model`` and ``engine``, it builds them in :meth:`configure_model`, which
+    Lightning calls inside the strategy's sharding context (DeepSpeed ZeRO-3 partitions every parameter as
+    it is created). Under several processes each one generates from its own prompts; the update's
+    collectives keep them in step, and the logged metrics are combined over all of them.
+    """
 
     def __init__(
         self,
-        model: ActorCritic,
-        engine: RolloutEngine,
+        model: ActorCritic | None,
+        engine: RolloutEngine | None,
         prompt_builder: PromptBuilder,
         reward_fn: CorrectnessReward,
         algo: AlgoConfig,
@@ -45,11 +63,15 @@ class PPOModule(L.LightningModule):
         seed: int,
         guard: NumericsGuard | None = None,
         first_iteration: int = 0,
+        build: Callable[[], tuple[ActorCritic, RolloutEngine]] | None = None,
     ) -> None:
         super().__init__()
+        if (model is None or engine is None) and build is None:
+            raise ValueError("PPOModule needs a model and an engine, or a build function making both")
         self.automatic_optimization = False
         self.model = model
         self.engine = engine
+        self._build = build
         self.prompt_builder = prompt_builder
         self.reward_fn = reward_fn
         self.algo = algo
@@ -61,22 +83,24 @@ class PPOModule(L.LightningModule):
         self.last_metrics: dict[str, float] = {}
         self.last_samples: list[dict[str, Any]] = []
 
+    def configure_model(self) -> None:
+        """Build actor, critic, reference and rollout engine once (under the strategy's sharding context)."""
+        if self.model is None:
+            self.model, self.engine = self._build()  # type: ignore[misc]
+
     def merged_policy(self) -> torch.nn.Module:
         """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
         return self.model.merged_policy()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """One AdamW with an actor group and a critic group if any (DeepSpeed strategies accept one optimizer)."""
-        groups = [{"params": self.model.actor_parameters(), "lr": self.algo.actor_lr, "name": "actor"}]
-        if self.model.has_critic:
-            groups.append({"params": self.model.critic_parameters(), "lr": self.algo.critic_lr, "name": "critic"})
-        return torch.optim.AdamW(groups, weight_decay=self.algo.weight_decay)
+        """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer)."""
+        return torch.optim.AdamW(parameter_groups(self.model, self.algo), weight_decay=self.algo.weight_decay)
 
-    def transfer_batch_to_device(self, batch: list[MCQExample], device: torch.device, dataloader_idx: int) -> list[MCQExample]:
+    def transfer_batch_to_device(self, batch: ExampleBatch, device: torch.device, dataloader_idx: int) -> ExampleBatch:
         """Batches are questions (text); tensors are made on the right device later."""
         return batch
 
-    def training_step(self, batch: list[MCQExample], batch_idx: int) -> None:
+    def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         iteration = self.iteration = self.first_iteration + batch_idx + 1
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -126,7 +150,8 @@ class PPOModule(L.LightningModule):
         self.engine.sync_weights(self.model.actor)
         timings["weight_sync"] = time.perf_counter() - start
 
-        self.last_metrics = self._metrics(rollout, scored, experience, update_stats, timings) | group_stats | numerics
+        local = self._metrics(rollout, scored, experience, update_stats, timings) | group_stats | numerics
+        self.last_metrics = gather_metrics(local)
         self.last_samples = self._samples(rows, responses, scored, iteration)
         if self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=iteration)
@@ -159,19 +184,17 @@ class PPOModule(L.LightningModule):
                 minibatch = experience.select(index.to(experience.input_ids.device))
                 loss, step_stats = self._loss(minibatch)
                 optimizer.zero_grad()
-                if nonfinite(loss=loss):
+                # every process skips together, or the gradient all-reduce of the others would wait forever
+                if self.trainer.strategy.reduce_boolean_decision(bool(nonfinite(loss=loss)), all=False):
                     problems.append("loss")
                     continue
                 self.manual_backward(loss)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    self.model.actor_parameters() + self.model.critic_parameters(), self.algo.max_grad_norm
-                )
-                if nonfinite(gradients=grad_norm):
+                parameters = self.model.actor_parameters() + self.model.critic_parameters()
+                grad_norm, stepped = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
+                if not stepped:
                     problems.append("gradients")
-                    optimizer.zero_grad()
                     continue
-                optimizer.step()
-                step_stats["grad_norm"] = float(grad_norm)
+                step_stats["grad_norm"] = grad_norm
                 for key, value in step_stats.items():
                     stats[key].append(float(value))
         return {key: sum(values) / len(values) for key, values in stats.items()}, problems

@@ -19,9 +19,10 @@ from transformers import PreTrainedTokenizerBase
 
 from medrlvr.config import SFTConfig
 from medrlvr.data.prompts import PromptBuilder
-from medrlvr.data.schema import MCQExample
+from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.data.targets import sft_target
 from medrlvr.rollout.base import RolloutEngine
+from medrlvr.training.strategies import clip_and_step
 
 IGNORE_INDEX = -100
 
@@ -70,15 +71,15 @@ class SFTModule(L.LightningModule):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.algo.lr, weight_decay=self.algo.weight_decay)
 
-    def transfer_batch_to_device(self, batch: list[MCQExample], device: torch.device, dataloader_idx: int) -> list[MCQExample]:
+    def transfer_batch_to_device(self, batch: ExampleBatch, device: torch.device, dataloader_idx: int) -> ExampleBatch:
         """Batches are questions (text); tensors are made on the right device later."""
         return batch
 
-    def targets(self, batch: list[MCQExample]) -> list[str]:
+    def targets(self, batch: ExampleBatch) -> list[str]:
         """The full target response of each question (including the pre-filled prefix)."""
         return [sft_target(example, self.algo.rationale, self.algo.rationale_field) for example in batch]
 
-    def training_step(self, batch: list[MCQExample], batch_idx: int) -> None:
+    def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         iteration = self.iteration = batch_idx + 1
         start = time.perf_counter()
         targets = self.targets(batch)
@@ -92,10 +93,8 @@ class SFTModule(L.LightningModule):
         loss = self.policy(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         optimizer.zero_grad()
         self.manual_backward(loss)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad], self.algo.max_grad_norm
-        )
-        optimizer.step()
+        parameters = [p for p in self.policy.parameters() if p.requires_grad]
+        grad_norm, _ = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
         self.engine.sync_weights(self.policy)
         elapsed = time.perf_counter() - start
         tokens = int((labels != IGNORE_INDEX).sum())
