@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import PreTrainedTokenizerBase
@@ -135,6 +136,8 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     module, engine = builders.build_module(cfg, tokenizer, prompts, start)
+    if rank_zero_only.rank != 0:  # other processes of a multi-process run (their rank comes from the launcher)
+        return _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, None, train_examples, eval_examples, checkpoint)
     tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
     logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
     run_id = open_run(logger)
@@ -158,12 +161,15 @@ def _fit_and_evaluate(
     engine: RolloutEngine | None,
     prompts: PromptBuilder,
     tokenizer: PreTrainedTokenizerBase,
-    logger: MLFlowLogger,
+    logger: MLFlowLogger | None,
     train_examples: list[MCQExample],
     eval_examples: list[MCQExample],
     checkpoint: Checkpoint | None,
 ) -> dict[str, float]:
-    """Evaluate (unless resuming), fit the remaining iterations with checkpoints (RL), evaluate, save the policy."""
+    """Evaluate (unless resuming), fit the remaining iterations with checkpoints (RL), evaluate, save the policy.
+
+    With several processes only the first has a ``logger`` (MLflow) and evaluates; all of them train.
+    """
     start = checkpoint.iteration if checkpoint else 0
     batch_size, steps = builders.training_schedule(cfg, len(train_examples))
     final: dict[str, float] = {}
@@ -186,7 +192,7 @@ def _fit_and_evaluate(
         strategy=build_strategy(cfg),
         precision=cfg.trainer.precision,  # type: ignore[arg-type]
         max_epochs=1,
-        logger=logger,
+        logger=logger or False,
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -197,7 +203,7 @@ def _fit_and_evaluate(
     )
     # Evaluation runs in the main process only; under ZeRO-3 no process holds the whole model, so it is
     # left to `python -m medrlvr.evaluate` on the saved policy.
-    evaluate_here = trainer.is_global_zero and not zero3(cfg.trainer)
+    evaluate_here = logger is not None and trainer.is_global_zero and not zero3(cfg.trainer)
     if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
     if cfg.trainer.eval_before and eval_examples and checkpoint is None and evaluate_here:

@@ -1,10 +1,9 @@
 """A few PPO iterations of the tiny model through Lightning's DDP or DeepSpeed strategy on the CPU, run by the
 tests under ``torchrun``; each process writes what it saw to ``OUT_DIR/rank<R>.json``.
 
-Lightning's ``DeepSpeedStrategy`` accepts only CUDA devices. Here its accelerator check is bypassed and its
-CPU devices are given an index (``cpu:<local rank>``: DeepSpeed reads the device index as the local rank), and
-nothing else: the strategy object, the DeepSpeed config, the precision plugin, ``configure_model`` under
-``deepspeed.zero.Init``, DeepSpeed's backward and step, and the module's PPO iteration are the real ones.
+Lightning's ``DeepSpeedStrategy`` is let onto the CPU by :mod:`cpu_deepspeed`; the strategy object, the
+DeepSpeed config, the precision plugin, ``configure_model`` under ``deepspeed.zero.Init``, DeepSpeed's backward
+and step, and the module's PPO iteration are the real ones.
 
 usage: torchrun --nproc_per_node N strategy_run.py OUT_DIR TRAINER_OPTION [hydra overrides...]
 """
@@ -21,20 +20,14 @@ import torch
 torch.set_num_threads(1)
 
 import lightning as L  # noqa: E402
+from cpu_deepspeed import allow_deepspeed_on_cpu  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy  # noqa: E402
 
 from medrlvr.config import config_dir, register_configs, to_train_config  # noqa: E402
 from medrlvr.data.registry import load_split  # noqa: E402
 from medrlvr.train import prompt_loader  # noqa: E402
 from medrlvr.training import builders  # noqa: E402
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3  # noqa: E402
-
-
-def allow_deepspeed_on_cpu(strategy, world: int) -> None:
-    DeepSpeedStrategy.setup_environment = DDPStrategy.setup_environment  # the parent's, without the CUDA check
-    if isinstance(strategy, DeepSpeedStrategy):
-        strategy.parallel_devices = [torch.device("cpu", index) for index in range(world)]
 
 
 def checksums(module, gather: bool) -> dict[str, float]:
@@ -92,8 +85,7 @@ def main(out_dir: Path, option: str, overrides: list[str]) -> None:
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     module, _ = builders.build_module(cfg, tokenizer, prompts)
     recorder = Recorder(gather=zero3(cfg.trainer))
-    strategy = build_strategy(cfg)
-    allow_deepspeed_on_cpu(strategy, world)
+    strategy = allow_deepspeed_on_cpu(build_strategy(cfg), world)
     trainer = L.Trainer(
         accelerator="cpu", devices=world, strategy=strategy, precision=cfg.trainer.precision, max_epochs=1,
         logger=False, callbacks=[recorder], enable_checkpointing=False, enable_progress_bar=False,

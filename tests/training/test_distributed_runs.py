@@ -3,7 +3,8 @@
 - DeepSpeed's own engine steps the project's actor+critic parameter groups with the generated ZeRO-2 and ZeRO-3
   configs, in 1 and 2 processes, and ZeRO-2 with the optimizer state offloaded (``deepspeed_engine_steps.py``);
 - PPO iterations through Lightning's DDP and DeepSpeed strategies under ``torchrun`` (``strategy_run.py``);
-- the training CLI with ``trainer=ddp`` on 2 processes started by Lightning itself.
+- the training CLI with ``trainer=deepspeed_zero3`` on 2 processes under ``torchrun``
+  (``train_deepspeed_cpu.py``) and with ``trainer=ddp`` on 2 processes started by Lightning itself.
 """
 
 import json
@@ -137,6 +138,32 @@ def test_zero2_shards_optimizer_state_of_trainable_parameters_only(strategy_runs
     ddp, zero2 = strategy_runs["ddp"][0], strategy_runs["deepspeed_zero2"][0]
     # DDP's AdamW holds every trainable parameter (actor + critic, no reference); ZeRO-2 half of them per process
     assert abs(zero2["optimizer_params"] * 2 - ddp["optimizer_params"]) <= 64
+
+
+def test_training_cli_with_zero3_on_two_processes(tmp_path: Path, tiny_folder, strategy_runs):
+    """The whole CLI under torchrun: only the first process opens the MLflow store, and the policy saved at the
+    end is gathered from the partitions: it equals the actor the ZeRO-3 strategy run ended with."""
+    folder, _ = tiny_folder
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run(
+        [
+            *TORCHRUN, "2", str(HERE / "train_deepspeed_cpu.py"), "experiment=smoke", "trainer=deepspeed_zero3",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.num_threads=1",
+            "trainer.max_steps=2", "model.gradient_checkpointing=false", f"model.name_or_path={folder}",
+            f"logger.tracking_uri={uri}", "logger.experiment_name=zero3", f"trainer.output_dir={tmp_path / 'out'}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+        ],
+        tmp_path,
+    )
+    from transformers import AutoModelForCausalLM
+
+    client = MlflowClient(uri)
+    (run_info,) = client.search_runs([client.get_experiment_by_name("zero3").experiment_id])
+    assert run_info.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run_info.info.run_id, "reward/mean")) == [1, 2]
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "policy")
+    saved = float(sum(p.double().sum() for p in policy.parameters()))
+    assert close(saved, strategy_runs["deepspeed_zero3"][0]["end"]["actor/sum"], 1e-9)
 
 
 def test_training_cli_on_two_ddp_processes(tmp_path: Path):

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.utilities import rank_zero_only
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
@@ -28,7 +27,7 @@ class ResumableMLFlowLogger(MLFlowLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.logged: set[tuple[str, int]] = set()
-        if kwargs.get("run_id") and rank_zero_only.rank == 0:  # other processes get a no-op experiment
+        if kwargs.get("run_id"):
             client = self.experiment
             for key in client.get_run(self.run_id).data.metrics:
                 self.logged.update((key, m.step) for m in client.get_metric_history(self.run_id, key))
