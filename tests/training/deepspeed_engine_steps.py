@@ -2,9 +2,9 @@
 config the project generates, run by the tests under ``torchrun`` (gloo, CPU). Rank 0 writes ``OUT``: the
 loss at every step and each process's parameter checksums.
 
-Differences from a GPU run, because of the CPU: fp32 (``trainer.precision=32-true``; DeepSpeed's bf16 path is
-for accelerators) and ``torch.optim.AdamW`` as the client optimizer, which is also what the PPO module hands
-to DeepSpeed (DeepSpeed's own CPU Adam would be compiled first, for minutes).
+fp32 (``trainer.precision=32-true``) unless overridden: this CPU gains nothing from bf16, which the tests run
+once. The client optimizer is ``torch.optim.AdamW``, what the PPO module hands to DeepSpeed on GPUs too
+(DeepSpeed's own CPU Adam would be compiled first, for minutes).
 
 usage: torchrun --nproc_per_node N deepspeed_engine_steps.py OUT STAGE [hydra overrides...]
 """
@@ -90,6 +90,7 @@ def main(out: Path, stage: int, overrides: list[str]) -> None:
             "world_size": world,
             "stage": config["zero_optimization"]["stage"],
             "offload_optimizer": "offload_optimizer" in config["zero_optimization"],
+            "bf16": config["bf16"]["enabled"],
             "ranks": per_rank,
             "grad_norms": grad_norms,
             "reference_kl_at_start": float((old.logprobs - reference.logprobs).abs().max()),

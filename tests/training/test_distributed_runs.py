@@ -1,7 +1,8 @@
 """Real multi-process runs on the CPU (gloo), tiny model, one thread per process:
 
 - DeepSpeed's own engine steps the project's actor+critic parameter groups with the generated ZeRO-2 and ZeRO-3
-  configs, in 1 and 2 processes, and ZeRO-2 with the optimizer state offloaded (``deepspeed_engine_steps.py``);
+  configs, in 1 and 2 processes, and ZeRO-2 with the optimizer state offloaded or in bf16
+  (``deepspeed_engine_steps.py``);
 - PPO iterations through Lightning's DDP and DeepSpeed strategies under ``torchrun`` (``strategy_run.py``);
 - the training CLI with ``trainer=deepspeed_zero3`` on 2 processes under ``torchrun``
   (``train_deepspeed_cpu.py``) and with ``trainer=ddp`` on 2 processes started by Lightning itself.
@@ -47,6 +48,9 @@ def engine_runs(tmp_path_factory) -> dict[tuple[int, int], dict]:
     offload = ["trainer.deepspeed.offload_optimizer=true"]
     run([*TORCHRUN, "1", str(HERE / "deepspeed_engine_steps.py"), str(out), "2", *offload], folder)
     results["offload"] = json.loads(out.read_text())
+    out = folder / "bf16.json"
+    run([*TORCHRUN, "1", str(HERE / "deepspeed_engine_steps.py"), str(out), "2", "trainer.precision=bf16-mixed"], folder)
+    results["bf16"] = json.loads(out.read_text())
     return results
 
 
@@ -77,6 +81,15 @@ def test_optimizer_offload_to_cpu_takes_the_same_steps(engine_runs):
     offload, plain = engine_runs["offload"], engine_runs[1, 2]
     assert offload["offload_optimizer"] and not plain["offload_optimizer"]
     assert close(offload["ranks"][0]["end"]["trainable"], plain["ranks"][0]["end"]["trainable"], 1e-9)
+
+
+def test_bf16_takes_nearly_the_same_steps(engine_runs):
+    bf16, fp32 = engine_runs["bf16"], engine_runs[1, 2]
+    assert bf16["bf16"] and not fp32["bf16"]
+    losses = bf16["ranks"][0]["losses"]
+    assert losses[-1] < losses[0]
+    assert close(bf16["ranks"][0]["end"]["trainable"], fp32["ranks"][0]["end"]["trainable"], 1e-3)
+    assert not close(bf16["ranks"][0]["end"]["trainable"], fp32["ranks"][0]["end"]["trainable"], 1e-6)
 
 
 @pytest.fixture(scope="module")
