@@ -61,10 +61,15 @@ class PromptConfig:
 
 @dataclass
 class DataConfig:
+    """A dataset and its splits. ``ood_split`` names a split that is out of distribution for a model trained
+    on ``train_split`` (bundled: ``ood``): ``medrlvr.evaluate`` adds it by default and ``trainer.eval_ood``
+    evaluates it before and after training."""
+
     name: str = "bundled"
     train_split: str = "train"
     eval_split: str = "validation"
     test_split: str = "test"
+    ood_split: Optional[str] = None
     batch_size: int = 8
     option_count: Optional[int] = None
     eval_size: int = 64
@@ -257,6 +262,7 @@ class TrainerConfig:
     log_samples_every: int = 5
     eval_before: bool = True
     eval_after: bool = True
+    eval_ood: bool = False
     save_model: bool = True
     output_dir: Optional[str] = None
     checkpoint_every: int = 5
@@ -329,6 +335,11 @@ class TrainConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check(
+            not self.trainer.eval_ood or self.data.ood_split is not None,
+            "trainer.eval_ood",
+            f"data={self.data.name} has no ood_split to evaluate (set data.ood_split or trainer.eval_ood=false)",
+        )
         if not isinstance(self.algo, AlgoConfig):
             return
         samples = self.data.batch_size * self.rollout.num_samples
