@@ -5,9 +5,8 @@ evaluates base, SFT and RLVR with ``python -m medrlvr.evaluate`` (the same code 
 
 - ID: the bundled test split (the training distribution: 5 options, the bundled question style);
 - OOD: MMLU-Pro health from a local file (``--ood``, default ``../shared/data/mmlu_pro_health.jsonl``:
-  other question style, up to 10 options). The bundled data has no OOD split of its own; when that
-  file is absent the OOD column is the bundled test split re-drawn with 10 options (a distribution shift
-  in option count only), and the table says so.
+  other question style, up to 10 options); when that file is absent, the bundled ``ood`` split
+  (``data=bundled_ood``: the held-out facts asked in another style with 10 options), and the table says so.
 
 Everything runs as subprocesses of the real CLIs and is logged to one MLflow experiment (each evaluation
 nested under its training run). Prints and saves ``summary.json`` and ``summary.md`` in ``--out``.
@@ -54,7 +53,7 @@ def ood_setting(path: Path) -> tuple[str, str]:
     """(datasets override, description) of the OOD evaluation."""
     if path.is_file():
         return f"datasets={{mmlu_pro_health: {{path: {path}}}}}", f"MMLU-Pro health ({path.name})"
-    return "datasets={bundled: {option_count: 10}}", "bundled test with 10 options (proxy: MMLU-Pro file not found)"
+    return "datasets=[bundled_ood]", "bundled ood split (MMLU-Pro file not found)"
 
 
 def evaluate(name: str, checkpoint: Path | None, datasets: str, limit: int | None, args, parent: str | None) -> dict:

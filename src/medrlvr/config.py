@@ -61,10 +61,15 @@ class PromptConfig:
 
 @dataclass
 class DataConfig:
+    """A dataset and its splits. ``ood_split`` names a split that is out of distribution for a model trained
+    on ``train_split`` (bundled: ``ood``): ``medrlvr.evaluate`` adds it by default and ``trainer.eval_ood``
+    evaluates it before and after training."""
+
     name: str = "bundled"
     train_split: str = "train"
     eval_split: str = "validation"
     test_split: str = "test"
+    ood_split: Optional[str] = None
     batch_size: int = 8
     option_count: Optional[int] = None
     eval_size: int = 64
@@ -292,6 +297,7 @@ class TrainerConfig:
     log_samples_every: int = 5
     eval_before: bool = True
     eval_after: bool = True
+    eval_ood: bool = False
     save_model: bool = True
     output_dir: Optional[str] = None
     checkpoint_every: int = 5
@@ -382,6 +388,11 @@ class TrainConfig:
             "trainer.deepspeed.stage",
             "ZeRO-3 is wired for the RL algorithms only; use stage 2 with algo=sft",
         )
+        _check(
+            not self.trainer.eval_ood or self.data.ood_split is not None,
+            "trainer.eval_ood",
+            f"data={self.data.name} has no ood_split to evaluate (set data.ood_split or trainer.eval_ood=false)",
+        )
         if not isinstance(self.algo, AlgoConfig):
             return
         _check(
@@ -448,12 +459,40 @@ class EvaluateConfig:
         _check(self.num_threads >= 0, "num_threads", "must be >= 0 (0 = all cores)")
 
 
+@dataclass
+class CompareConfig:
+    """``python -m medrlvr.compare``: base vs SFT vs RLVR, in and out of distribution, from MLflow runs.
+
+    ``experiments`` (null = ``[medrlvr]`` unless ``run_ids`` are given) and ``run_ids`` select the runs
+    (evaluation runs nested under a selected run come with it). ``in_distribution``: dataset names
+    (``bundled``: every split) or ``name/split`` labels; null = inferred from the training runs' data.
+    ``group_by``: training params (``algo/kl_coef``) that split a method into several rows. ``confidence``:
+    level of the t-interval over seeds.
+    """
+
+    experiments: Optional[list[str]] = None
+    run_ids: list[str] = field(default_factory=list)
+    tracking_uri: Optional[str] = None
+    in_distribution: Optional[list[str]] = None
+    group_by: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=lambda: ["accuracy", "format_rate"])
+    confidence: float = 0.95
+    output_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check(0 < self.confidence < 1, "confidence", f"must be in (0, 1), got {self.confidence}")
+        _check(bool(self.metrics), "metrics", "name at least one evaluation metric (e.g. [accuracy])")
+        if self.experiments is None:
+            self.experiments = [] if self.run_ids else [LoggerConfig.experiment_name]
+
+
 def register_configs() -> None:
-    """Register the schemas: ``train_schema`` and ``evaluate_schema`` (top of ``conf/config.yaml`` and
-    ``conf/evaluate.yaml``), and ``algo/ppo_schema`` / ``algo/sft_schema`` (top of each ``conf/algo`` file)."""
+    """Register the schemas: ``train_schema``, ``evaluate_schema`` and ``compare_schema`` (top of
+    ``conf/config.yaml``, ``conf/evaluate.yaml`` and ``conf/compare.yaml``), and ``algo/ppo_schema`` / ``algo/sft_schema`` (top of each ``conf/algo`` file)."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="evaluate_schema", node=EvaluateConfig)
+    store.store(name="compare_schema", node=CompareConfig)
     store.store(group="algo", name="ppo_schema", node=AlgoConfig)
     store.store(group="algo", name="sft_schema", node=SFTConfig)
     if not OmegaConf.has_resolver("medrlvr.sweeps_dir"):

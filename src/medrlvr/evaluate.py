@@ -2,13 +2,14 @@
 
 Examples::
 
-    python -m medrlvr.evaluate checkpoint=outputs/.../policy                  # the bundled test split
+    python -m medrlvr.evaluate checkpoint=outputs/.../policy                  # bundled test and ood splits
     python -m medrlvr.evaluate checkpoint=PATH datasets=[medqa,mmlu_pro_health]   # from the hub
     python -m medrlvr.evaluate checkpoint=PATH \\
         'datasets={medqa_5opt: {path: ../shared/data/medqa_usmle_test_5opt.jsonl}, mmlu_pro_health: {path: ../shared/data/mmlu_pro_health.jsonl}}'
 
 Each dataset is a ``conf/data`` option (plus overrides in the mapping form) evaluated on its
-``test_split``. Prints a table, writes ``evaluation.json`` and one ``records_<dataset>.jsonl`` per
+``test_split``; by default the ``data`` group's choice, and its ``ood_split`` as ``<name>_ood`` when it has
+one. Prints a table, writes ``evaluation.json`` and one ``records_<dataset>.jsonl`` per
 dataset to the output folder, and logs everything to its own MLflow run (nested under
 ``parent_run_id`` when given).
 """
@@ -71,10 +72,13 @@ def compose_data(name: str, overrides: dict[str, Any] | None = None) -> DataConf
 
 def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
     """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping,
-    else the ``data`` group's choice."""
+    else the ``data`` group's choice, followed (as ``<name>_ood``) by its ``ood_split`` when it has one."""
     spec = cfg.datasets
     if spec is None:
-        return {cfg.data.name: cfg.data}
+        data = cfg.data
+        if data.ood_split is None or data.ood_split == data.test_split:
+            return {data.name: data}
+        return {data.name: data, f"{data.name}_ood": dataclasses.replace(data, test_split=data.ood_split)}
     if isinstance(spec, str):
         spec = [spec]
     if isinstance(spec, list):
@@ -147,8 +151,9 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
     params = {
         "checkpoint": cfg.checkpoint, "model/name_or_path": cfg.model.name_or_path, "num_samples": cfg.num_samples,
         "temperature": cfg.temperature, "limit": cfg.limit, "max_new_tokens": cfg.rollout.eval_max_new_tokens,
-        "datasets": ",".join(results),
+        "datasets": ",".join(results), "seed": cfg.seed,
     }
+    params.update({f"{name}/data": r["data"] for name, r in results.items()})
     params.update({f"{name}/origin": r["origin"] for name, r in results.items()})
     params.update({f"{name}/split": r["split"] for name, r in results.items()})
     logger.log_hyperparams(params)

@@ -9,14 +9,19 @@ question with no well-formatted completion counts as wrong).
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 from medrlvr.rewards.functions import CorrectnessReward
+from medrlvr.progress import clock
 from medrlvr.rollout.base import RolloutEngine, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,10 @@ def evaluate(
     temperature: float = 0.0,
     num_samples: int = 1,
     seed: int = 0,
+    chunk_size: int = 64,
 ) -> EvalResult:
-    """Generate (greedy by default) and score with the same parser as training.
+    """Generate (greedy by default) and score with the same parser as training, ``chunk_size`` questions at a
+    time with a progress line after each chunk.
 
     Accuracy counts a completion as correct only if it is well formatted and names the right letter.
     """
@@ -48,6 +55,25 @@ def evaluate(
         stop_strings=stop_strings,
         seed=seed,
     )
+    records: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for start in range(0, len(examples), chunk_size):
+        chunk = examples[start : start + chunk_size]
+        records += _score_chunk(engine, prompt_builder, chunk, replace(params, seed=seed + start), start)
+        done = start + len(chunk)
+        elapsed = time.perf_counter() - started
+        correct = sum(r["correct"] for r in records) / len(records)
+        log.info(
+            "evaluated %d/%d questions | accuracy so far %.3f | ETA %s",
+            done, len(examples), correct, clock(elapsed / done * (len(examples) - done)),
+        )
+    return EvalResult(metrics=summarize(records), records=records)
+
+
+def _score_chunk(
+    engine: RolloutEngine, prompt_builder: PromptBuilder, examples: list[MCQExample], params: SamplingParams, offset: int
+) -> list[dict[str, Any]]:
+    """One record per completion of ``examples`` (question indices start at ``offset``)."""
     rollout = engine.generate([prompt_builder(e) for e in examples], params)
     rows = [examples[i] for i in rollout.prompt_index]
     responses = [prompt_builder.full_response(t) for t in rollout.texts]
@@ -56,7 +82,7 @@ def evaluate(
     sample_number: Counter[int] = Counter()
     records = []
     for i, (row, response, parsed, correct) in enumerate(zip(rows, responses, scored.parsed, scored.correct)):
-        question = rollout.prompt_index[i]
+        question = offset + rollout.prompt_index[i]
         records.append(
             {
                 "id": row.id,
@@ -74,7 +100,7 @@ def evaluate(
             }
         )
         sample_number[question] += 1
-    return EvalResult(metrics=summarize(records), records=records)
+    return records
 
 
 def majority_letters(records: list[dict[str, Any]]) -> dict[int, str | None]:

@@ -81,6 +81,15 @@ def prompt_loader(
     return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=ExampleBatch)
 
 
+def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
+    """The held-out examples evaluated before and after training, by metric-name suffix: ``""`` for the first
+    ``data.eval_size`` of ``data.eval_split``, and ``"_ood"`` for those of ``data.ood_split`` when
+    ``trainer.eval_ood``. Empty sets are left out."""
+    splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
+    sets = {suffix: load_split(cfg.data, split, cfg.seed)[: cfg.data.eval_size] for suffix, split in splits.items()}
+    return {suffix: examples for suffix, examples in sets.items() if examples}
+
+
 def run_evaluation(
     name: str,
     engine: RolloutEngine,
@@ -90,7 +99,7 @@ def run_evaluation(
     logger: MLFlowLogger,
     step: int,
 ) -> dict[str, float]:
-    """Greedy evaluation on the held-out split, logged as ``eval/<name>/*`` metrics and a table."""
+    """Greedy evaluation on held-out examples, logged as ``eval/<name>/*`` metrics and a table."""
     result = evaluate(engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings))
     metrics = {f"eval/{name}/{key}": value for key, value in result.metrics.items()}
     logger.log_metrics(metrics, step=step)
@@ -131,13 +140,12 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     checkpoint = resolve_resume(cfg.resume, output_dir)
     start = checkpoint.iteration if checkpoint else 0
     train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
-    eval_examples = load_split(cfg.data, cfg.data.eval_split, cfg.seed)
-    eval_examples = eval_examples[: cfg.data.eval_size]
+    eval_sets = evaluation_sets(cfg)
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     module, engine = builders.build_module(cfg, tokenizer, prompts, start)
     if rank_zero_only.rank != 0:  # other processes of a multi-process run (their rank comes from the launcher)
-        return _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, None, train_examples, eval_examples, checkpoint)
+        return _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, None, train_examples, eval_sets, checkpoint)
     tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
     logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
     run_id = open_run(logger)
@@ -149,7 +157,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         log.info("resuming from %s (iteration %d)", checkpoint.path, start)
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
     with terminal_status(logger):
-        final = _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, logger, train_examples, eval_examples, checkpoint)
+        final = _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint)
     logger.finalize("success")
     return final
 
@@ -163,7 +171,7 @@ def _fit_and_evaluate(
     tokenizer: PreTrainedTokenizerBase,
     logger: MLFlowLogger | None,
     train_examples: list[MCQExample],
-    eval_examples: list[MCQExample],
+    eval_sets: dict[str, list[MCQExample]],
     checkpoint: Checkpoint | None,
 ) -> dict[str, float]:
     """Evaluate (unless resuming), fit the remaining iterations with checkpoints (RL), evaluate, save the policy.
@@ -206,8 +214,9 @@ def _fit_and_evaluate(
     evaluate_here = logger is not None and trainer.is_global_zero and not zero3(cfg.trainer)
     if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
-    if cfg.trainer.eval_before and eval_examples and checkpoint is None and evaluate_here:
-        final.update(run_evaluation("before", engine, prompts, eval_examples, cfg, logger, step=0))
+    if cfg.trainer.eval_before and checkpoint is None and evaluate_here:
+        for suffix, examples in eval_sets.items():
+            final.update(run_evaluation(f"before{suffix}", engine, prompts, examples, cfg, logger, step=0))
     if start < steps:
         loader = prompt_loader(train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size)
         with checkpoints.stop_on_signals():
@@ -215,8 +224,9 @@ def _fit_and_evaluate(
     if checkpoints.stop_signal is not None:
         raise KeyboardInterrupt(f"interrupted after iteration {module.iteration}; checkpoint {checkpoints.last_saved}")
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
-    if cfg.trainer.eval_after and eval_examples and evaluate_here:
-        final.update(run_evaluation("after", module.engine, prompts, eval_examples, cfg, logger, step=steps))
+    if cfg.trainer.eval_after and evaluate_here:
+        for suffix, examples in eval_sets.items():
+            final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
         log_to = logger if cfg.logger.log_model else None
         folder = save_policy(module, tokenizer, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))

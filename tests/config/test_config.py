@@ -91,3 +91,10 @@ def test_partial_format_score_must_lie_between_format_error_and_wrong_answer():
     assert to_train_config(compose_train(["reward=partial_format"])).reward.partial_format == -0.5
     with pytest.raises(ConfigError, match=r"reward\.partial_format"):
         to_train_config(compose_train(["reward=partial_format", "reward.partial_format=0.5"]))
+
+
+def test_ood_evaluation_needs_data_with_an_ood_split():
+    assert to_train_config(compose_train([])).trainer.eval_ood is False
+    assert to_train_config(compose_train(["trainer.eval_ood=true"])).data.ood_split == "ood"
+    with pytest.raises(ConfigError, match=r"trainer\.eval_ood: data=medqa has no ood_split"):
+        to_train_config(compose_train(["data=medqa", "trainer.eval_ood=true"]))

@@ -1,5 +1,7 @@
 """conf/evaluate.yaml composes with the model/data/rollout/logger groups and both spellings of `datasets`."""
 
+from dataclasses import replace
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -15,11 +17,20 @@ def compose_evaluate(overrides):
         return OmegaConf.to_object(compose(config_name="evaluate", overrides=overrides))
 
 
-def test_defaults_evaluate_the_bundled_test_split_greedily():
+def test_defaults_evaluate_the_bundled_test_and_ood_splits_greedily():
     cfg = compose_evaluate([])
     assert isinstance(cfg, EvaluateConfig)
     assert (cfg.data.name, cfg.data.test_split, cfg.num_samples, cfg.temperature, cfg.checkpoint) == ("bundled", "test", 1, 0.0, None)
-    assert list(dataset_configs(cfg)) == ["bundled"]
+    datasets = dataset_configs(cfg)
+    assert {name: data.test_split for name, data in datasets.items()} == {"bundled": "test", "bundled_ood": "ood"}
+    assert datasets["bundled_ood"] == replace(cfg.data, test_split="ood")
+
+
+def test_ood_data_choice_and_data_without_ood_split_evaluate_one_dataset():
+    ood = dataset_configs(compose_evaluate(["data=bundled_ood"]))
+    assert list(ood) == ["bundled"] and ood["bundled"].test_split == "ood"
+    assert list(dataset_configs(compose_evaluate(["data=mmlu_pro_health"]))) == ["mmlu_pro_health"]
+    assert list(dataset_configs(compose_evaluate(["datasets=[bundled]"]))) == ["bundled"]  # an explicit list is exact
 
 
 def test_list_and_mapping_spellings_from_the_command_line():

@@ -1,11 +1,16 @@
 """The bundled dataset: its knowledge base, the generated splits and the committed JSONL files."""
 
+import re
 from collections import Counter
 
 import pytest
 
 from medrlvr.data.bundled import (
+    ALL_SPLITS,
     BUNDLED_DIR,
+    OOD_OPTION_COUNT,
+    OOD_SPLIT,
+    OOD_TEMPLATES,
     OPTION_COUNT,
     RELATIONS,
     SPLITS,
@@ -48,12 +53,14 @@ def test_knowledge_base_size_and_shape():
 
 
 def test_regenerating_with_the_seed_gives_the_committed_files(tmp_path):
-    for path in write_bundled(tmp_path, seed=0):
+    paths = write_bundled(tmp_path, seed=0)
+    assert [path.name for path in paths] == [f"{split}.jsonl" for split in ALL_SPLITS]
+    for path in paths:
         committed = BUNDLED_DIR / path.name
         assert committed.read_bytes() == path.read_bytes(), f"{committed} is stale: run python -m medrlvr.data.bundled"
 
 
-@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("split", ALL_SPLITS)
 def test_committed_files_load_and_equal_the_generated_examples(generated, split):
     loaded = load_bundled(split)
     assert loaded == generated[split]
@@ -123,8 +130,60 @@ def test_generation_is_deterministic_per_seed(generated):
     other = generate_bundled(1)
     assert {ex.question for ex in other["test"]} != {ex.question for ex in generated["test"]}
     assert [ex.answer for ex in other["train"]] != [ex.answer for ex in generated["train"]]
+    assert [ex.question for ex in other[OOD_SPLIT]] != [ex.question for ex in generated[OOD_SPLIT]]
 
 
 def test_unknown_split_names_the_valid_ones():
-    with pytest.raises(ValueError, match="train, validation, test"):
+    with pytest.raises(ValueError, match="train, validation, test, ood"):
         load_bundled("dev")
+
+
+def subject_of(relation, question):
+    """The subject an in-distribution question asks about, read back through the relation's templates."""
+    for template in relation.templates:
+        pattern = re.escape(template).replace(re.escape("{subject}"), "(.+)")
+        match = re.fullmatch(pattern, question, flags=re.IGNORECASE)
+        if match:
+            return match.group(1).casefold()
+    raise AssertionError(f"{question!r} matches no template of {relation.name}")
+
+
+def test_ood_split_has_ten_options_and_the_other_question_style(generated):
+    ood = generated[OOD_SPLIT]
+    assert 100 <= len(ood) <= 200
+    for row, example in enumerate(ood, start=1):
+        validate_example(example, "bundled ood", row)
+        assert list(example.options) == list(OPTION_LETTERS[:OOD_OPTION_COUNT]) == list("ABCDEFGHIJ")
+        assert "which of the following" in example.question.casefold(), example.question
+        assert example.id == f"bundled-ood-{row:04d}" and example.source == "bundled"
+    id_questions = [example.question.casefold() for example in all_examples(generated)]
+    assert not any("of the following" in question for question in id_questions)
+    counts = Counter(example.answer for example in ood)
+    assert set(counts) == set("ABCDEFGHIJ") and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_ood_questions_ask_held_out_facts_backwards_with_exactly_one_right_option(generated):
+    relations = {relation.name: relation for relation in RELATIONS}
+    held_out = {
+        (example.metadata["relation"], subject_of(relations[example.metadata["relation"]], example.question))
+        for split in ("validation", "test")
+        for example in generated[split]
+    }
+    asked = set()
+    for example in generated[OOD_SPLIT]:
+        relation = relations[example.metadata["relation"]]
+        answer_of = {subject.casefold(): answer.casefold() for subject, answer in relation.facts}
+        answers = [
+            answer for template in OOD_TEMPLATES[relation.name] for answer in dict.fromkeys(a for _, a in relation.facts)
+            if template.format(answer=answer) == example.question
+        ]
+        assert len(answers) == 1, example.question
+        right = [letter for letter, text in example.options.items() if answer_of[text.casefold()] == answers[0].casefold()]
+        assert right == [example.answer], example.id
+        texts = [text.casefold() for text in example.options.values()]
+        assert len(set(texts)) == len(texts), example.id
+        asked.add((relation.name, example.answer_text.casefold()))
+    expected = {(name, subject) for name, subject in held_out if name in OOD_TEMPLATES}
+    assert asked == expected  # every held-out fact of a relation with OOD templates, and nothing trained on
+    assert "vignette_diagnosis" not in OOD_TEMPLATES and set(OOD_TEMPLATES) < set(relations)
+

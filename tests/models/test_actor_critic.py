@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from medrlvr.models.actor_critic import ActorCritic, LoraSettings
+from medrlvr.models.actor_critic import ActorCritic, LoraSettings, PromptSharing
 from medrlvr.models.loading import load_causal_lm
 from medrlvr.rollout.base import SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine
@@ -94,18 +94,59 @@ def test_frozen_prefix_is_none_when_every_layer_trains(tokenizer):
     assert model.frozen_prefix(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 3)) is None
 
 
-def test_frozen_prefix_shares_prompt_work_across_samples(tokenizer):
-    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=1), "shared")
+def _grouped_rollout(model, tokenizer):
+    """Three samples each of two chat-like prompts with a long common prefix, as the trainer sees them."""
     engine = HFRolloutEngine(model.actor, tokenizer)
-    out = engine.generate(["Short", "A longer prompt than the first"], SamplingParams(num_samples=3, max_new_tokens=5, seed=1))
+    prefix = "System: reason in <think>, answer in <answer>. Example: <think>iron</think><answer>B</answer>\nUser: "
+    prompts = [prefix + "Short?", prefix + "A longer prompt than the first one?"]
+    out = engine.generate(prompts, SamplingParams(num_samples=3, max_new_tokens=5, seed=1))
     ids = torch.cat([out.prompt_ids, out.response_ids], 1)
     mask = torch.cat([out.prompt_mask, out.response_mask], 1)
-    plain = model.frozen_prefix(ids, mask)
-    shared = model.frozen_prefix(ids, mask, prompt_length=out.prompt_ids.shape[1], group_size=3)
-    valid = mask.bool()
-    torch.testing.assert_close(shared[valid], plain[valid], atol=1e-5, rtol=0)
+    return ids, mask, out
+
+
+def test_prompt_sharing_detects_prefix_and_groups(tokenizer):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=1), "shared")
+    ids, mask, out = _grouped_rollout(model, tokenizer)
+    sharing = PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 3)
+    assert sharing.group_size == 3 and sharing.prompt_length == out.prompt_ids.shape[1]
+    assert 10 < sharing.shared < sharing.prompt_length
+    assert not torch.equal(ids[0, : sharing.shared + 1], ids[3, : sharing.shared + 1]) or not torch.equal(
+        mask[0, : sharing.shared + 1], mask[3, : sharing.shared + 1]
+    )
     with pytest.raises(ValueError, match="groups of 2"):
-        model.frozen_prefix(ids, mask, prompt_length=out.prompt_ids.shape[1], group_size=2)
+        PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 2)
+
+
+@pytest.mark.parametrize("critic_mode, top_layers", [("shared", 1), ("separate", 1), ("separate", 0)])
+def test_shared_prompt_passes_give_the_same_outputs_and_gradients(tokenizer, critic_mode, top_layers):
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=top_layers), critic_mode)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "value_head" in name:
+                param.normal_(0, 0.1)
+    ids, mask, out = _grouped_rollout(model, tokenizer)
+    sharing = PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 3)
+    valid = mask.bool()
+    plain_frozen = model.frozen_prefix(ids, mask)
+    shared_frozen = model.frozen_prefix(ids, mask, sharing)
+    if top_layers:
+        torch.testing.assert_close(shared_frozen[valid], plain_frozen[valid], atol=1e-5, rtol=0)
+    results = []
+    for frozen, share in ((plain_frozen, None), (shared_frozen, sharing)):
+        model.zero_grad()
+        fwd = model.policy_forward(ids, mask, out.response_ids, with_values=True, frozen_hidden=frozen, sharing=share)
+        m = out.response_mask.bool()
+        (fwd.logprobs[m].sum() + fwd.values[m].pow(2).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((fwd.logprobs[m].detach(), fwd.values[m].detach(), grads))
+    (lp_a, v_a, g_a), (lp_b, v_b, g_b) = results
+    torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(v_b, v_a, atol=1e-5, rtol=0)
+    assert g_a.keys() == g_b.keys() and any("lora_A" in n for n in g_a)
+    for name in g_a:
+        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
+    assert len(model.actor.get_base_model().get_decoder().layers) == 2  # layers restored
 
 
 @pytest.mark.parametrize("lora_rank", [0, 4])

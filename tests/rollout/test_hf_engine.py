@@ -5,7 +5,7 @@ import torch
 
 from medrlvr.models.loading import load_causal_lm
 from medrlvr.rollout.base import SamplingParams
-from medrlvr.rollout.hf import HFRolloutEngine
+from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
 
 
 @pytest.fixture()
@@ -16,7 +16,7 @@ def engine(tokenizer):
 def test_generate_shapes_and_prompt_index(engine):
     out = engine.generate(["Question one?", "A longer second question here?"], SamplingParams(num_samples=3, max_new_tokens=5, seed=0))
     assert out.response_ids.shape == (6, 5) and out.logprobs.shape == (6, 5)
-    assert out.prompt_ids.shape[0] == 6 and out.prompt_mask[:, -1].all()  # left padding
+    assert out.prompt_ids.shape[0] == 6 and out.prompt_mask[:, -1].all()  # each prompt ends the row
     assert out.prompt_index == [0, 0, 0, 1, 1, 1]
     assert len(out.texts) == len(out.finish_reasons) == 6
     assert (out.logprobs <= 0).all() and (out.logprobs[out.response_mask == 0] == 0).all()
@@ -67,3 +67,26 @@ def test_sync_weights_copies_a_separate_policy(tokenizer):
     assert not torch.allclose(before, after.logprobs)
     reference = HFRolloutEngine(policy, tokenizer).generate(["Hello there"], params)
     torch.testing.assert_close(after.logprobs, reference.logprobs)
+
+
+def test_pad_after_common_prefix_layout():
+    rows, mask, shared = pad_after_common_prefix([[5, 6, 7, 8], [5, 6, 9], [5, 6, 7, 1, 2]], pad_id=0)
+    assert shared == 2
+    assert rows.tolist() == [[5, 6, 0, 7, 8], [5, 6, 0, 0, 9], [5, 6, 7, 1, 2]]
+    assert mask.tolist() == [[1, 1, 0, 1, 1], [1, 1, 0, 0, 1], [1, 1, 1, 1, 1]]
+    # identical prompts keep their last token out of the shared prefix; no common token means left padding
+    assert pad_after_common_prefix([[3, 4], [3, 4]], 0)[2] == 1
+    rows, _, shared = pad_after_common_prefix([[1, 2, 3], [4]], 0)
+    assert shared == 0 and rows.tolist() == [[1, 2, 3], [0, 0, 4]]
+
+
+def test_shared_prefix_generation_matches_each_prompt_alone(engine, tokenizer):
+    prefix = "System: answer medical questions with one letter. Example: <think>iron</think><answer>B</answer>\n"
+    prompts = [prefix + "User: What lowers blood sugar?", prefix + "User: Which vitamin is made in the skin after sunlight?"]
+    params = SamplingParams(num_samples=2, max_new_tokens=6, temperature=0.0)
+    out = engine.generate(prompts, params)
+    assert out.prompt_mask[:, : len(tokenizer(prefix)["input_ids"]) - 1].all()  # padding sits after the prefix
+    for row, prompt in enumerate(out.prompt_index):
+        alone = engine.generate([prompts[prompt]], SamplingParams(max_new_tokens=6, temperature=0.0))
+        assert torch.equal(out.response_ids[row], alone.response_ids[0])
+        torch.testing.assert_close(out.logprobs[row], alone.logprobs[0], atol=1e-4, rtol=0)

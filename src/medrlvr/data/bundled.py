@@ -11,7 +11,18 @@ adds more of them).
 
 The generated splits (about 70/15/15 of each relation's facts, so every relation appears in every
 split) are stored in MedQA's JSONL schema in ``bundled/{train,validation,test}.jsonl``, with each
-question's metadata (its relation) under ``meta_info``. Regenerate them with::
+question's metadata (its relation) under ``meta_info``.
+
+The ``ood`` split (``bundled/ood.jsonl``) is out of distribution the way MMLU-Pro health is for MedQA:
+another question style and ten options (A-J). It asks about the held-out facts (those of the validation
+and test splits; none is trained on) in the other direction, from the answer back to the subject, in
+"Which of the following ..." form (:data:`OOD_TEMPLATES`): the options are drugs, diseases, nutrients,
+functions... where the in-distribution splits offer classes, causes and treatments. Its nine distractors
+are subjects of the same relation with a different answer, so the knowledge base's guarantee (any
+answer of a relation is wrong for its other subjects) makes exactly one option right. Relations whose
+subjects are clinical vignettes have no OOD template (a ten-vignette option list).
+
+Regenerate every split with::
 
     PYTHONPATH=src python -m medrlvr.data.bundled
 """
@@ -27,8 +38,11 @@ from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 SPLITS = ("train", "validation", "test")
+OOD_SPLIT = "ood"
+ALL_SPLITS = (*SPLITS, OOD_SPLIT)
 SOURCE = "bundled"
 OPTION_COUNT = 5
+OOD_OPTION_COUNT = 10
 HELD_OUT_FRACTION = 0.15
 
 
@@ -42,8 +56,7 @@ class Relation:
 
     def question(self, subject: str, rng: random.Random) -> str:
         """The question about ``subject``, in a template chosen with ``rng``."""
-        text = rng.choice(self.templates).format(subject=subject)
-        return text[0].upper() + text[1:]
+        return _capitalize(rng.choice(self.templates).format(subject=subject))
 
     def distractor_pool(self, answer: str) -> list[str]:
         """The relation's distinct answers other than ``answer`` (case-insensitive), in knowledge-base order."""
@@ -54,6 +67,14 @@ class Relation:
                 banned.add(candidate.casefold())
                 pool.append(candidate)
         return pool
+
+    def subjects_without(self, answer: str) -> list[str]:
+        """The relation's subjects whose answer is not ``answer`` (case-insensitive), in knowledge-base order."""
+        return [subject for subject, candidate in self.facts if candidate.casefold() != answer.casefold()]
+
+
+def _capitalize(text: str) -> str:
+    return text[0].upper() + text[1:]
 
 
 CN_NAMES = {
@@ -876,6 +897,87 @@ RELATIONS: tuple[Relation, ...] = (
     ),
 )
 
+# The OOD split's question style: from a relation's answer back to its subject, "Which of the following ...",
+# with an ``{answer}`` slot (after a colon, so the answer keeps its capital). Absent relations are not asked.
+OOD_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "nutrient_deficiency": (
+        "Which of the following, when deficient, classically causes this condition: {answer}?",
+        "A lack of which of the following is the classic cause of this condition: {answer}?",
+    ),
+    "disease_organism": (
+        "Which of the following is usually caused by this organism: {answer}?",
+        "Which of the following has this usual causative agent: {answer}?",
+    ),
+    "drug_class": (
+        "Which of the following drugs belongs to this class: {answer}?",
+        "Which of the following is an example of this drug class: {answer}?",
+    ),
+    "drug_mechanism": (
+        "Which of the following acts by this mechanism: {answer}?",
+        "Which of the following has this mechanism of action: {answer}?",
+    ),
+    "first_line_treatment": (
+        "For which of the following is this the first-line treatment: {answer}?",
+        "Which of the following is treated first with this therapy: {answer}?",
+    ),
+    "hormone_source": (
+        "Which of the following is produced mainly by these cells: {answer}?",
+        "Which of the following has this main cellular source: {answer}?",
+    ),
+    "nerve_injury": (
+        "Injury to which of the following most characteristically causes this deficit: {answer}?",
+        "Damage to which of the following typically produces this finding: {answer}?",
+    ),
+    "cranial_nerve_name": (
+        "Which of the following is the number of this cranial nerve: {answer}?",
+        "Which of the following cranial nerve numbers belongs to this nerve: {answer}?",
+    ),
+    "cranial_nerve_function": (
+        "Which of the following depends on this cranial nerve: {answer}?",
+        "Which of the following is a function of this cranial nerve: {answer}?",
+    ),
+    "structure_function": (
+        "Which of the following is the main role of this structure: {answer}?",
+        "Which of the following is chiefly carried out by this structure: {answer}?",
+    ),
+    "cell_function": (
+        "Which of the following is the main function of these cells: {answer}?",
+        "Which of the following is chiefly carried out by this cell type: {answer}?",
+    ),
+    "lab_finding": (
+        "Which of the following findings most strongly suggests this condition: {answer}?",
+        "Which of the following is the most characteristic laboratory finding of this condition: {answer}?",
+    ),
+    "antidote": (
+        "Which of the following is the specific antidote for this agent: {answer}?",
+        "Which of the following reverses toxicity from this agent: {answer}?",
+    ),
+    "vaccine_type": (
+        "Which of the following is routinely prevented with this type of vaccine: {answer}?",
+        "The standard vaccine against which of the following is of this type: {answer}?",
+    ),
+    "enzyme_deficiency": (
+        "Deficiency of which of the following enzymes causes this disorder: {answer}?",
+        "Which of the following enzymes is lacking in this inherited disorder: {answer}?",
+    ),
+    "inheritance_pattern": (
+        "Which of the following is typically inherited in this pattern: {answer}?",
+        "Which of the following usually shows this inheritance pattern: {answer}?",
+    ),
+    "tumor_marker": (
+        "A raised level of which of the following is most characteristic of this cancer: {answer}?",
+        "Which of the following tumor markers is most characteristic of this cancer: {answer}?",
+    ),
+    "disease_vector": (
+        "Which of the following is spread to humans mainly by this vector: {answer}?",
+        "Which of the following is transmitted by this vector: {answer}?",
+    ),
+    "adverse_effect": (
+        "Which of the following is classically associated with this adverse effect: {answer}?",
+        "This adverse effect is most characteristic of which of the following: {answer}?",
+    ),
+}
+
 
 def _split_facts(facts: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     """About 70/15/15 of an already shuffled fact list, with at least one fact in each held-out split."""
@@ -903,8 +1005,37 @@ def _make_example(
     )
 
 
+def _make_ood_example(
+    relation: Relation, subject: str, answer: str, position: int, example_id: str, rng: random.Random
+) -> MCQExample:
+    """One OOD question asking which subject has ``answer``, the subject at option index ``position``."""
+    texts = rng.sample(relation.subjects_without(answer), OOD_OPTION_COUNT - 1)
+    texts.insert(position, subject)
+    return MCQExample(
+        question=rng.choice(OOD_TEMPLATES[relation.name]).format(answer=answer),
+        options=dict(zip(OPTION_LETTERS, map(_capitalize, texts))),
+        answer=OPTION_LETTERS[position],
+        source=SOURCE,
+        id=example_id,
+        metadata={"relation": relation.name},
+    )
+
+
+def _generate_ood(held_out: list[tuple[Relation, str, str]], rng: random.Random) -> list[MCQExample]:
+    """The OOD questions about the held-out facts of the relations that have OOD templates, positions balanced."""
+    items = [item for item in held_out if item[0].name in OOD_TEMPLATES]
+    rng.shuffle(items)
+    positions = [index % OOD_OPTION_COUNT for index in range(len(items))]
+    rng.shuffle(positions)
+    return [
+        _make_ood_example(relation, subject, answer, position, f"{SOURCE}-{OOD_SPLIT}-{number:04d}", rng)
+        for number, ((relation, subject, answer), position) in enumerate(zip(items, positions), start=1)
+    ]
+
+
 def generate_bundled(seed: int = 0) -> dict[str, list[MCQExample]]:
-    """Generate the train/validation/test questions from the knowledge base, deterministically for ``seed``."""
+    """Generate the train/validation/test questions from the knowledge base, and the OOD questions from the
+    validation and test facts (with their own random stream), deterministically for ``seed``."""
     rng = random.Random(seed)
     items: dict[str, list[tuple[Relation, str, str]]] = {split: [] for split in SPLITS}
     for relation in RELATIONS:
@@ -921,13 +1052,14 @@ def generate_bundled(seed: int = 0) -> dict[str, list[MCQExample]]:
             _make_example(relation, subject, answer, position, f"{SOURCE}-{split}-{number:04d}", rng)
             for number, ((relation, subject, answer), position) in enumerate(zip(items[split], positions), start=1)
         ]
+    splits[OOD_SPLIT] = _generate_ood(items["validation"] + items["test"], random.Random(f"{OOD_SPLIT}-{seed}"))
     return splits
 
 
 def split_path(split: str, directory: Path = BUNDLED_DIR) -> Path:
     """The JSONL file of ``split``; raise ``ValueError`` naming the valid splits for an unknown one."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown bundled split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"unknown bundled split {split!r}; valid splits: {', '.join(ALL_SPLITS)}")
     return directory / f"{split}.jsonl"
 
 

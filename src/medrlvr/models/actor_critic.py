@@ -74,19 +74,92 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip left padding, as ``generate`` computes them."""
+    """Positions that skip padding, as ``generate`` computes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 @contextlib.contextmanager
 def _layer_slice(decoder: nn.Module, start: int, stop: int | None = None) -> Iterator[None]:
-    """Temporarily keep only ``decoder.layers[start:stop]``, e.g. to begin a pass from cached hidden states."""
+    """Temporarily keep only ``decoder.layers[start:stop]``, e.g. to begin a pass from cached hidden states.
+
+    The kept layers are renumbered from 0 meanwhile, so that a KV cache built during the slice is a
+    well-formed cache of the slice (attention masks read the cache length from layer 0).
+    """
     layers = decoder.layers
-    decoder.layers = nn.ModuleList(list(layers)[start:stop])
+    kept = list(layers)[start:stop]
+    attentions = [layer.self_attn for layer in kept if hasattr(getattr(layer, "self_attn", None), "layer_idx")]
+    numbers = [attention.layer_idx for attention in attentions]
+    decoder.layers = nn.ModuleList(kept)
+    for index, attention in enumerate(attentions):
+        attention.layer_idx = index
     try:
         yield
     finally:
         decoder.layers = layers
+        for attention, number in zip(attentions, numbers):
+            attention.layer_idx = number
+
+
+@dataclass(frozen=True)
+class PromptSharing:
+    """How rows share prompt tokens: the first ``shared`` columns are the same in every row, and consecutive
+    groups of ``group_size`` rows (samples of one prompt) have the same first ``prompt_length`` columns.
+
+    Passes then run the shared columns once, each group's prompt once, and only the responses per row.
+    """
+
+    prompt_length: int = 0
+    shared: int = 0
+    group_size: int = 1
+
+    @staticmethod
+    def detect(
+        input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, group_size: int = 1
+    ) -> PromptSharing:
+        """The sharing of a batch whose rows are ``prompt_length`` prompt tokens then a response.
+
+        Raises ValueError when the rows do not come in groups of ``group_size`` with equal prompts.
+        """
+        if prompt_length == 0:
+            return PromptSharing()
+        prompts = torch.stack([input_ids[:, :prompt_length], attention_mask[:, :prompt_length].to(input_ids.dtype)])
+        firsts = prompts[:, ::group_size]
+        if group_size > 1 and not torch.equal(prompts, firsts.repeat_interleave(group_size, 1)):
+            raise ValueError(f"rows do not come in groups of {group_size} sharing their first {prompt_length} tokens")
+        same = (prompts == prompts[:, :1]).all(dim=0).all(dim=0)
+        differing = (~same).nonzero()
+        shared = int(differing[0]) if len(differing) else prompt_length
+        return PromptSharing(prompt_length, min(shared, prompt_length - 1), group_size)
+
+
+def _shared_pass(
+    run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache], torch.Tensor],
+    inputs: torch.Tensor,
+    attention_mask: torch.Tensor,
+    sharing: PromptSharing,
+) -> torch.Tensor:
+    """Hidden states ``(N, L, H)`` of ``run`` over all rows, running shared prompt columns once through a KV cache.
+
+    ``run(inputs, attention_mask, position_ids, cache)`` runs the model on a column slice of ``inputs`` (token
+    ids or embeddings) after the tokens already in ``cache``; ``attention_mask`` covers both.
+    """
+    rows, prompt_length, shared, group = inputs.shape[0], sharing.prompt_length, sharing.shared, sharing.group_size
+    positions = _position_ids(attention_mask)
+    cache = DynamicCache()
+    parts = []
+    if shared:
+        prefix = run(inputs[:1, :shared], attention_mask[:1, :shared], positions[:1, :shared], cache)
+        cache.batch_repeat_interleave(rows // group)
+        parts.append(prefix.expand(rows, -1, -1))
+    firsts = slice(None, None, group)
+    prompts = run(
+        inputs[firsts, shared:prompt_length], attention_mask[firsts, :prompt_length], positions[firsts, shared:prompt_length], cache
+    )
+    cache.batch_repeat_interleave(group)
+    parts.append(prompts.repeat_interleave(group, 0))
+    if inputs.shape[1] > prompt_length:
+        parts.append(run(inputs[:, prompt_length:], attention_mask, positions[:, prompt_length:], cache))
+    return torch.cat(parts, dim=1)
 
 
 def response_hidden_states(
@@ -96,19 +169,29 @@ def response_hidden_states(
     response_length: int,
     frozen_hidden: torch.Tensor | None = None,
     frozen_layers: int = 0,
+    sharing: PromptSharing | None = None,
 ) -> torch.Tensor:
     """Last hidden states at the positions that predict each response token: ``(B, T, H)``.
 
     With ``frozen_hidden`` (the input of layer ``frozen_layers``, from :meth:`ActorCritic.frozen_prefix`),
-    only the layers from ``frozen_layers`` on are run.
+    only the layers from ``frozen_layers`` on are run. With ``sharing``, shared prompt tokens run once
+    (gradients flow through the shared KV cache), unless gradient checkpointing forbids the cache.
     """
-    kwargs = {"attention_mask": attention_mask, "position_ids": _position_ids(attention_mask), "use_cache": False}
-    if frozen_hidden is None:
-        hidden = trunk(input_ids=input_ids, **kwargs).last_hidden_state
-    else:
-        decoder = _unwrap(trunk)
-        with _layer_slice(decoder, frozen_layers):
-            hidden = trunk(inputs_embeds=frozen_hidden, **kwargs).last_hidden_state
+    decoder = _unwrap(trunk)
+    inputs = input_ids if frozen_hidden is None else frozen_hidden
+    key = "input_ids" if frozen_hidden is None else "inputs_embeds"
+    checkpointing = getattr(decoder, "gradient_checkpointing", False) and decoder.training
+
+    def run(part: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
+        return trunk(
+            **{key: part}, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=cache is not None
+        ).last_hidden_state
+
+    with _layer_slice(decoder, frozen_layers) if frozen_hidden is not None else contextlib.nullcontext():
+        if sharing is None or sharing.prompt_length == 0 or checkpointing:
+            hidden = run(inputs, attention_mask, _position_ids(attention_mask), None)
+        else:
+            hidden = _shared_pass(run, inputs, attention_mask, sharing)
     return hidden[:, -response_length - 1 : -1]
 
 
@@ -201,35 +284,25 @@ class ActorCritic(nn.Module):
 
     @torch.no_grad()
     def frozen_prefix(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int = 0, group_size: int = 1
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, sharing: PromptSharing | None = None
     ) -> torch.Tensor | None:
         """Hidden states entering the first layer with trainable parameters, or None if every layer trains.
 
         With LoRA on the top layers only, the layers below are shared by actor, reference and critic and
         never change: computing them once per iteration and passing the result as ``frozen_hidden`` to
-        :meth:`policy_forward` and :meth:`critic_values` gives the same outputs for less work. When
-        consecutive rows come in groups of ``group_size`` sharing their first ``prompt_length`` tokens
-        (several samples of one prompt), the prompt runs once per group and its KV cache is reused.
+        :meth:`policy_forward` and :meth:`critic_values` gives the same outputs for less work. With
+        ``sharing``, prompt tokens shared by several rows run once.
         """
         if self.frozen_layers == 0:
             return None
         decoder = _unwrap(self.actor).get_decoder()
-        positions = _position_ids(attention_mask)
-        if group_size == 1 or prompt_length == 0:
-            return self._run_frozen(decoder, input_ids, attention_mask, positions, None)
-        firsts = slice(None, None, group_size)
-        prompt_ids = input_ids[firsts, :prompt_length]
-        if not torch.equal(input_ids[:, :prompt_length], prompt_ids.repeat_interleave(group_size, 0)):
-            raise ValueError(f"rows do not come in groups of {group_size} sharing their first {prompt_length} tokens")
-        cache = DynamicCache()
-        prompt_hidden = self._run_frozen(
-            decoder, prompt_ids, attention_mask[firsts, :prompt_length], positions[firsts, :prompt_length], cache
-        )
-        cache.batch_repeat_interleave(group_size)
-        response_hidden = self._run_frozen(
-            decoder, input_ids[:, prompt_length:], attention_mask, positions[:, prompt_length:], cache
-        )
-        return torch.cat([prompt_hidden.repeat_interleave(group_size, 0), response_hidden], dim=1)
+
+        def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
+            return self._run_frozen(decoder, ids, mask, positions, cache)
+
+        if sharing is None or sharing.prompt_length == 0:
+            return run(input_ids, attention_mask, _position_ids(attention_mask), None)
+        return _shared_pass(run, input_ids, attention_mask, sharing)
 
     def _run_frozen(
         self,
@@ -265,6 +338,7 @@ class ActorCritic(nn.Module):
         with_entropy: bool = False,
         reference: bool = False,
         frozen_hidden: torch.Tensor | None = None,
+        sharing: PromptSharing | None = None,
     ) -> ForwardOutput:
         """Log-probs of ``response_ids`` (the last ``T`` tokens of ``input_ids``) under the actor or the reference.
 
@@ -276,7 +350,7 @@ class ActorCritic(nn.Module):
         with context as model:
             lm = _unwrap(model)
             hidden = response_hidden_states(
-                lm.get_decoder(), input_ids, attention_mask, length, frozen_hidden, self.frozen_layers
+                lm.get_decoder(), input_ids, attention_mask, length, frozen_hidden, self.frozen_layers, sharing
             )
             logits = lm.get_output_embeddings()(hidden).float() / max(temperature, 1e-6)
         log_probs = torch.log_softmax(logits, dim=-1)
@@ -287,7 +361,7 @@ class ActorCritic(nn.Module):
             if self.critic_mode == "shared":
                 values = self.value_head(hidden)
             else:
-                values = self.critic_values(input_ids, attention_mask, length, frozen_hidden)
+                values = self.critic_values(input_ids, attention_mask, length, frozen_hidden, sharing)
         return ForwardOutput(logprobs=logprobs, values=values, entropy=entropy)
 
     def critic_values(
@@ -296,13 +370,14 @@ class ActorCritic(nn.Module):
         attention_mask: torch.Tensor,
         response_length: int,
         frozen_hidden: torch.Tensor | None = None,
+        sharing: PromptSharing | None = None,
     ) -> torch.Tensor:
         """Values ``(B, T)`` of the states before each response token."""
         if self.value_head is None:
             raise ValueError("this model was built without a critic (model.critic: none)")
         trunk = self.critic_trunk if self.critic_trunk is not None else _unwrap(self.actor).get_decoder()
         hidden = response_hidden_states(
-            trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers
+            trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers, sharing
         )
         return self.value_head(hidden)
 

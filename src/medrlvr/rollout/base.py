@@ -25,7 +25,8 @@ class SamplingParams:
 class RolloutBatch:
     """Completions of one call; row ``i`` answers prompt ``prompt_index[i]`` (prompts × ``num_samples`` rows).
 
-    ``prompt_ids``/``prompt_mask``: ``(N, P)`` left-padded; ``response_ids``/``response_mask``: ``(N, T)``
+    ``prompt_ids``/``prompt_mask``: ``(N, P)``, each prompt ending at column ``P - 1`` (padding, mask 0, sits
+    before the prompt or after a prefix all prompts share); ``response_ids``/``response_mask``: ``(N, T)``
     right-padded, mask 1 on generated tokens (up to and including EOS or the token completing a stop
     string); ``logprobs``: ``(N, T)`` log-probs of the sampled tokens under the rollout policy at the
     sampling temperature (0 on padding); ``finish_reasons``: ``"stop"`` or ``"length"``.

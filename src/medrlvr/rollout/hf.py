@@ -1,9 +1,14 @@
-"""Rollouts with transformers' ``generate``: batched, KV cache, left padding."""
+"""Rollouts with transformers' ``generate``: batched, KV cache, prompt prefixes computed once.
+
+Chat prompts share a long prefix (system prompt, worked example) and every prompt is sampled
+``num_samples`` times. The engine runs the shared prefix once, each prompt once, and copies their KV
+cache to the samples before decoding, so prefill work no longer grows with the batch.
+"""
 
 from __future__ import annotations
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase, StaticCache
 
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 
@@ -27,20 +32,23 @@ class HFRolloutEngine:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], params: SamplingParams) -> RolloutBatch:
-        """Sample completions, ``batch_size`` sequences per ``generate`` call."""
-        repeated = [p for p in prompts for _ in range(params.num_samples)]
-        prompt_index = [i for i in range(len(prompts)) for _ in range(params.num_samples)]
-        encoded = self.tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False)
+        """Sample completions, at most ``batch_size`` sequences per ``generate`` call."""
         device = next(self.model.parameters()).device
-        prompt_ids, prompt_mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+        token_lists = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        unique_ids, unique_mask, shared = pad_after_common_prefix(token_lists, self.tokenizer.pad_token_id)
+        unique_ids, unique_mask = unique_ids.to(device), unique_mask.to(device)
+        samples = params.num_samples
+        prompts_per_call = max(1, self.batch_size // samples)
         was_training = self.model.training
         self.model.eval()
         with torch.random.fork_rng(devices=[]):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             chunks = [
-                self._generate_chunk(prompt_ids[i : i + self.batch_size], prompt_mask[i : i + self.batch_size], params)
-                for i in range(0, len(repeated), self.batch_size)
+                self._generate_chunk(
+                    unique_ids[i : i + prompts_per_call], unique_mask[i : i + prompts_per_call], shared, params
+                )
+                for i in range(0, len(prompts), prompts_per_call)
             ]
         self.model.train(was_training)
         width = max(c[0].shape[1] for c in chunks)
@@ -51,23 +59,56 @@ class HFRolloutEngine:
         response_ids = torch.where(response_mask.bool(), response_ids, pad)
         texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
         return RolloutBatch(
-            prompt_ids=prompt_ids,
-            prompt_mask=prompt_mask,
+            prompt_ids=unique_ids.repeat_interleave(samples, 0),
+            prompt_mask=unique_mask.repeat_interleave(samples, 0),
             response_ids=response_ids,
             response_mask=response_mask,
             logprobs=logprobs * response_mask,
             texts=texts,
             finish_reasons=finish_reasons,
-            prompt_index=prompt_index,
+            prompt_index=[i for i in range(len(prompts)) for _ in range(samples)],
         )
 
+    def _prompt_cache(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, copies: int, max_new_tokens: int
+    ) -> StaticCache:
+        """KV cache of every prompt token but the last, for ``copies`` samples of each prompt.
+
+        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt. Decoding
+        writes into a cache allocated once at its final length: a growing cache copies itself at every
+        step, which took most of the decoding time on a CPU.
+        """
+        cache = DynamicCache()
+        positions = (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+        if shared:
+            self.model(input_ids=prompt_ids[:1, :shared], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(prompt_ids.shape[0])
+        last = prompt_ids.shape[1] - 1
+        if last > shared:
+            self.model(
+                input_ids=prompt_ids[:, shared:last],
+                attention_mask=prompt_mask[:, :last],
+                position_ids=positions[:, shared:last],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        cache.batch_repeat_interleave(copies)
+        static = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
+        for layer, prefilled in zip(static.layers, cache.layers):
+            layer.update(prefilled.keys, prefilled.values)
+        return static
+
     def _generate_chunk(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, params: SamplingParams
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, params: SamplingParams
     ) -> tuple[torch.Tensor, torch.Tensor]:
         greedy = params.temperature <= 0
+        cache = self._prompt_cache(prompt_ids, prompt_mask, shared, params.num_samples, params.max_new_tokens)
+        input_ids = prompt_ids.repeat_interleave(params.num_samples, 0)
         output = self.model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
+            input_ids=input_ids,
+            attention_mask=prompt_mask.repeat_interleave(params.num_samples, 0),
+            past_key_values=cache,
             max_new_tokens=params.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else params.temperature,
@@ -80,12 +121,13 @@ class HFRolloutEngine:
             return_dict_in_generate=True,
             synced_gpus=self.synced_gpus,
         )
-        response_ids = output.sequences[:, prompt_ids.shape[1] :]
-        logits = torch.stack(output.logits, dim=1).float()
-        if not greedy:
-            logits = logits / params.temperature
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-        return response_ids, logprobs
+        response_ids = output.sequences[:, input_ids.shape[1] :]
+        scale = 1.0 if greedy else params.temperature
+        logprobs = [  # step by step: stacking every step's vocabulary-sized logits would double the peak memory
+            torch.log_softmax(step.float() / scale, dim=-1).gather(-1, response_ids[:, t : t + 1])
+            for t, step in enumerate(output.logits)
+        ]
+        return response_ids, torch.cat(logprobs, dim=1)
 
     def _response_mask(self, response_ids: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, list[str]]:
         """Mask through the first EOS or the token that completes a stop string; name why each row ended."""
@@ -127,6 +169,25 @@ class HFRolloutEngine:
                 if name not in source:
                     raise KeyError(f"policy has no parameter {name!r} to push into the rollout engine")
                 param.copy_(source[name])
+
+
+def pad_after_common_prefix(token_lists: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Rows ``[common prefix][padding][rest of the prompt]`` of equal width, their mask and the prefix length.
+
+    The common prefix stops one token short of the shortest prompt, so every row keeps its own last
+    token; with no common prefix this is plain left padding.
+    """
+    shortest = min(len(ids) for ids in token_lists)
+    shared = 0
+    while shared < shortest - 1 and all(ids[shared] == token_lists[0][shared] for ids in token_lists):
+        shared += 1
+    width = max(len(ids) for ids in token_lists)
+    rows, masks = [], []
+    for ids in token_lists:
+        padding = width - len(ids)
+        rows.append(ids[:shared] + [pad_id] * padding + ids[shared:])
+        masks.append([1] * shared + [0] * padding + [1] * (len(ids) - shared))
+    return torch.tensor(rows), torch.tensor(masks), shared
 
 
 def _pad_right(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:

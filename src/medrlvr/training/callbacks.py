@@ -9,12 +9,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger
 
+from medrlvr.progress import clock
+
 log = logging.getLogger(__name__)
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes:d}:{secs:02d}"
 
 
 class ProgressPrinter(L.Callback):
@@ -49,7 +46,7 @@ class ProgressPrinter(L.Callback):
         eta = elapsed / (batch_idx + 1) * (self.max_steps - done)
         parts = [f"iter {done}/{self.max_steps}"]
         parts += [f"{label} {fmt.format(m[key])}" for label, key, fmt in self.FIELDS if key in m]
-        log.info("%s | ETA %s", " | ".join(parts), _clock(eta))
+        log.info("%s | ETA %s", " | ".join(parts), clock(eta))
 
 
 class SampleTableLogger(L.Callback):

@@ -8,7 +8,7 @@ import torch
 
 from medrlvr.algo import advantages as adv
 from medrlvr.algo import core
-from medrlvr.models.actor_critic import ActorCritic
+from medrlvr.models.actor_critic import ActorCritic, PromptSharing
 from medrlvr.rollout.base import RolloutBatch
 
 
@@ -18,7 +18,8 @@ class Experience:
 
     ``input_ids``/``attention_mask``: prompt + response, ``(N, P + T)``; the rest ``(N, T)`` over
     response positions, except ``scores`` ``(N,)`` and ``frozen_hidden`` ``(N, P + T, H)``: the cached
-    output of the frozen bottom layers (None when every layer trains).
+    output of the frozen bottom layers (None when every layer trains). ``sharing`` says which prompt tokens rows share;
+    it stays true for any selection of whole prompt groups.
     """
 
     input_ids: torch.Tensor
@@ -34,14 +35,17 @@ class Experience:
     returns: torch.Tensor
     scores: torch.Tensor
     frozen_hidden: torch.Tensor | None = None
+    sharing: PromptSharing = PromptSharing()
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def select(self, index: torch.Tensor) -> Experience:
-        """The rows in ``index`` (a minibatch)."""
+        """The rows in ``index`` (a minibatch); select whole prompt groups to keep ``sharing`` true."""
         picked = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Experience(**{name: None if value is None else value[index] for name, value in picked.items()})
+        return Experience(
+            **{name: value[index] if isinstance(value, torch.Tensor) else value for name, value in picked.items()}
+        )
 
 
 @torch.no_grad()
@@ -69,15 +73,16 @@ def make_experience(
     attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
     response_ids, mask = rollout.response_ids, rollout.response_mask.float()
     group = group_size(rollout.prompt_index)
-    prompt_length = rollout.prompt_ids.shape[1]
+    sharing = PromptSharing.detect(input_ids, attention_mask, rollout.prompt_ids.shape[1], group)
     chunk = max(group, forward_batch_size // group * group)
     old_logprobs, ref_logprobs, values, frozen = [], [], [], []
     for start in range(0, len(input_ids), chunk):
         rows = slice(start, start + chunk)
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
-        hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], prompt_length, group)
-        policy = model.policy_forward(*args, temperature=temperature, with_values=model.has_critic, frozen_hidden=hidden)
-        reference = model.policy_forward(*args, temperature=temperature, reference=True, frozen_hidden=hidden)
+        hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], sharing)
+        common = {"temperature": temperature, "frozen_hidden": hidden, "sharing": sharing}
+        policy = model.policy_forward(*args, with_values=model.has_critic, **common)
+        reference = model.policy_forward(*args, reference=True, **common)
         old_logprobs.append(policy.logprobs)
         values.append(policy.values if model.has_critic else torch.zeros_like(policy.logprobs))
         ref_logprobs.append(reference.logprobs)
@@ -104,6 +109,7 @@ def make_experience(
         returns=returns,
         scores=scores,
         frozen_hidden=None if frozen[0] is None else torch.cat(frozen),
+        sharing=sharing,
     )
 
 

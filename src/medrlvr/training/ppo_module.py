@@ -178,9 +178,12 @@ class PPOModule(L.LightningModule):
         if problems:
             return {}, problems
         self.model.train()
+        group = experience.sharing.group_size
         for _ in range(self.algo.ppo_epochs):
-            order = torch.randperm(len(experience), generator=generator)
-            for index in order.split(self.algo.mini_batch_size):
+            # whole prompt groups per minibatch, so each group's prompt runs once
+            groups = torch.randperm(len(experience) // group, generator=generator)
+            order = (groups.unsqueeze(1) * group + torch.arange(group)).flatten()
+            for index in order.split(max(group, self.algo.mini_batch_size // group * group)):
                 minibatch = experience.select(index.to(experience.input_ids.device))
                 loss, step_stats = self._loss(minibatch)
                 optimizer.zero_grad()
@@ -209,6 +212,7 @@ class PPOModule(L.LightningModule):
             with_values=self.model.has_critic,
             with_entropy=True,
             frozen_hidden=mb.frozen_hidden,
+            sharing=mb.sharing,
         )
         aggregation = algo.loss_aggregation
         norm = float(self.rollout_cfg.max_new_tokens)

@@ -1,0 +1,17 @@
+"""Training's held-out evaluation sets: the eval split, and the OOD split with ``trainer.eval_ood``."""
+
+from medrlvr.config import DataConfig, SFTConfig, TrainConfig, TrainerConfig
+from medrlvr.train import evaluation_sets
+
+
+def test_eval_split_alone_by_default_and_the_ood_split_on_request():
+    data = DataConfig(name="bundled", ood_split="ood", eval_size=5)
+    plain = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data))
+    assert list(plain) == [""] and [len(e.options) for e in plain[""]] == [5] * 5
+    both = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data, trainer=TrainerConfig(eval_ood=True)))
+    assert list(both) == ["", "_ood"] and both[""] == plain[""]
+    assert [len(e.options) for e in both["_ood"]] == [10] * 5 and both["_ood"][0].id == "bundled-ood-0001"
+
+
+def test_empty_sets_are_left_out():
+    assert evaluation_sets(TrainConfig(algo=SFTConfig(), data=DataConfig(eval_size=0))) == {}
