@@ -100,6 +100,7 @@ def main(out_dir: Path, option: str, overrides: list[str]) -> None:
         strategy=type(trainer.strategy).__name__,
         precision_plugin=type(trainer.precision_plugin).__name__,
         deepspeed_config=getattr(trainer.strategy, "config", None),
+        configured_lrs=sorted([cfg.algo.actor_lr, cfg.algo.critic_lr]),
         world_size=trainer.world_size,
     )
     (out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(recorder.record, default=str))
