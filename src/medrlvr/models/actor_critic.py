@@ -237,8 +237,12 @@ class ActorCritic(nn.Module):
         critic_mode: CriticMode = "separate",
         gradient_checkpointing: bool = False,
         load_copy: Callable[[], nn.Module] | None = None,
+        share_prompts: bool = True,
     ) -> None:
         super().__init__()
+        # Shared prompt passes run a data-dependent number of forwards; ZeRO-3 needs the same count on
+        # every process, so it turns them off.
+        self.share_prompts = share_prompts
         if critic_mode not in ("separate", "shared", "none"):
             raise ValueError(f"model.critic must be 'separate', 'shared' or 'none', got {critic_mode!r}")
         self.critic_mode = critic_mode
@@ -300,7 +304,7 @@ class ActorCritic(nn.Module):
         def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
             return self._run_frozen(decoder, ids, mask, positions, cache)
 
-        if sharing is None or sharing.prompt_length == 0:
+        if sharing is None or sharing.prompt_length == 0 or not self.share_prompts:
             return run(input_ids, attention_mask, _position_ids(attention_mask), None)
         return _shared_pass(run, input_ids, attention_mask, sharing)
 
@@ -347,6 +351,7 @@ class ActorCritic(nn.Module):
         """
         context = self._reference_mode() if reference else contextlib.nullcontext(self.actor)
         length = response_ids.shape[1]
+        sharing = sharing if self.share_prompts else None
         with context as model:
             lm = _unwrap(model)
             hidden = response_hidden_states(
@@ -376,6 +381,7 @@ class ActorCritic(nn.Module):
         if self.value_head is None:
             raise ValueError("this model was built without a critic (model.critic: none)")
         trunk = self.critic_trunk if self.critic_trunk is not None else _unwrap(self.actor).get_decoder()
+        sharing = sharing if self.share_prompts else None
         hidden = response_hidden_states(
             trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers, sharing
         )

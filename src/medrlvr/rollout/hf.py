@@ -36,6 +36,8 @@ class HFRolloutEngine:
         device = next(self.model.parameters()).device
         token_lists = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         unique_ids, unique_mask, shared = pad_after_common_prefix(token_lists, self.tokenizer.pad_token_id)
+        if self.synced_gpus:  # the same number of forward passes on every process: no separate prefix pass
+            shared = 0
         unique_ids, unique_mask = unique_ids.to(device), unique_mask.to(device)
         samples = params.num_samples
         prompts_per_call = max(1, self.batch_size // samples)

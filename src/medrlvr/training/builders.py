@@ -60,7 +60,9 @@ def build_actor_critic(
         target_modules=tuple(cfg.lora_target_modules),
     )
     critic = cfg.critic if with_critic else "none"
-    return ActorCritic(causal_lm, lora, critic, cfg.gradient_checkpointing, load if reload else None)  # type: ignore[arg-type]
+    return ActorCritic(  # type: ignore[arg-type]
+        causal_lm, lora, critic, cfg.gradient_checkpointing, load if reload else None, share_prompts=not reload
+    )
 
 
 def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> torch.nn.Module:
