@@ -1,0 +1,139 @@
+"""How far the rollout's decoding is from this machine's limit.
+
+    python benchmarks/generation_bound.py                     # the default run's batch: 8 prompts x 4, 64 tokens
+    python benchmarks/generation_bound.py --batch-size 4 --max-new-tokens 32 --threads 2
+
+A decoding step of a batch reads every weight once, whatever the number of rows (the tied embedding is read
+whole as the LM head), plus each row's KV cache; it also does 2 FLOPs per parameter per row. So a step
+cannot be faster than (weight bytes + KV bytes) / memory bandwidth, nor than FLOPs / matmul rate. The script
+measures the bandwidth (large torch ``sum`` and ``copy_``) and the fp32 matmul rate with the same torch
+thread count, then times the project's own rollout engine (the default LoRA actor, the default prompts) with
+``max_new_tokens`` and with 1 new token: the difference is pure decoding. It prints the bounds, the measured
+decoding rate and their ratio, and the useful rate of a real rollout (stop at ``</answer>``, prefill included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.data.registry import load_split
+from medrlvr.rollout.base import SamplingParams
+from medrlvr.train import prompt_loader
+from medrlvr.training import builders
+
+GB = 1e9
+
+
+def best_seconds(work: Callable[[], object], repeats: int) -> float:
+    """Fastest of ``repeats`` timed calls after one warm-up (the least disturbed by other processes)."""
+    work()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def memory_bandwidth(megabytes: int, repeats: int) -> tuple[float, float]:
+    """(read GB/s of a ``sum``, read+write GB/s of a ``copy_``) over a buffer far larger than the caches."""
+    source = torch.ones(megabytes * 2**20 // 4)
+    target = torch.empty_like(source)
+    nbytes = source.numel() * source.element_size()
+    read = nbytes / best_seconds(source.sum, repeats) / GB
+    copy = 2 * nbytes / best_seconds(lambda: target.copy_(source), repeats) / GB
+    return read, copy
+
+
+def matmul_rate(size: int, repeats: int) -> float:
+    """fp32 GFLOP/s of a square matmul."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    return 2 * size**3 / best_seconds(lambda: a @ b, repeats) / GB
+
+
+def compose_config(overrides: list[str]) -> TrainConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return to_train_config(compose(config_name="config", overrides=overrides))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts (data.batch_size)")
+    parser.add_argument("--num-samples", type=int, default=4, help="completions per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--buffer-mb", type=int, default=512)
+    parser.add_argument("--override", action="append", default=[], help="extra Hydra override (e.g. algo=ppo)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads {args.threads}; load average before:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+    read_bw, copy_bw = memory_bandwidth(args.buffer_mb, args.repeats + 2)
+    flops = matmul_rate(2048, args.repeats)
+
+    cfg = compose_config(["algo=grpo", f"data.batch_size={args.batch_size}", f"rollout.num_samples={args.num_samples}",
+                          f"rollout.max_new_tokens={args.max_new_tokens}", *args.override])
+    tokenizer = builders.build_tokenizer(cfg.model)
+    prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
+    model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed, with_critic=False)
+    engine = builders.build_rollout_engine(cfg.rollout, model.actor, tokenizer)
+    examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
+    batch = [prompts(e) for e in next(iter(prompt_loader(examples, cfg.data.batch_size, 1, cfg.seed)))]
+    rows = len(batch) * args.num_samples
+
+    def sample(max_new_tokens: int, stop: tuple[str, ...] = ()) -> tuple[float, object]:
+        params = SamplingParams(args.num_samples, max_new_tokens, cfg.rollout.temperature, stop_strings=stop, seed=cfg.seed)
+        start = time.perf_counter()
+        rollout = engine.generate(batch, params)
+        return time.perf_counter() - start, rollout
+
+    sample(2)  # warm-up
+    first = min(sample(1)[0] for _ in range(args.repeats))
+    runs = [sample(args.max_new_tokens) for _ in range(args.repeats)]
+    full, rollout = min(runs, key=lambda r: r[0])
+    steps = rollout.response_ids.shape[1] - 1
+    step_s = (full - first) / steps
+    real = [sample(args.max_new_tokens, tuple(cfg.rollout.stop_strings)) for _ in range(args.repeats)]
+    real_rate = statistics.median(r.num_response_tokens / s for s, r in real)
+
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.actor.parameters())
+    config = model.actor.config
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
+    context = rollout.prompt_ids.shape[1] + args.max_new_tokens  # the static cache's length: every step attends over it
+    kv_bytes = rows * context * kv_per_token
+    params = sum(p.numel() for p in model.actor.parameters())
+    weights_only = weight_bytes / (read_bw * GB)
+    with_kv = (weight_bytes + kv_bytes) / (read_bw * GB)
+    compute = 2 * params * rows / (flops * GB)
+    bound = max(with_kv, compute)
+
+    print(f"\n| quantity | value |\n|---|---|")
+    print(f"| memory read bandwidth (sum over {args.buffer_mb} MiB, best of {args.repeats + 2}) | {read_bw:.1f} GB/s |")
+    print(f"| memory copy bandwidth (read + write) | {copy_bw:.1f} GB/s |")
+    print(f"| fp32 matmul 2048^3 | {flops:.0f} GFLOP/s |")
+    print(f"| weights read per decoding step ({params / 1e6:.0f} M parameters, fp32, LoRA included) | {weight_bytes / 1e6:.0f} MB |")
+    print(f"| KV cache read per step ({rows} rows x {context} positions x {kv_per_token / 1e3:.1f} kB) | {kv_bytes / 1e6:.0f} MB |")
+    print(f"| bound: weights / bandwidth | {weights_only * 1e3:.1f} ms/step = {rows / weights_only:.0f} tok/s |")
+    print(f"| bound: (weights + KV) / bandwidth | {with_kv * 1e3:.1f} ms/step = {rows / with_kv:.0f} tok/s |")
+    print(f"| bound: 2 FLOPs x parameters x rows / matmul rate | {compute * 1e3:.1f} ms/step = {rows / compute:.0f} tok/s |")
+    print(f"| measured decoding ({rows} rows, {steps} steps, prefill subtracted) | {step_s * 1e3:.1f} ms/step = {rows / step_s:.0f} tok/s |")
+    print(f"| measured / tightest bound | {bound / step_s:.0%} of the machine's limit ({step_s / bound:.1f}x slower) |")
+    print(f"| measured / weights-only bandwidth bound | {weights_only / step_s:.0%} |")
+    print(f"| prefill + first token (1 new token) | {first:.2f} s |")
+    print(f"| real rollout (stop at {cfg.rollout.stop_strings}, prefill included): useful tokens/s | {real_rate:.1f} |")
+    print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
