@@ -1,8 +1,8 @@
 """Rollouts with vLLM, colocated with training. The only module of the project that imports vllm.
 
-The engine runs inside the trainer's process (vLLM's ``external_launcher`` executor: one engine per
-trainer rank, no worker processes), so weights pass from the policy to the engine as live tensors, in
-place, without disk or serialisation. The engine starts from the policy's config with dummy weights and
+The engine runs inside the trainer's process (vLLM's ``external_launcher`` executor: no worker processes;
+each trainer rank holds an engine, or its shard with tensor parallelism), so weights pass from the policy
+to the engine as live tensors, in place, without disk or serialisation. The engine starts from the policy's config with dummy weights and
 receives the policy's weights through :meth:`VLLMRolloutEngine.sync_weights` at once and after every
 update. With ``tensor_parallel_size`` N > 1 (launched with torchrun), each group of N consecutive ranks
 shares one engine, sharded N ways: the group's prompts are gathered, generated together with the group
@@ -193,7 +193,7 @@ def _launcher_environment(cfg: VLLMConfig) -> Iterator[None]:
                 "(RANK, LOCAL_RANK, WORLD_SIZE set) with a multiple of that many processes"
             )
         added.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        added.setdefault("MASTER_PORT", os.environ.get("MASTER_PORT") or str(_free_port()))
+        added["MASTER_PORT"] = os.environ.get("MASTER_PORT") or str(_free_port())
     saved = {key: os.environ.get(key) for key in added}
     os.environ.update(added)
     try:
