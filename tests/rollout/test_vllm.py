@@ -197,6 +197,7 @@ TENSOR_PARALLEL_SCRIPT = textwrap.dedent(
     from medrlvr.models.actor_critic import response_hidden_states
     from medrlvr.models.loading import BUNDLED_MODEL, load_tokenizer
     from medrlvr.rollout.base import SamplingParams
+    from medrlvr.rollout.hf import pad_after_common_prefix
     from medrlvr.rollout.vllm import VLLMRolloutEngine
 
     torch.set_num_threads(1)
@@ -213,8 +214,8 @@ TENSOR_PARALLEL_SCRIPT = textwrap.dedent(
 
     def check(params):
         batch = engine.generate(prompts, params)
-        expected = tokenizer([p for p in prompts for _ in range(3)], return_tensors="pt", padding=True, add_special_tokens=False)
-        assert torch.equal(batch.prompt_ids, expected["input_ids"]), rank  # this rank's own rows
+        expected, _, _ = pad_after_common_prefix(tokenizer(prompts, add_special_tokens=False)["input_ids"], tokenizer.pad_token_id)
+        assert torch.equal(batch.prompt_ids, expected.repeat_interleave(3, 0)), rank  # this rank's own rows
         assert batch.prompt_index == [i for i in range(len(prompts)) for _ in range(3)]
         ids = torch.cat([batch.prompt_ids, batch.response_ids], 1)
         mask = torch.cat([batch.prompt_mask, batch.response_mask], 1)

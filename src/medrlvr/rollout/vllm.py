@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from medrlvr.config import ConfigError, VLLMConfig
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
+from medrlvr.rollout.hf import pad_after_common_prefix
 from medrlvr.rollout.weights import iter_policy_weights
 
 
@@ -116,8 +117,9 @@ class VLLMRolloutEngine:
         return self._batch(prompts, params.num_samples, completions)
 
     def _batch(self, prompts: list[str], num_samples: int, completions: list[Any]) -> RolloutBatch:
-        repeated = [p for p in prompts for _ in range(num_samples)]
-        encoded = self.tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False)
+        """The hf backend's layout: prompts padded after their common prefix, responses padded on the right."""
+        token_lists = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        prompt_ids, prompt_mask, _ = pad_after_common_prefix(token_lists, self.tokenizer.pad_token_id)
         width = max(len(c.token_ids) for c in completions)
         response_ids = torch.full((len(completions), width), self.tokenizer.pad_token_id, dtype=torch.long)
         response_mask = torch.zeros(len(completions), width, dtype=torch.long)
@@ -128,8 +130,8 @@ class VLLMRolloutEngine:
             response_mask[row, : len(tokens)] = 1
             logprobs[row, : len(tokens)] = torch.tensor([lp[t].logprob for lp, t in zip(completion.logprobs, tokens)])
         return RolloutBatch(
-            prompt_ids=encoded["input_ids"],
-            prompt_mask=encoded["attention_mask"],
+            prompt_ids=prompt_ids.repeat_interleave(num_samples, 0),
+            prompt_mask=prompt_mask.repeat_interleave(num_samples, 0),
             response_ids=response_ids,
             response_mask=response_mask,
             logprobs=logprobs,
