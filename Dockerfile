@@ -8,8 +8,9 @@
 ARG BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 FROM ${BASE}
 
-# Comma-separated extras of pyproject.toml (deepspeed: ZeRO-2/3 strategies).
-ARG EXTRAS=deepspeed
+# Comma-separated extras of pyproject.toml (deepspeed: ZeRO-2/3 strategies; vllm: rollout=vllm, which may
+# move torch to the version vLLM's CUDA build needs).
+ARG EXTRAS=deepspeed,vllm
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 MEDRLVR_CACHE=/cache DEBIAN_FRONTEND=noninteractive
 
 # Python 3.11 from the distribution when the base image has none; versions follow the base image's release.

@@ -130,6 +130,8 @@ class AlgoConfig:
     ``gae`` is the only estimator with a critic. ``kl_coef`` is the KL penalty folded into the per-token
     reward (used only when ``kl_in_reward``); ``kl_loss_coef`` adds ``kl_estimator``'s KL to the loss.
     ``clip_range_low``/``clip_range_high`` default to ``clip_range``; ``dual_clip`` null is off.
+    ``tis_cap`` C weights each token's policy loss by ``min(π_old/π_rollout, C)`` (truncated importance
+    sampling against rollout/trainer mismatch); null is off.
     """
 
     name: str = "ppo"
@@ -157,6 +159,7 @@ class AlgoConfig:
     max_grad_norm: float = 1.0
     whiten_advantages: bool = True
     loss_aggregation: str = "token-mean"
+    tis_cap: Optional[float] = None
 
     @property
     def uses_critic(self) -> bool:
@@ -203,6 +206,7 @@ class AlgoConfig:
             "algo.loss_aggregation",
             f"unknown mode {self.loss_aggregation!r}",
         )
+        _check(self.tis_cap is None or self.tis_cap > 0, "algo.tis_cap", f"must be > 0 or null (off), got {self.tis_cap}")
 
 
 @dataclass
@@ -232,7 +236,48 @@ class SFTConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """Settings of the ``vllm`` rollout backend (ignored by ``hf``).
+
+    ``dtype`` null = ``model.dtype`` (rollout and trainer then share the precision). ``max_model_len``
+    null = the model's context length. ``sleep_between_steps`` frees the engine's GPU memory (KV cache;
+    weights offloaded to host memory) while the trainer runs, where vLLM supports it (not on CPUs).
+    ``cpu_kvcache_gib`` sizes the KV cache on a CPU (``VLLM_CPU_KVCACHE_SPACE``; ignored on GPUs).
+    """
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.5
+    enforce_eager: bool = True
+    dtype: Optional[str] = None
+    max_model_len: Optional[int] = None
+    enable_prefix_caching: bool = True
+    sleep_between_steps: bool = True
+    cpu_kvcache_gib: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.tensor_parallel_size >= 1, "rollout.vllm.tensor_parallel_size", "must be >= 1")
+        _check(
+            0 < self.gpu_memory_utilization <= 1,
+            "rollout.vllm.gpu_memory_utilization",
+            f"must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _check(
+            self.dtype in (None, "float32", "bfloat16", "float16"),
+            "rollout.vllm.dtype",
+            f"must be float32, bfloat16, float16 or null (= model.dtype), got {self.dtype!r}",
+        )
+        _check(self.max_model_len is None or self.max_model_len >= 1, "rollout.vllm.max_model_len", "must be >= 1 or null")
+        _check(self.cpu_kvcache_gib >= 1, "rollout.vllm.cpu_kvcache_gib", f"must be >= 1, got {self.cpu_kvcache_gib}")
+
+
+ROLLOUT_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
 class RolloutConfig:
+    """Sampling settings shared by the backends; ``generation_batch_size`` is the ``hf`` backend's chunk size
+    and ``vllm`` holds the ``vllm`` backend's engine settings."""
+
     backend: str = "hf"
     num_samples: int = 4
     max_new_tokens: int = 64
@@ -242,9 +287,14 @@ class RolloutConfig:
     stop_strings: list[str] = field(default_factory=lambda: ["</answer>"])
     generation_batch_size: int = 64
     eval_max_new_tokens: int = 96
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def __post_init__(self) -> None:
-        _check(self.backend == "hf", "rollout.backend", f"unknown backend {self.backend!r}")
+        _check(
+            self.backend in ROLLOUT_BACKENDS,
+            "rollout.backend",
+            f"unknown backend {self.backend!r}; choose one of {', '.join(ROLLOUT_BACKENDS)}",
+        )
         _check(self.num_samples >= 1, "rollout.num_samples", f"must be >= 1, got {self.num_samples}")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(self.temperature > 0, "rollout.temperature", f"must be > 0 for training rollouts, got {self.temperature}")

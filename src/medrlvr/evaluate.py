@@ -173,7 +173,7 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datasets = dataset_configs(cfg)
     tokenizer, model = load_model(cfg)
-    engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer)
+    engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer, cfg.seed)
     results: dict[str, dict[str, Any]] = {}
     evaluated: dict[str, EvalResult] = {}
     for name, data in datasets.items():

@@ -128,3 +128,26 @@ def test_explained_variance():
     close(core.explained_variance(returns, returns, MASK), 1.0)
     close(core.explained_variance(torch.full_like(returns, 2.0), returns, MASK), 0.0)
     close(core.explained_variance(torch.zeros_like(returns), torch.ones_like(returns), MASK), 0.0)
+
+
+def test_truncated_is_weights_vectors():
+    # ratios exp(old − rollout) = 2, 0.5, 1, 5 (padding); cap 1.5 → 1.5, 0.5, 1, 0
+    old, rollout = torch.log(torch.tensor([[2.0, 0.5, 1.0, 5.0]])), torch.zeros(1, 4)
+    weights, stats = core.truncated_is_weights(old, rollout, MASK, cap=1.5)
+    close(weights[0], [1.5, 0.5, 1.0, 0.0])
+    close(stats["tis_weight_mean"], 1.0)
+    close(stats["tis_clip_frac"], 1 / 3)
+
+
+def test_policy_loss_with_is_weights():
+    # ratio 1 (no clipping): token losses −A = −1, 2, −3, weighted by 1.5, 0.5, 1 → mean (−1.5 + 1 − 3) / 3
+    old = torch.log(torch.tensor([[2.0, 0.5, 1.0, 5.0]]))
+    weights, _ = core.truncated_is_weights(old, torch.zeros(1, 4), MASK, cap=1.5)
+    logprobs = old.clone().requires_grad_()
+    advantages = torch.tensor([[1.0, -2.0, 3.0, 7.0]])
+    loss, _ = core.policy_loss(logprobs, old, advantages, MASK, clip_range=0.2, is_weights=weights)
+    close(loss, -3.5 / 3)
+    loss.backward()
+    close(logprobs.grad[0], [-0.5, 1 / 3, -1.0, 0.0])  # −A·w·ratio / 3: the weights carry no gradient
+    unweighted, _ = core.policy_loss(old, old, advantages, MASK, clip_range=0.2)
+    close(unweighted, -2.0 / 3)

@@ -138,6 +138,7 @@ def policy_loss(
     clip_range_high: float | None = None,
     dual_clip: float | None = None,
     norm_constant: float = 1.0,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate (Schulman et al., 2017): ``L = −min(ρ·A, clip(ρ, 1−ε_low, 1+ε_high)·A)``.
 
@@ -145,7 +146,8 @@ def policy_loss(
     ``clip_range_high`` sets ε_high (None = ``clip_range``; a larger ε_high is DAPO's "clip-higher",
     Yu et al., 2025). ``dual_clip`` c > 1 bounds the loss of negative-advantage tokens by ``−c·A``:
     ``L = −max(min(ρ·A, clip(ρ)·A), c·A)`` for A < 0 (Ye et al., 2020). ``norm_constant`` is the divisor
-    of ``seq-mean-token-sum-norm``. Returns the aggregated loss and stats: ``clip_frac`` (share of tokens
+    of ``seq-mean-token-sum-norm``. ``is_weights`` ``(B, T)`` (no gradient) multiply each token's loss
+    before aggregation, e.g. :func:`truncated_is_weights`. Returns the aggregated loss and stats: ``clip_frac`` (share of tokens
     where the clipped term is active), ``dual_clip_frac`` and ``approx_kl`` (k3 estimate of KL(π_old‖π)).
     """
     high = clip_range if clip_range_high is None else clip_range_high
@@ -159,6 +161,8 @@ def policy_loss(
         bound = -dual_clip * advantages
         dual_clipped = (advantages < 0) & (loss > bound)
         loss = torch.where(dual_clipped, bound, loss)
+    if is_weights is not None:
+        loss = loss * is_weights.detach()
     with torch.no_grad():
         stats = {
             "clip_frac": masked_mean((clipped < surrogate).float(), response_mask),
@@ -166,6 +170,26 @@ def policy_loss(
             "approx_kl": masked_mean(torch.expm1(-log_ratio) + log_ratio, response_mask),
         }
     return aggregate_loss(loss, response_mask, aggregation, norm_constant), stats
+
+
+def truncated_is_weights(
+    old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, response_mask: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Truncated importance-sampling weights against rollout/trainer mismatch: ``w = min(exp(old − rollout), C)``.
+
+    ``old_logprobs`` are the trainer's log-probs of the sampled tokens before the update, ``rollout_logprobs``
+    the generating engine's (e.g. vLLM in another precision); the policy loss of each token is multiplied
+    by ``w`` (Yao et al., 2025, "Your efficient RL framework secretly brings you off-policy RL training";
+    verl's ``tis_imp_ratio_cap``). ``(B, T)`` in, ``(B, T)`` out, 0 on padding; the log-ratio is clamped to
+    [−20, 20]. Stats: ``tis_weight_mean`` and ``tis_clip_frac`` (share of tokens whose ratio exceeds C).
+    """
+    ratio = (old_logprobs - rollout_logprobs).clamp(-20.0, 20.0).exp()
+    weights = ratio.clamp(max=cap) * response_mask
+    stats = {
+        "tis_weight_mean": masked_mean(weights, response_mask),
+        "tis_clip_frac": masked_mean((ratio > cap).float(), response_mask),
+    }
+    return weights, stats
 
 
 def value_loss(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -45,9 +45,14 @@ class RolloutBatch:
     def num_response_tokens(self) -> int:
         return int(self.response_mask.sum())
 
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """The same batch with its tensors on ``device``."""
+        tensors = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "logprobs")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
+
 
 class RolloutEngine(Protocol):
-    """A generation backend (``hf`` here; ``vllm`` on GPUs) colocated with the trained policy."""
+    """A generation backend (``hf`` or ``vllm``) colocated with the trained policy."""
 
     def generate(self, prompts: list[str], params: SamplingParams) -> RolloutBatch:
         """Sample ``params.num_samples`` completions for each prompt (prompts are already templated text)."""

@@ -24,6 +24,7 @@ from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilde
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
+from medrlvr.rollout.base import RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.training.numerics import NumericsGuard
 from medrlvr.training.ppo_module import PPOModule
@@ -80,15 +81,25 @@ def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
 
 
 def build_rollout_engine(
-    cfg: RolloutConfig, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, synced_gpus: bool = False
-) -> HFRolloutEngine:
-    """Generation from ``policy`` itself (colocated: updates are visible without copying weights)."""
+    cfg: RolloutConfig,
+    policy: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int = 0,
+    synced_gpus: bool = False,
+) -> RolloutEngine:
+    """``hf``: generation from ``policy`` itself (colocated: updates are visible without copying weights);
+    ``vllm``: a vLLM engine in this process holding a copy of ``policy``'s weights, pushed in place after
+    every update (vllm is imported only then)."""
+    if cfg.backend == "vllm":
+        from medrlvr.rollout.vllm import VLLMRolloutEngine
+
+        return VLLMRolloutEngine(policy, tokenizer, cfg.vllm, seed)
     return HFRolloutEngine(policy, tokenizer, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus)
 
 
 def build_module(
     cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder, first_iteration: int = 0
-) -> tuple[PPOModule | SFTModule, HFRolloutEngine | None]:
+) -> tuple[PPOModule | SFTModule, RolloutEngine | None]:
     """The LightningModule of ``algo.name`` (an RL algorithm or ``sft``) and the rollout engine generating from
     its policy; an RL module resumes counting after ``first_iteration``.
 
@@ -97,14 +108,14 @@ def build_module(
     """
     if isinstance(cfg.algo, SFTConfig):
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
-        engine = build_rollout_engine(cfg.rollout, policy, tokenizer)
+        engine = build_rollout_engine(cfg.rollout, policy, tokenizer, cfg.seed)
         return SFTModule(policy, engine, prompts, tokenizer, cfg.algo), engine
     algo = cfg.algo
 
-    def build() -> tuple[ActorCritic, HFRolloutEngine]:
+    def build() -> tuple[ActorCritic, RolloutEngine]:
         with hf_zero3_context(cfg):
             model = build_actor_critic(cfg.model, tokenizer, cfg.seed, algo.uses_critic, reload=zero3(cfg.trainer))
-        return model, build_rollout_engine(cfg.rollout, model.actor, tokenizer, synced_gpus=zero3(cfg.trainer))
+        return model, build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed, synced_gpus=zero3(cfg.trainer))
 
     guard = NumericsGuard(cfg.trainer.max_bad_updates)
     model, engine = (None, None) if zero3(cfg.trainer) else build()

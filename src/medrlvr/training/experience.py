@@ -19,7 +19,8 @@ class Experience:
     ``input_ids``/``attention_mask``: prompt + response, ``(N, P + T)``; the rest ``(N, T)`` over
     response positions, except ``scores`` ``(N,)`` and ``frozen_hidden`` ``(N, P + T, H)``: the cached
     output of the frozen bottom layers (None when every layer trains). ``sharing`` says which prompt tokens rows share;
-    it stays true for any selection of whole prompt groups.
+    it stays true for any selection of whole prompt groups. ``old_logprobs`` are the trainer's recomputed
+    log-probs, ``rollout_logprobs`` the rollout engine's for the same tokens.
     """
 
     input_ids: torch.Tensor
@@ -27,6 +28,7 @@ class Experience:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     old_logprobs: torch.Tensor
+    rollout_logprobs: torch.Tensor
     ref_logprobs: torch.Tensor
     values: torch.Tensor
     kl: torch.Tensor
@@ -101,6 +103,7 @@ def make_experience(
         response_ids=response_ids,
         response_mask=mask,
         old_logprobs=old_lp,
+        rollout_logprobs=rollout.logprobs * mask,
         ref_logprobs=ref_lp,
         values=vals,
         kl=kl,

@@ -96,6 +96,11 @@ class PPOModule(L.LightningModule):
         """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer)."""
         return torch.optim.AdamW(parameter_groups(self.model, self.algo), weight_decay=self.algo.weight_decay)
 
+    def on_train_start(self) -> None:
+        """Push the policy into the rollout engine once the strategy has placed it (and a resumed checkpoint
+        has been loaded into it), so the first rollout comes from the weights being trained."""
+        self.engine.sync_weights(self.model.actor)
+
     def transfer_batch_to_device(self, batch: ExampleBatch, device: torch.device, dataloader_idx: int) -> ExampleBatch:
         """Batches are questions (text); tensors are made on the right device later."""
         return batch
@@ -105,6 +110,7 @@ class PPOModule(L.LightningModule):
         timings: dict[str, float] = {}
         start = time.perf_counter()
         rollout = self.engine.generate([self.prompt_builder(e) for e in batch], self._sampling_params(iteration))
+        rollout = rollout.to(self.device)
         timings["generate"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -216,6 +222,11 @@ class PPOModule(L.LightningModule):
         )
         aggregation = algo.loss_aggregation
         norm = float(self.rollout_cfg.max_new_tokens)
+        is_weights, is_stats = None, {}
+        if algo.tis_cap is not None:
+            is_weights, is_stats = core.truncated_is_weights(
+                mb.old_logprobs, mb.rollout_logprobs, mb.response_mask, algo.tis_cap
+            )
         pg_loss, pg_stats = core.policy_loss(
             output.logprobs,
             mb.old_logprobs,
@@ -226,6 +237,7 @@ class PPOModule(L.LightningModule):
             clip_range_high=algo.clip_range_high,
             dual_clip=algo.dual_clip,
             norm_constant=norm,
+            is_weights=is_weights,
         )
         entropy = core.masked_mean(output.entropy, mb.response_mask)
         loss = pg_loss - algo.entropy_coef * entropy
@@ -235,6 +247,7 @@ class PPOModule(L.LightningModule):
             "clip_frac": pg_stats["clip_frac"].item(),
             "dual_clip_frac": pg_stats["dual_clip_frac"].item(),
             "approx_kl": pg_stats["approx_kl"].item(),
+            **{key: value.item() for key, value in is_stats.items()},
         }
         if self.model.has_critic:
             vf_loss, vf_stats = core.value_loss(
@@ -274,6 +287,9 @@ class PPOModule(L.LightningModule):
             "response/truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
             "kl/mean_per_sequence": core.masked_sum(experience.kl, mask, dim=1).mean().item(),
             "kl/mean_per_token": core.masked_mean(experience.kl, mask).item(),
+            "rollout/logprob_abs_diff": core.masked_mean(
+                (experience.old_logprobs - experience.rollout_logprobs).abs(), mask
+            ).item(),
             "perf/generate_tokens_per_s": rollout.num_response_tokens / max(timings["generate"], 1e-9),
             "perf/iteration_s": total_time,
         }
