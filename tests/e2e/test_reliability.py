@@ -92,8 +92,8 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
 
 
 def test_nan_updates_are_skipped_and_counted_and_repeated_ones_fail_the_run(tmp_path):
-    result = run(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=1", "trainer.max_bad_updates=2", *QUICK,
-                 script=[INJECT, "nan_reward:2,4,5"])
+    result = run(tmp_path, "trainer.max_steps=6", "trainer.checkpoint_every=1", "trainer.max_bad_updates=2",
+                 "algo.ppo_epochs=1", *QUICK, script=[INJECT, "nan_reward:2,4,5"])
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     assert "iteration 2: non-finite advantages, returns; update skipped" in output
