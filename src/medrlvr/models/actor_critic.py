@@ -73,7 +73,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip padding, as ``generate`` computes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
 
@@ -144,7 +144,7 @@ def _shared_pass(
     ids or embeddings) after the tokens already in ``cache``; ``attention_mask`` covers both.
     """
     rows, prompt_length, shared, group = inputs.shape[0], sharing.prompt_length, sharing.shared, sharing.group_size
-    positions = _position_ids(attention_mask)
+    positions = position_ids(attention_mask)
     cache = DynamicCache()
     parts = []
     if shared:
@@ -189,7 +189,7 @@ def response_hidden_states(
 
     with _layer_slice(decoder, frozen_layers) if frozen_hidden is not None else contextlib.nullcontext():
         if sharing is None or sharing.prompt_length == 0 or checkpointing:
-            hidden = run(inputs, attention_mask, _position_ids(attention_mask), None)
+            hidden = run(inputs, attention_mask, position_ids(attention_mask), None)
         else:
             hidden = _shared_pass(run, inputs, attention_mask, sharing)
     return hidden[:, -response_length - 1 : -1]
@@ -305,7 +305,7 @@ class ActorCritic(nn.Module):
             return self._run_frozen(decoder, ids, mask, positions, cache)
 
         if sharing is None or sharing.prompt_length == 0 or not self.share_prompts:
-            return run(input_ids, attention_mask, _position_ids(attention_mask), None)
+            return run(input_ids, attention_mask, position_ids(attention_mask), None)
         return _shared_pass(run, input_ids, attention_mask, sharing)
 
     def _run_frozen(

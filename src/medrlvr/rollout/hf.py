@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedTokenizerBase, StaticCache
 
+from medrlvr.models.actor_critic import position_ids
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 
 
@@ -81,7 +82,7 @@ class HFRolloutEngine:
         step, which took most of the decoding time on a CPU.
         """
         cache = DynamicCache()
-        positions = (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+        positions = position_ids(prompt_mask)
         if shared:
             self.model(input_ids=prompt_ids[:1, :shared], past_key_values=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(prompt_ids.shape[0])
