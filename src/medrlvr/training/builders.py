@@ -167,6 +167,7 @@ def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = N
     parent run (see :mod:`medrlvr.sweeping.tags`).
     """
     uri = cfg.tracking_uri or default_tracking_uri()
+    create_sqlite_store(uri)
     return ResumableMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name or trial_run_name(cfg),
