@@ -11,7 +11,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from medrlvr.compare import CompareError, distribution, run, select_runs, t_interval, trained_data
+from medrlvr.compare import CompareError, dataset_label, distribution, run, select_runs, t_interval, trained_data
 from medrlvr.config import CompareConfig
 
 T_975_2 = 4.302653  # t quantile 0.975 with 2 degrees of freedom (tables: 4.303)
@@ -196,6 +196,21 @@ def test_distribution_inference_and_override(store):
     assert {(c.dataset, c.distribution) for c in cells} == {
         ("bundled/validation", "OOD"), ("bundled/test", "OOD"), ("bundled/ood", "ID")
     }
+
+
+def test_datasets_sharing_a_loader_get_their_own_cells(store):
+    assert [dataset_label(*args) for args in (("bundled", "bundled", "test"), ("bundled_ood", "bundled", "ood"))] == [
+        "bundled/test", "bundled/ood"
+    ]
+    uri, client, ids, tmp_path = store
+    experiment = client.get_run(ids["sft1"]).info.experiment_id
+    real = {"medqa_5opt": ("medqa", "test", 0.31, 200), "medbullets": ("medqa", "test", 0.22, 200)}
+    evaluation_run(client, experiment, "/out/sft1/policy", real, parent=ids["sft1"])
+    cells = run(CompareConfig(run_ids=[ids["sft1"]], tracking_uri=uri), tmp_path / "out")
+    real_cells = {c.dataset: c for c in cells if c.questions == 200}
+    assert set(real_cells) == {"medqa/test [medqa_5opt]", "medqa/test [medbullets]"}
+    assert [real_cells[name].values["accuracy"] for name in sorted(real_cells)] == [[0.22], [0.31]]
+    assert {c.distribution for c in real_cells.values()} == {"OOD"}  # trained on the bundled data
 
 
 def test_no_matching_runs_is_a_clear_error(store):

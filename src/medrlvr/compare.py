@@ -193,6 +193,13 @@ def training_measurements(run: Run, group_by: list[str], metrics: list[str]) -> 
     return [m for m in found if m is not None]
 
 
+def dataset_label(key: str, data: str, split: str) -> str:
+    """``<data>/<split>``, followed by ``[<key>]`` when the evaluation's dataset key is not just ``<data>`` or
+    ``<data>_<split>``: Medbullets and MedQA both load as ``medqa/test`` and must not share a cell."""
+    label = f"{data}/{split}"
+    return label if key in (data, f"{data}_{split}") else f"{label} [{key}]"
+
+
 def evaluation_measurements(run: Run, parent: Run | None, group_by: list[str], metrics: list[str]) -> list[Measurement]:
     """One measurement per dataset of an evaluation run; its method comes from the training run above it."""
     params = run.data.params
@@ -206,7 +213,7 @@ def evaluation_measurements(run: Run, parent: Run | None, group_by: list[str], m
         method = f"checkpoint {checkpoint}"
     found = []
     for key in filter(None, params.get("datasets", "").split(",")):
-        dataset = f"{params.get(f'{key}/data', key)}/{params.get(f'{key}/split', '?')}"
+        dataset = dataset_label(key, params.get(f"{key}/data", key), params.get(f"{key}/split", "?"))
         found.append(_measurement(run, f"{key}/", model, method, dataset, seed, metrics))
     return [m for m in found if m is not None]
 
