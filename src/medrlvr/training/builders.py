@@ -31,7 +31,7 @@ from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.training.strategies import hf_zero3_context, zero3
 from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_tags
-from medrlvr.training.tracking import ResumableMLFlowLogger
+from medrlvr.training.tracking import ResumableMLFlowLogger, create_sqlite_store
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 
