@@ -68,7 +68,7 @@ def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     return _with_lora(model, lora, model.config.num_hidden_layers) if lora.rank > 0 else model
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The transformers model under any peft wrapper."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -177,7 +177,7 @@ def response_hidden_states(
     only the layers from ``frozen_layers`` on are run. With ``sharing``, shared prompt tokens run once
     (gradients flow through the shared KV cache), unless gradient checkpointing forbids the cache.
     """
-    decoder = _unwrap(trunk)
+    decoder = unwrap(trunk)
     inputs = input_ids if frozen_hidden is None else frozen_hidden
     key = "input_ids" if frozen_hidden is None else "inputs_embeds"
     checkpointing = getattr(decoder, "gradient_checkpointing", False) and decoder.training
@@ -260,9 +260,9 @@ class ActorCritic(nn.Module):
         if gradient_checkpointing:
             for module in (self.actor, self.critic_trunk):
                 if module is not None:
-                    _unwrap(module).gradient_checkpointing_enable()
+                    unwrap(module).gradient_checkpointing_enable()
                     if self.uses_lora:
-                        _unwrap(module).enable_input_require_grads()
+                        unwrap(module).enable_input_require_grads()
 
     def actor_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.actor.parameters() if p.requires_grad]
@@ -299,7 +299,7 @@ class ActorCritic(nn.Module):
         """
         if self.frozen_layers == 0:
             return None
-        decoder = _unwrap(self.actor).get_decoder()
+        decoder = unwrap(self.actor).get_decoder()
 
         def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
             return self._run_frozen(decoder, ids, mask, positions, cache)
@@ -353,7 +353,7 @@ class ActorCritic(nn.Module):
         length = response_ids.shape[1]
         sharing = sharing if self.share_prompts else None
         with context as model:
-            lm = _unwrap(model)
+            lm = unwrap(model)
             hidden = response_hidden_states(
                 lm.get_decoder(), input_ids, attention_mask, length, frozen_hidden, self.frozen_layers, sharing
             )
@@ -380,7 +380,7 @@ class ActorCritic(nn.Module):
         """Values ``(B, T)`` of the states before each response token."""
         if self.value_head is None:
             raise ValueError("this model was built without a critic (model.critic: none)")
-        trunk = self.critic_trunk if self.critic_trunk is not None else _unwrap(self.actor).get_decoder()
+        trunk = self.critic_trunk if self.critic_trunk is not None else unwrap(self.actor).get_decoder()
         sharing = sharing if self.share_prompts else None
         hidden = response_hidden_states(
             trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers, sharing

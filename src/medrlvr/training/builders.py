@@ -40,6 +40,17 @@ def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return load_tokenizer(cfg.name_or_path, _cache(cfg))
 
 
+def lora_settings(cfg: ModelConfig) -> LoraSettings:
+    """The ``model.lora_*`` keys; PPO's actor and the SFT policy get the same adapters."""
+    return LoraSettings(
+        rank=cfg.lora_rank,
+        top_layers=cfg.lora_top_layers,
+        alpha=cfg.lora_alpha,
+        dropout=cfg.lora_dropout,
+        target_modules=tuple(cfg.lora_target_modules),
+    )
+
+
 def build_actor_critic(
     cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int, with_critic: bool = True, reload: bool = False
 ) -> ActorCritic:
@@ -52,17 +63,9 @@ def build_actor_critic(
     def load() -> torch.nn.Module:
         return load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
 
-    causal_lm = load()
-    lora = LoraSettings(
-        rank=cfg.lora_rank,
-        top_layers=cfg.lora_top_layers,
-        alpha=cfg.lora_alpha,
-        dropout=cfg.lora_dropout,
-        target_modules=tuple(cfg.lora_target_modules),
-    )
     critic = cfg.critic if with_critic else "none"
     return ActorCritic(  # type: ignore[arg-type]
-        causal_lm, lora, critic, cfg.gradient_checkpointing, load if reload else None, share_prompts=not reload
+        load(), lora_settings(cfg), critic, cfg.gradient_checkpointing, load if reload else None, share_prompts=not reload
     )
 
 
@@ -71,11 +74,8 @@ def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
     causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
     if cfg.gradient_checkpointing:
         causal_lm.gradient_checkpointing_enable()
-    lora = LoraSettings(
-        rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=tuple(cfg.lora_target_modules)
-    )
-    policy = with_lora(causal_lm, lora)
-    if cfg.gradient_checkpointing and lora.rank > 0:
+    policy = with_lora(causal_lm, lora_settings(cfg))
+    if cfg.gradient_checkpointing and cfg.lora_rank > 0:
         causal_lm.enable_input_require_grads()
     return policy
 

@@ -17,33 +17,54 @@ import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from medrlvr.algo.core import logprobs_from_logits
 from medrlvr.config import SFTConfig
 from medrlvr.data.prompts import PromptBuilder
-from medrlvr.data.schema import ExampleBatch, MCQExample
+from medrlvr.data.schema import ExampleBatch
 from medrlvr.data.targets import sft_target
+from medrlvr.models.actor_critic import response_hidden_states, unwrap
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training.strategies import clip_and_step
-
-IGNORE_INDEX = -100
 
 
 def encode_sft_batch(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], responses: list[str]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask, labels)``, each ``(B, L)``, right-padded; labels are ``-100`` except on
-    the response tokens and the EOS after them. Prompt and response are tokenized separately, as at
-    generation time (the prompt alone is encoded, the response is generated after it)."""
-    rows = []
-    for prompt, response in zip(prompts, responses):
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append((prompt_ids + response_ids, [IGNORE_INDEX] * len(prompt_ids) + response_ids))
-    width = max(len(ids) for ids, _ in rows)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask, response_ids, response_mask)`` laid out as in PPO's experience:
+    each row is its prompt, left-padded to the longest prompt, then its response and EOS, right-padded to the
+    longest response; ``response_ids`` ``(B, T)`` are the last ``T`` columns. Prompt and response are
+    tokenized separately, as at generation time (the prompt alone is encoded, the response is generated
+    after it)."""
     pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
-    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-    labels = torch.tensor([labels + [IGNORE_INDEX] * (width - len(labels)) for _, labels in rows])
-    return input_ids, attention_mask, labels
+    prompt_rows = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    response_rows = [tokenizer(r, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for r in responses]
+    prompt_width = max(map(len, prompt_rows))
+    response_width = max(map(len, response_rows))
+    input_ids, attention_mask, response_mask = [], [], []
+    for prompt_ids, response_ids in zip(prompt_rows, response_rows):
+        left, right = prompt_width - len(prompt_ids), response_width - len(response_ids)
+        input_ids.append([pad] * left + prompt_ids + response_ids + [pad] * right)
+        attention_mask.append([0] * left + [1] * (len(prompt_ids) + len(response_ids)) + [0] * right)
+        response_mask.append([1] * len(response_ids) + [0] * right)
+    input_ids_tensor = torch.tensor(input_ids)
+    return input_ids_tensor, torch.tensor(attention_mask), input_ids_tensor[:, prompt_width:], torch.tensor(response_mask)
+
+
+def sft_loss(
+    policy: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Mean cross-entropy over the response tokens (the reduction of a ``labels=`` forward with the prompt
+    and padding ignored). Output-layer logits are computed at the response positions only: over the whole
+    sequence they took most of the memory of an SFT step (``(B, L, vocabulary)`` floats, kept for backward)."""
+    model = unwrap(policy)
+    hidden = response_hidden_states(model.get_decoder(), input_ids, attention_mask, response_ids.shape[1])
+    logprobs = logprobs_from_logits(model.get_output_embeddings()(hidden), response_ids)
+    mask = response_mask.to(logprobs.dtype)
+    return -(logprobs * mask).sum() / mask.sum()
 
 
 class SFTModule(L.LightningModule):
@@ -85,19 +106,19 @@ class SFTModule(L.LightningModule):
         targets = self.targets(batch)
         prefix = self.prompt_builder.response_prefix
         responses = [t[len(prefix) :] if t.startswith(prefix) else t for t in targets]
-        input_ids, attention_mask, labels = (
+        input_ids, attention_mask, response_ids, response_mask = (
             t.to(self.device) for t in encode_sft_batch(self.tokenizer, [self.prompt_builder(e) for e in batch], responses)
         )
         optimizer = self.optimizers()
         self.policy.train()
-        loss = self.policy(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss = sft_loss(self.policy, input_ids, attention_mask, response_ids, response_mask)
         optimizer.zero_grad()
         self.manual_backward(loss)
         parameters = [p for p in self.policy.parameters() if p.requires_grad]
         grad_norm, _ = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
         self.engine.sync_weights(self.policy)
         elapsed = time.perf_counter() - start
-        tokens = int((labels != IGNORE_INDEX).sum())
+        tokens = int(response_mask.sum())
         self.last_metrics = {
             "loss/sft": loss.item(),
             "loss/grad_norm": float(grad_norm),
