@@ -50,24 +50,22 @@ def test_batch_is_the_left_padded_prompt_then_the_response_and_eos(tokenizer):
     assert int(response_mask.sum(1).max()) == width  # the longest response has no padding
 
 
-def test_loss_and_gradients_match_a_labels_forward_over_the_whole_sequence(tokenizer):
-    """The reference: the usual right-padded ``labels=`` forward with the prompt and padding set to -100."""
+def test_loss_and_gradients_match_unpadded_labels_forwards_row_by_row(tokenizer):
+    """The reference: one unpadded ``labels=`` forward per row, token-weighted (prompt tokens labelled -100)."""
     model = with_lora(load_causal_lm("tiny", tokenizer, seed=3), LoraSettings(rank=4, alpha=8, top_layers=0))
     examples = load_bundled("test")[:4]
     prompts = [PromptBuilder(tokenizer)(e) for e in examples]
     responses = [sft_target(e)[len("<think>"):] for e in examples]
     loss = sft_loss(model, *encode_sft_batch(tokenizer, prompts, responses))
     grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
-    rows = []
+    total, tokens = 0.0, 0
     for prompt, response in zip(prompts, responses):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append((prompt_ids + response_ids, [-100] * len(prompt_ids) + response_ids))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids, _ in rows])
-    mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
-    reference = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        labels = torch.tensor([[-100] * len(prompt_ids) + response_ids])
+        total = total + model(input_ids=torch.tensor([prompt_ids + response_ids]), labels=labels).loss * len(response_ids)
+        tokens += len(response_ids)
+    reference = total / tokens
     reference_grads = torch.autograd.grad(reference, [p for p in model.parameters() if p.requires_grad])
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     for grad, reference_grad in zip(grads, reference_grads):
