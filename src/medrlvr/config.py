@@ -218,7 +218,7 @@ class SFTConfig:
     passes over the training split."""
 
     name: str = "sft"
-    lr: float = 1e-4
+    lr: float = 3e-4
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     batch_size: Optional[int] = None
