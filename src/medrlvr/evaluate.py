@@ -163,7 +163,7 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
     for name, result in records.items():
         table = {key: [record[key] for record in result.records] for key in result.records[0]}
         logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"records/{name}.json")
-    logger.finalize("success")
+    logger.finish()
     return logger.run_id
 
 

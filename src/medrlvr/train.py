@@ -158,7 +158,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
     with terminal_status(logger):
         final = _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint)
-    logger.finalize("success")
+    logger.finish()
     return final
 
 

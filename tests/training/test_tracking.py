@@ -1,12 +1,14 @@
-"""The SQLite MLflow store is created once when several processes start on a fresh database."""
+"""MLflow runs: the SQLite store is created once when several processes start on a fresh database, and a\ntraining run stays RUNNING until its evaluation after training has been logged."""
 
 import multiprocessing
 
+import lightning as L
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
-from medrlvr.training.tracking import create_sqlite_store
+from medrlvr.training.tracking import ResumableMLFlowLogger, create_sqlite_store
 
 
 def _create_and_log(uri: str, name: str) -> None:
@@ -34,3 +36,31 @@ def test_an_unusable_store_path_is_a_config_error_naming_the_uri(tmp_path):
     uri = f"sqlite:///{blocker / 'mlflow.db'}"
     with pytest.raises(ConfigError, match=r"logger.tracking_uri: cannot use the MLflow store sqlite:///.*file/mlflow.db"):
         create_sqlite_store(uri)
+
+
+class _OneParameter(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return (self.weight - batch).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_run_stays_running_after_fit_until_finish(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = ResumableMLFlowLogger(experiment_name="e", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
+    trainer = L.Trainer(
+        max_steps=2, logger=logger, accelerator="cpu", enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(_OneParameter(), torch.utils.data.DataLoader(torch.ones(4, 1), batch_size=2))
+    client = MlflowClient(uri)
+    assert client.get_run(logger.run_id).info.status == "RUNNING"  # the evaluation after training comes next
+    logger.log_metrics({"eval/after/accuracy": 0.5}, step=2)
+    logger.finish()
+    run = client.get_run(logger.run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["eval/after/accuracy"] == 0.5

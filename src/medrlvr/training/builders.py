@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import torch
-from lightning.pytorch.loggers import MLFlowLogger
 from transformers import PreTrainedTokenizerBase
 
 from medrlvr.config import (
@@ -159,7 +158,7 @@ def build_reward(cfg: RewardConfig) -> CorrectnessReward:
     return CorrectnessReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer)
 
 
-def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = None) -> MLFlowLogger:
+def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = None) -> ResumableMLFlowLogger:
     """MLflow logger on ``logger.tracking_uri`` (default: ``sqlite:///$PWD/mlflow.db``, artifacts beside it);
     ``run_id`` continues that run.
 

@@ -51,6 +51,14 @@ class ResumableMLFlowLogger(MLFlowLogger):
             for key in client.get_run(self.run_id).data.metrics:
                 self.logged.update((key, m.step) for m in client.get_metric_history(self.run_id, key))
 
+    def finalize(self, status: str = "success") -> None:
+        """Ignored: Lightning calls it when ``fit`` returns, but the run goes on with the evaluation after
+        training. :meth:`finish` ends a run that succeeded; :func:`terminal_status` one that did not."""
+
+    def finish(self) -> None:
+        """Mark the run FINISHED, after its last metric."""
+        super().finalize("success")
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         fresh = {key: value for key, value in metrics.items() if (key, step) not in self.logged}
         if fresh:
@@ -73,7 +81,7 @@ def reopen(client: MlflowClient, run_id: str) -> None:
 @contextmanager
 def terminal_status(logger: MLFlowLogger) -> Iterator[None]:
     """On KeyboardInterrupt mark the run KILLED; on any other exception FAILED with tags ``error`` and
-    ``error_traceback``; then re-raise. (Success is marked by the caller with ``logger.finalize``.)"""
+    ``error_traceback``; then re-raise. (Success is marked by the caller with ``logger.finish()``.)"""
     try:
         yield
     except KeyboardInterrupt:
