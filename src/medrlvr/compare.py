@@ -372,7 +372,7 @@ def plot(cells: list[Cell], metrics: list[str], confidence: float, path: Path) -
             label = f"{method} ({model})" if several_models else method
             bars = ax.bar(xs, [stat.mean for _, stat in found], width, yerr=errors, capsize=3, label=label)
             ax.bar_label(bars, labels=[f"n={stat.n}" for _, stat in found], label_type="center", fontsize=7)
-        ax.set_xticks(range(len(columns)), [c.replace(" (", "\n(") for c in columns], fontsize=8)
+        ax.set_xticks(range(len(columns)), [c.replace(" [", "\n[").replace(" (", "\n(") for c in columns], fontsize=8)
         ax.set_ylabel(metric)
         if all(0 <= stat.mean <= 1 for stat in stats_at.values()):  # a rate: keep the whole 0-1 scale
             ax.set_ylim(0, 1.05)
