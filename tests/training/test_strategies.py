@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch.plugins.precision import DeepSpeedPrecision
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.utilities import rank_zero_only
 
 from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
 from medrlvr.data.bundled import load_bundled
@@ -94,6 +95,7 @@ def test_ddp_and_auto_strategies():
 
 
 def test_torchrun_environment_sets_the_ranks(monkeypatch):
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # the Trainer sets it process-wide
     env = {"TORCHELASTIC_RUN_ID": "x", "RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "GROUP_RANK": "2",
            "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     for key, value in env.items():
@@ -104,6 +106,7 @@ def test_torchrun_environment_sets_the_ranks(monkeypatch):
 
 
 def test_slurm_environment_sets_the_ranks(monkeypatch):
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # the Trainer sets it process-wide
     env = {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "3", "SLURM_LOCALID": "1",
            "SLURM_NODEID": "1", "SLURM_JOB_NAME": "medrlvr", "SLURM_NODELIST": "node[1-4]", "SLURM_JOB_ID": "7"}
     for key, value in env.items():

@@ -1,10 +1,12 @@
-"""MLflow runs: the SQLite store is created once when several processes start on a fresh database, and a\ntraining run stays RUNNING until its evaluation after training has been logged."""
+"""MLflow runs: the SQLite store is created once when several processes start on a fresh database, and a
+training run stays RUNNING until its evaluation after training has been logged."""
 
 import multiprocessing
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
@@ -50,7 +52,8 @@ class _OneParameter(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_a_run_stays_running_after_fit_until_finish(tmp_path):
+def test_a_run_stays_running_after_fit_until_finish(tmp_path, monkeypatch):
+    monkeypatch.setattr(rank_zero_only, "rank", 0)  # this process logs, whatever an earlier Trainer left
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = ResumableMLFlowLogger(experiment_name="e", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
     trainer = L.Trainer(
