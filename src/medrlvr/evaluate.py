@@ -45,6 +45,7 @@ from medrlvr.evaluation import EvalResult, evaluate
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.train import set_threads
 from medrlvr.training import builders
+from medrlvr.training.preflight import check_tracking_uri
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -169,6 +170,7 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
 
 def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg``'s model on each dataset; print, write and log the report, and return it."""
+    check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())  # before the evaluation, not after
     threads = set_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True)
     datasets = dataset_configs(cfg)

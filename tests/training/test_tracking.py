@@ -10,7 +10,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
-from medrlvr.training.tracking import ResumableMLFlowLogger, create_sqlite_store
+from medrlvr.training.preflight import create_sqlite_store
+from medrlvr.training.tracking import ResumableMLFlowLogger
 
 
 def _create_and_log(uri: str, name: str) -> None:

@@ -30,7 +30,7 @@ from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.training.strategies import hf_zero3_context, zero3
 from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_tags
-from medrlvr.training.tracking import ResumableMLFlowLogger, create_sqlite_store
+from medrlvr.training.tracking import ResumableMLFlowLogger
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 
@@ -166,7 +166,6 @@ def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = N
     parent run (see :mod:`medrlvr.sweeping.tags`).
     """
     uri = cfg.tracking_uri or default_tracking_uri()
-    create_sqlite_store(uri)
     return ResumableMLFlowLogger(
         experiment_name=cfg.experiment_name,
         run_name=cfg.run_name or trial_run_name(cfg),

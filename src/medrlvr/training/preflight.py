@@ -7,6 +7,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from filelock import FileLock
+from mlflow.tracking import MlflowClient
+
 from medrlvr.config import ConfigError
 
 
@@ -22,10 +25,32 @@ def check_output_dir(path: Path) -> Path:
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (ConfigError) when an HTTP tracking server does not answer, instead of retrying for minutes."""
-    if not uri.startswith(("http://", "https://")):
-        return
+    """Fail fast (ConfigError) when the MLflow store cannot be used: an HTTP tracking server that does not
+    answer (instead of retrying for minutes), or a SQLite store that cannot be created."""
+    if uri.startswith("sqlite:///"):
+        create_sqlite_store(uri)
+    elif uri.startswith(("http://", "https://")):
+        check_tracking_server(uri, timeout)
+
+
+def check_tracking_server(uri: str, timeout: float) -> None:
+    """ConfigError when the MLflow server at ``uri`` does not answer its health check within ``timeout`` s."""
     try:
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
     except (urllib.error.URLError, OSError) as err:
         raise ConfigError(f"logger.tracking_uri: cannot reach the MLflow server at {uri} ({err})") from err
+
+
+def create_sqlite_store(tracking_uri: str) -> None:
+    """Create (or migrate) a ``sqlite:///`` MLflow store under a file lock beside the database.
+
+    MLflow creates its tables on first use without a lock: two trainings or sweep trials started together on a
+    fresh ``mlflow.db`` both run the schema migration, and all but one fail.
+    """
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{database}.lock"):
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as err:
+        raise ConfigError(f"logger.tracking_uri: cannot use the MLflow store {tracking_uri} ({err})") from err

@@ -7,33 +7,14 @@ import logging
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def create_sqlite_store(tracking_uri: str) -> None:
-    """Create (or migrate) a ``sqlite:///`` MLflow store under a file lock beside the database.
-
-    MLflow creates its tables on first use without a lock: two trainings or sweep trials started together on a
-    fresh ``mlflow.db`` both run the schema migration, and all but one fail. Other stores are left to MLflow.
-    """
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    try:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{database}.lock"):
-            MlflowClient(tracking_uri).search_experiments(max_results=1)
-    except Exception as err:
-        raise ConfigError(f"logger.tracking_uri: cannot use the MLflow store {tracking_uri} ({err})") from err
 
 
 class ResumableMLFlowLogger(MLFlowLogger):
