@@ -38,9 +38,11 @@ class ModelConfig:
     )
     critic: str = "separate"
     gradient_checkpointing: bool = False
+    logits_chunk_size: int = 1024
     cache_dir: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check(self.logits_chunk_size >= 1, "model.logits_chunk_size", f"must be >= 1, got {self.logits_chunk_size}")
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unknown dtype {self.dtype!r}")
         _check(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         _check(self.lora_top_layers >= 0, "model.lora_top_layers", "must be >= 0 (0 = every layer)")
@@ -132,6 +134,11 @@ class AlgoConfig:
     ``clip_range_low``/``clip_range_high`` default to ``clip_range``; ``dual_clip`` null is off.
     ``tis_cap`` C weights each token's policy loss by ``min(π_old/π_rollout, C)`` (truncated importance
     sampling against rollout/trainer mismatch); null is off.
+
+    Batch sizes count completions per process: ``mini_batch_size`` per optimizer step, ``micro_batch_size``
+    per forward/backward pass (gradients accumulated over ``mini_batch_size / micro_batch_size`` passes;
+    null = ``mini_batch_size``), ``forward_batch_size`` per pass of the no-grad log-prob and value passes
+    (null = ``micro_batch_size``).
     """
 
     name: str = "ppo"
@@ -151,6 +158,8 @@ class AlgoConfig:
     filter_equal_reward_groups: bool = False
     ppo_epochs: int = 1
     mini_batch_size: int = 8
+    micro_batch_size: Optional[int] = None
+    forward_batch_size: Optional[int] = None
     actor_lr: float = 1e-6
     critic_lr: float = 9e-6
     weight_decay: float = 0.0
@@ -164,6 +173,11 @@ class AlgoConfig:
     @property
     def uses_critic(self) -> bool:
         return self.advantage_estimator == "gae"
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        """Forward/backward passes per optimizer step."""
+        return self.mini_batch_size // self.micro_batch_size
 
     @property
     def uses_groups(self) -> bool:
@@ -199,6 +213,16 @@ class AlgoConfig:
         _check(self.group_eps > 0, "algo.group_eps", f"must be > 0, got {self.group_eps}")
         _check(self.ppo_epochs >= 1, "algo.ppo_epochs", f"must be >= 1, got {self.ppo_epochs}")
         _check(self.mini_batch_size >= 1, "algo.mini_batch_size", f"must be >= 1, got {self.mini_batch_size}")
+        if self.micro_batch_size is None:
+            self.micro_batch_size = self.mini_batch_size
+        _check(
+            1 <= self.micro_batch_size <= self.mini_batch_size and self.mini_batch_size % self.micro_batch_size == 0,
+            "algo.micro_batch_size",
+            f"must divide algo.mini_batch_size ({self.mini_batch_size}), got {self.micro_batch_size}",
+        )
+        if self.forward_batch_size is None:
+            self.forward_batch_size = self.micro_batch_size
+        _check(self.forward_batch_size >= 1, "algo.forward_batch_size", f"must be >= 1, got {self.forward_batch_size}")
         _check(self.actor_lr > 0 and self.critic_lr > 0, "algo.actor_lr/critic_lr", "learning rates must be > 0")
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
         _check(

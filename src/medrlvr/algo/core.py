@@ -127,6 +127,18 @@ def aggregate_loss(
     raise ValueError(f"unknown loss aggregation {mode!r}")
 
 
+def accumulation_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, mode: LossAggregation = "token-mean") -> float:
+    """Weight of a micro-batch's aggregated loss in its minibatch's loss, for gradient accumulation.
+
+    Summed over the micro-batches that partition a minibatch, ``weight × aggregate_loss(micro)`` equals
+    ``aggregate_loss(minibatch)``: the micro-batch's share of response tokens for ``token-mean``, of
+    sequences for the per-sequence modes. ``micro_mask`` and ``mini_mask`` are ``(b, T)`` and ``(B, T)``.
+    """
+    if mode == "token-mean":
+        return float(micro_mask.sum() / mini_mask.sum().clamp_min(1))
+    return micro_mask.shape[0] / mini_mask.shape[0]
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

@@ -6,7 +6,8 @@
   critic its own trunk (the study's PPO); ``shared`` puts the value head on the actor's trunk, which
   halves the forward passes on a CPU; ``none`` builds no critic (GRPO, RLOO, REINFORCE++).
 
-Only response positions go through the LM head, which saves most of the vocabulary projection.
+Only response positions go through the LM head, which saves most of the vocabulary projection, and they go
+through it in chunks of ``logits_chunk_size`` tokens (:mod:`medrlvr.models.logprobs`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 from transformers import DynamicCache
+
+from medrlvr.models.logprobs import EntropyMode, token_logprobs
 
 CriticMode = Literal["separate", "shared", "none"]
 
@@ -238,8 +241,10 @@ class ActorCritic(nn.Module):
         gradient_checkpointing: bool = False,
         load_copy: Callable[[], nn.Module] | None = None,
         share_prompts: bool = True,
+        logits_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
+        self.logits_chunk_size = logits_chunk_size
         # Shared prompt passes run a data-dependent number of forwards; ZeRO-3 needs the same count on
         # every process, so it turns them off.
         self.share_prompts = share_prompts
@@ -339,7 +344,7 @@ class ActorCritic(nn.Module):
         response_ids: torch.Tensor,
         temperature: float = 1.0,
         with_values: bool = False,
-        with_entropy: bool = False,
+        entropy: EntropyMode = "none",
         reference: bool = False,
         frozen_hidden: torch.Tensor | None = None,
         sharing: PromptSharing | None = None,
@@ -347,7 +352,7 @@ class ActorCritic(nn.Module):
         """Log-probs of ``response_ids`` (the last ``T`` tokens of ``input_ids``) under the actor or the reference.
 
         With ``with_values`` and a shared critic, the values come from the same pass; without a critic
-        ``with_values`` is an error.
+        ``with_values`` is an error. ``entropy``: ``"none"``, ``"detached"`` (for logging) or ``"grad"``.
         """
         context = self._reference_mode() if reference else contextlib.nullcontext(self.actor)
         length = response_ids.shape[1]
@@ -357,17 +362,16 @@ class ActorCritic(nn.Module):
             hidden = response_hidden_states(
                 lm.get_decoder(), input_ids, attention_mask, length, frozen_hidden, self.frozen_layers, sharing
             )
-            logits = lm.get_output_embeddings()(hidden).float() / max(temperature, 1e-6)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        logprobs = log_probs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1) if with_entropy else None
+            logprobs, token_entropy = token_logprobs(
+                hidden, lm.get_output_embeddings(), response_ids, temperature, self.logits_chunk_size, entropy
+            )
         values = None
         if with_values:
             if self.critic_mode == "shared":
                 values = self.value_head(hidden)
             else:
                 values = self.critic_values(input_ids, attention_mask, length, frozen_hidden, sharing)
-        return ForwardOutput(logprobs=logprobs, values=values, entropy=entropy)
+        return ForwardOutput(logprobs=logprobs, values=values, entropy=token_entropy)
 
     def critic_values(
         self,

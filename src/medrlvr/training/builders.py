@@ -64,7 +64,13 @@ def build_actor_critic(
 
     critic = cfg.critic if with_critic else "none"
     return ActorCritic(  # type: ignore[arg-type]
-        load(), lora_settings(cfg), critic, cfg.gradient_checkpointing, load if reload else None, share_prompts=not reload
+        load(),
+        lora_settings(cfg),
+        critic,
+        cfg.gradient_checkpointing,
+        load if reload else None,
+        share_prompts=not reload,
+        logits_chunk_size=cfg.logits_chunk_size,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -48,6 +48,14 @@ class Experience:
         return Experience(
             **{name: value[index] if isinstance(value, torch.Tensor) else value for name, value in picked.items()}
         )
+
+    def split(self, size: int) -> list[Experience]:
+        """Consecutive pieces of ``size`` rows (micro-batches). A piece that cuts a prompt group keeps only
+        the prefix every row shares; each of its rows then runs its own prompt."""
+        whole_groups = size % self.sharing.group_size == 0
+        sharing = self.sharing if whole_groups else replace(self.sharing, group_size=1)
+        rows = torch.arange(len(self), device=self.input_ids.device)
+        return [replace(self.select(piece), sharing=sharing) for piece in rows.split(size)]
 
 
 @torch.no_grad()

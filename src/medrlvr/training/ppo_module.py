@@ -29,9 +29,11 @@ from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience
 from medrlvr.training.numerics import NumericsGuard, nonfinite
-from medrlvr.training.strategies import clip_and_step
+from medrlvr.training.strategies import clip_and_step, deepspeed_engine
 
 log = logging.getLogger(__name__)
+# statistics aggregated like the loss (the rest are means over response tokens)
+_LOSS_STATS = frozenset({"policy_loss", "value_loss", "kl_loss"})
 
 
 def parameter_groups(model: ActorCritic, algo: AlgoConfig) -> list[dict[str, Any]]:
@@ -132,7 +134,7 @@ class PPOModule(L.LightningModule):
             lam=self.algo.lam,
             group_eps=self.algo.group_eps,
             whiten_advantages=self.algo.whiten_advantages,
-            forward_batch_size=self.algo.mini_batch_size,
+            forward_batch_size=self.algo.forward_batch_size,  # type: ignore[arg-type]
         )
         timings["logprobs"] = time.perf_counter() - start
 
@@ -175,9 +177,9 @@ class PPOModule(L.LightningModule):
         )
 
     def _update(self, experience: Experience, iteration: int) -> tuple[dict[str, float], list[str]]:
-        """``ppo_epochs`` passes over shuffled minibatches; returns the mean of each loss statistic and the
-        names of non-finite quantities that made it skip updates (all of them if advantages are non-finite)."""
-        optimizer = self.optimizers()
+        """``ppo_epochs`` passes over shuffled minibatches, one optimizer step each; returns the mean of each
+        loss statistic and the names of non-finite quantities that made it skip updates (all of them if
+        advantages are non-finite)."""
         generator = torch.Generator().manual_seed(self.seed + iteration)
         stats: dict[str, list[float]] = defaultdict(list)
         problems = nonfinite(advantages=experience.advantages, returns=experience.returns)
@@ -190,23 +192,52 @@ class PPOModule(L.LightningModule):
             groups = torch.randperm(len(experience) // group, generator=generator)
             order = (groups.unsqueeze(1) * group + torch.arange(group)).flatten()
             for index in order.split(max(group, self.algo.mini_batch_size // group * group)):
-                minibatch = experience.select(index.to(experience.input_ids.device))
-                loss, step_stats = self._loss(minibatch)
-                optimizer.zero_grad()
-                # every process skips together, or the gradient all-reduce of the others would wait forever
-                if self.trainer.strategy.reduce_boolean_decision(bool(nonfinite(loss=loss)), all=False):
-                    problems.append("loss")
+                step_stats, problem = self._optimizer_step(experience.select(index.to(experience.input_ids.device)))
+                if problem is not None:
+                    problems.append(problem)
                     continue
-                self.manual_backward(loss)
-                parameters = self.model.actor_parameters() + self.model.critic_parameters()
-                grad_norm, stepped = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
-                if not stepped:
-                    problems.append("gradients")
-                    continue
-                step_stats["grad_norm"] = grad_norm
                 for key, value in step_stats.items():
-                    stats[key].append(float(value))
+                    stats[key].append(value)
         return {key: sum(values) / len(values) for key, values in stats.items()}, problems
+
+    def _optimizer_step(self, minibatch: Experience) -> tuple[dict[str, float], str | None]:
+        """One optimizer step on ``minibatch``, its gradients accumulated over micro-batches of
+        ``algo.micro_batch_size`` rows. Returns the minibatch's statistics, or the problem that skipped the step.
+
+        Each micro-batch's loss is weighted by its share of the minibatch (:func:`core.accumulation_weight`),
+        so the accumulated gradient is the minibatch's whatever the micro-batch size. A non-finite loss on any
+        process skips the step on all: without DeepSpeed the gradients are cleared; under DeepSpeed the
+        non-finite gradient makes the engine drop the step and what it had accumulated.
+        """
+        optimizer = self.optimizers()
+        engine = deepspeed_engine(self)
+        optimizer.zero_grad()
+        micro_batches = minibatch.split(self.algo.micro_batch_size)  # type: ignore[arg-type]
+        totals: dict[str, float] = defaultdict(float)
+        for number, micro in enumerate(micro_batches, start=1):
+            loss, micro_stats = self._loss(micro)
+            # every process decides together, or the gradient all-reduce of the others would wait forever
+            bad = self.trainer.strategy.reduce_boolean_decision(bool(nonfinite(loss=loss)), all=False)
+            last = bad or number == len(micro_batches)
+            loss_share = core.accumulation_weight(micro.response_mask, minibatch.response_mask, self.algo.loss_aggregation)  # type: ignore[arg-type]
+            if engine is not None:
+                engine.set_gradient_accumulation_boundary(last)
+                self.manual_backward(loss * loss_share, scale_wrt_gas=False)
+            elif not bad:
+                self.manual_backward(loss * loss_share)
+            if bad:
+                if engine is not None:
+                    optimizer.step()  # the engine sees the non-finite gradient and drops the step
+                optimizer.zero_grad()
+                return {}, "loss"
+            token_share = core.accumulation_weight(micro.response_mask, minibatch.response_mask)
+            for key, value in micro_stats.items():
+                totals[key] += value * (loss_share if key in _LOSS_STATS else token_share)
+        parameters = self.model.actor_parameters() + self.model.critic_parameters()
+        grad_norm, stepped = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
+        if not stepped:
+            return {}, "gradients"
+        return dict(totals) | {"grad_norm": grad_norm}, None
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         algo = self.algo
@@ -216,7 +247,7 @@ class PPOModule(L.LightningModule):
             mb.response_ids,
             temperature=self.rollout_cfg.temperature,
             with_values=self.model.has_critic,
-            with_entropy=True,
+            entropy="grad" if algo.entropy_coef else "detached",
             frozen_hidden=mb.frozen_hidden,
             sharing=mb.sharing,
         )

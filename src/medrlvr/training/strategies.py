@@ -18,12 +18,15 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strateg
 from medrlvr.config import TrainConfig, TrainerConfig
 
 
-def deepspeed_config(trainer: TrainerConfig, max_grad_norm: float, micro_batch_size: int) -> dict[str, Any]:
+def deepspeed_config(
+    trainer: TrainerConfig, max_grad_norm: float, micro_batch_size: int, gradient_accumulation_steps: int = 1
+) -> dict[str, Any]:
     """DeepSpeed's JSON config for ``trainer.deepspeed`` (ZeRO stage, offload, buckets) and ``trainer.precision``.
 
-    DeepSpeed clips gradients to ``max_grad_norm`` and skips steps whose gradients are not finite;
-    ``micro_batch_size`` (sequences per forward pass) only feeds its throughput report. The optimizer is
-    the module's own ``torch.optim.AdamW``, hence ``zero_allow_untested_optimizer``.
+    DeepSpeed clips gradients to ``max_grad_norm`` and skips steps whose gradients are not finite.
+    ``micro_batch_size`` sequences per forward/backward pass, ``gradient_accumulation_steps`` passes per
+    optimizer step (the PPO module marks the last pass of each step itself). The optimizer is the module's
+    own ``torch.optim.AdamW``, hence ``zero_allow_untested_optimizer``.
     """
     ds = trainer.deepspeed
     zero: dict[str, Any] = {
@@ -50,6 +53,7 @@ def deepspeed_config(trainer: TrainerConfig, max_grad_norm: float, micro_batch_s
         "fp16": {"enabled": trainer.precision.startswith("16")},
         "gradient_clipping": max_grad_norm,
         "train_micro_batch_size_per_gpu": micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1_000_000,
         "wall_clock_breakdown": False,
@@ -57,8 +61,32 @@ def deepspeed_config(trainer: TrainerConfig, max_grad_norm: float, micro_batch_s
 
 
 def micro_batch_size(cfg: TrainConfig) -> int:
-    """Sequences per forward/backward pass: the PPO minibatch, or the SFT batch."""
-    return getattr(cfg.algo, "mini_batch_size", None) or getattr(cfg.algo, "batch_size", None) or cfg.data.batch_size
+    """Sequences per forward/backward pass: the RL micro-batch, or the SFT batch."""
+    return getattr(cfg.algo, "micro_batch_size", None) or getattr(cfg.algo, "batch_size", None) or cfg.data.batch_size
+
+
+def gradient_accumulation_steps(cfg: TrainConfig) -> int:
+    """Forward/backward passes per optimizer step (1 for SFT)."""
+    return getattr(cfg.algo, "gradient_accumulation_steps", 1)
+
+
+def full_deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
+    """:func:`deepspeed_config` for a whole run's config."""
+    return deepspeed_config(cfg.trainer, cfg.algo.max_grad_norm, micro_batch_size(cfg), gradient_accumulation_steps(cfg))
+
+
+class AccumulatingDeepSpeedStrategy(DeepSpeedStrategy):
+    """Lightning's DeepSpeed strategy keeping the config's ``gradient_accumulation_steps``.
+
+    Lightning overwrites that key with ``Trainer(accumulate_grad_batches)``, which manual optimization
+    (the PPO module's) must leave at 1; the module accumulates over micro-batches itself, and DeepSpeed
+    must know the count (its ZeRO optimizer keeps separate accumulation buffers when it is above 1).
+    """
+
+    def _format_batch_size_and_grad_accum_config(self) -> None:
+        steps = self.config.pop("gradient_accumulation_steps", 1)
+        super()._format_batch_size_and_grad_accum_config()
+        self.config["gradient_accumulation_steps"] = steps
 
 
 def build_strategy(cfg: TrainConfig) -> str | Strategy:
@@ -66,8 +94,7 @@ def build_strategy(cfg: TrainConfig) -> str | Strategy:
     if cfg.trainer.strategy == "ddp":
         return DDPStrategy()
     if cfg.trainer.strategy == "deepspeed":
-        config = deepspeed_config(cfg.trainer, cfg.algo.max_grad_norm, micro_batch_size(cfg))
-        return DeepSpeedStrategy(config=config)
+        return AccumulatingDeepSpeedStrategy(config=full_deepspeed_config(cfg))
     return cfg.trainer.strategy
 
 
@@ -85,7 +112,7 @@ def hf_zero3_context(cfg: TrainConfig) -> Iterator[None]:
         return
     from transformers.integrations import HfDeepSpeedConfig
 
-    keep_alive = HfDeepSpeedConfig(deepspeed_config(cfg.trainer, cfg.algo.max_grad_norm, micro_batch_size(cfg)))
+    keep_alive = HfDeepSpeedConfig(full_deepspeed_config(cfg))
     try:
         yield
     finally:
