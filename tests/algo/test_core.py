@@ -151,3 +151,21 @@ def test_policy_loss_with_is_weights():
     close(logprobs.grad[0], [-0.5, 1 / 3, -1.0, 0.0])  # −A·w·ratio / 3: the weights carry no gradient
     unweighted, _ = core.policy_loss(old, old, advantages, MASK, clip_range=0.2)
     close(unweighted, -2.0 / 3)
+
+
+def test_accumulation_weights_rebuild_the_minibatch_loss():
+    # rows with 3, 1 | 2, 4 response tokens, split into two micro-batches of two rows
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
+    loss = torch.arange(16, dtype=torch.float32).view(4, 4)
+    first, second = mask[:2], mask[2:]
+    assert core.accumulation_weight(first, mask) == pytest.approx(4 / 10)  # tokens
+    assert core.accumulation_weight(second, mask) == pytest.approx(6 / 10)
+    assert core.accumulation_weight(first, mask, "seq-mean-token-mean") == 0.5  # sequences
+    for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
+        parts = sum(
+            core.accumulation_weight(m, mask, mode) * core.aggregate_loss(l, m, mode, 4.0)
+            for l, m in ((loss[:2], first), (loss[2:], second))
+        )
+        assert parts == pytest.approx(core.aggregate_loss(loss, mask, mode, 4.0).item()), mode
+    # token-mean by hand: (0+1+2 + 4 + 8+9 + 12+13+14+15) / 10
+    assert core.aggregate_loss(loss, mask).item() == pytest.approx(78 / 10)

@@ -62,6 +62,10 @@ def test_wrong_type_fails_naming_the_key():
         ("data.option_count=11", "data.option_count"),
         ("rollout.num_samples=0", "rollout.num_samples"),
         ("algo.mini_batch_size=1000", "algo.mini_batch_size"),
+        ("algo.micro_batch_size=3", "algo.micro_batch_size"),  # does not divide the minibatch of 16
+        ("algo.micro_batch_size=32", "algo.micro_batch_size"),
+        ("algo.forward_batch_size=0", "algo.forward_batch_size"),
+        ("model.logits_chunk_size=0", "model.logits_chunk_size"),
         ("reward.name=fancy", "reward.name"),
     ],
 )
@@ -98,3 +102,11 @@ def test_ood_evaluation_needs_data_with_an_ood_split():
     assert to_train_config(compose_train(["trainer.eval_ood=true"])).data.ood_split == "ood"
     with pytest.raises(ConfigError, match=r"trainer\.eval_ood: data=medqa has no ood_split"):
         to_train_config(compose_train(["data=medqa", "trainer.eval_ood=true"]))
+
+
+def test_micro_and_forward_batch_sizes_default_to_the_minibatch():
+    cfg = to_train_config(compose_train([]))
+    assert cfg.algo.micro_batch_size == cfg.algo.forward_batch_size == cfg.algo.mini_batch_size == 16
+    assert cfg.algo.gradient_accumulation_steps == 1
+    cfg = to_train_config(compose_train(["algo.micro_batch_size=4"]))
+    assert (cfg.algo.forward_batch_size, cfg.algo.gradient_accumulation_steps) == (4, 4)

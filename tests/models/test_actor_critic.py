@@ -163,3 +163,26 @@ def test_critic_none_builds_no_critic(tokenizer, lora_rank):
     assert out.logprobs.shape == (2, 3) and out.values is None
     with pytest.raises(ValueError, match="without a critic"):
         model.critic_values(ids, torch.ones_like(ids), 3)
+
+
+def test_micro_batches_that_cut_prompt_groups_keep_only_the_common_prefix(tokenizer):
+    from medrlvr.training.experience import Experience
+
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=1), "shared")
+    ids, mask, out = _grouped_rollout(model, tokenizer)
+    sharing = PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 3)
+    zeros = torch.zeros(out.response_ids.shape)
+    experience = Experience(
+        ids, mask, out.response_ids, out.response_mask.float(), *[zeros] * 8, torch.zeros(len(ids)), sharing=sharing
+    )
+    whole_groups = experience.split(3)
+    assert [len(piece) for piece in whole_groups] == [3, 3] and whole_groups[1].sharing == sharing
+    assert torch.equal(whole_groups[1].input_ids, ids[3:])
+    cut = experience.split(4)
+    assert [len(piece) for piece in cut] == [4, 2]
+    assert cut[0].sharing == PromptSharing(sharing.prompt_length, sharing.shared, 1)
+    with torch.no_grad():  # the cut piece's rows still give the plain per-row log-probs
+        plain = model.policy_forward(ids[:4], mask[:4], out.response_ids[:4]).logprobs
+        shared = model.policy_forward(ids[:4], mask[:4], out.response_ids[:4], sharing=cut[0].sharing).logprobs
+    m = out.response_mask[:4].bool()
+    torch.testing.assert_close(shared[m], plain[m], atol=1e-5, rtol=0)

@@ -100,6 +100,7 @@ def main(out_dir: Path, option: str, overrides: list[str]) -> None:
         strategy=type(trainer.strategy).__name__,
         precision_plugin=type(trainer.precision_plugin).__name__,
         deepspeed_config=getattr(trainer.strategy, "config", None),
+        deepspeed_optimizer_steps=getattr(trainer.strategy.model, "global_steps", None),
         configured_lrs=sorted([cfg.algo.actor_lr, cfg.algo.critic_lr]),
         world_size=trainer.world_size,
     )

@@ -111,7 +111,8 @@ def strategy_runs(tmp_path_factory, tiny_folder) -> dict[str, list[dict]]:
     results = {}
     for option in ("ddp", "deepspeed_zero2", "deepspeed_zero3"):
         out = tmp_path_factory.mktemp(option)
-        overrides = ["trainer.max_steps=2", f"model.name_or_path={folder}"]
+        # 4 completions per process and minibatch, in 2 micro-batches of 2: gradients accumulated over 2 passes
+        overrides = ["trainer.max_steps=2", f"model.name_or_path={folder}", "algo.micro_batch_size=2"]
         run([*TORCHRUN, "2", str(HERE / "strategy_run.py"), str(out), option, *overrides], out)
         results[option] = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     return results
@@ -122,7 +123,11 @@ def test_lightning_strategy_runs_ppo_on_two_processes(strategy_runs, tiny_folder
     ranks = strategy_runs[option]
     _, loaded_sum = tiny_folder
     first, second = ranks
-    assert first["strategy"] == ("DDPStrategy" if option == "ddp" else "DeepSpeedStrategy")
+    assert first["strategy"] == ("DDPStrategy" if option == "ddp" else "AccumulatingDeepSpeedStrategy")
+    if option != "ddp":  # DeepSpeed knows the accumulation and stepped once per minibatch: 2 iterations x 2 epochs
+        config = first["deepspeed_config"]
+        assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (2, 2)
+        assert first["deepspeed_optimizer_steps"] == 4
     assert first["world_size"] == 2
     # each process generated from its own prompts
     assert not set(sum(first["prompts"], [])) & set(sum(second["prompts"], []))

@@ -29,7 +29,7 @@ from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience
 from medrlvr.training.numerics import NumericsGuard, nonfinite
-from medrlvr.training.strategies import clip_and_step, deepspeed_engine
+from medrlvr.training.strategies import begin_micro_batch, clip_and_step, deepspeed_engine
 
 log = logging.getLogger(__name__)
 # statistics aggregated like the loss (the rest are means over response tokens)
@@ -215,6 +215,7 @@ class PPOModule(L.LightningModule):
         micro_batches = minibatch.split(self.algo.micro_batch_size)  # type: ignore[arg-type]
         totals: dict[str, float] = defaultdict(float)
         for number, micro in enumerate(micro_batches, start=1):
+            begin_micro_batch(engine)
             loss, micro_stats = self._loss(micro)
             # every process decides together, or the gradient all-reduce of the others would wait forever
             bad = self.trainer.strategy.reduce_boolean_decision(bool(nonfinite(loss=loss)), all=False)

@@ -127,6 +127,17 @@ def deepspeed_engine(module: L.LightningModule) -> Any | None:
     return trainer.strategy.model
 
 
+def begin_micro_batch(engine: Any | None) -> None:
+    """Under DeepSpeed, mark the start of a forward/backward pass as ``DeepSpeedEngine.forward`` does.
+
+    The PPO module runs all of an iteration's micro-batches inside one call of the engine's forward; ZeRO-3
+    counts micro-steps at this mark and, without it, would overwrite instead of accumulate gradients.
+    """
+    optimizer = getattr(engine, "optimizer", None)
+    if hasattr(optimizer, "clear_backward_seen_flag"):
+        optimizer.clear_backward_seen_flag()
+
+
 def clip_and_step(
     module: L.LightningModule, optimizer: Any, parameters: list[torch.nn.Parameter], max_grad_norm: float
 ) -> tuple[float, bool]:
