@@ -25,16 +25,17 @@ def _chunk_stats(
     hidden: torch.Tensor, tokens: torch.Tensor, head: nn.Module, temperature: float, entropy: EntropyMode
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of ``tokens`` ``(C,)`` and entropy ``(C,)`` (zeros when not asked for) from ``hidden`` ``(C, H)``."""
-    scaled = head(hidden).float() / temperature
+    logits = head(hidden).float()
+    scaled = logits if temperature == 1.0 else logits / temperature
     normaliser = torch.logsumexp(scaled, dim=-1)
     logprobs = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - normaliser
     if entropy == "none":
         return logprobs, torch.zeros_like(logprobs)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and entropy == "grad"):
-        values = scaled if entropy == "grad" else scaled.detach()
-        expected_logit = (torch.softmax(values, dim=-1) * values).sum(-1)
-        ent = (normaliser if entropy == "grad" else normaliser.detach()) - expected_logit
-    return logprobs, ent
+    if entropy == "grad":
+        return logprobs, normaliser - (torch.softmax(scaled, dim=-1) * scaled).sum(-1)
+    with torch.no_grad():  # H = logsumexp(z) - sum softmax(z) * z, with one temporary
+        probs = (scaled - normaliser.unsqueeze(-1)).exp_()
+        return logprobs, normaliser.detach() - probs.mul_(scaled).sum(-1)
 
 
 def token_logprobs(
