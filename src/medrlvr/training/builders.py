@@ -114,7 +114,7 @@ def build_module(
     if isinstance(cfg.algo, SFTConfig):
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
         engine = build_rollout_engine(cfg.rollout, policy, tokenizer, cfg.seed)
-        return SFTModule(policy, engine, prompts, tokenizer, cfg.algo), engine
+        return SFTModule(policy, engine, prompts, tokenizer, cfg.algo, cfg.model.logits_chunk_size), engine
     algo = cfg.algo
 
     def build() -> tuple[ActorCritic, RolloutEngine]:

@@ -17,12 +17,12 @@ import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from medrlvr.algo.core import logprobs_from_logits
 from medrlvr.config import SFTConfig
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import ExampleBatch
 from medrlvr.data.targets import sft_target
 from medrlvr.models.actor_critic import response_hidden_states, unwrap
+from medrlvr.models.logprobs import token_logprobs
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training.strategies import clip_and_step
 
@@ -56,13 +56,15 @@ def sft_loss(
     attention_mask: torch.Tensor,
     response_ids: torch.Tensor,
     response_mask: torch.Tensor,
+    logits_chunk_size: int = 1024,
 ) -> torch.Tensor:
     """Mean cross-entropy over the response tokens (the reduction of a ``labels=`` forward with the prompt
-    and padding ignored). Output-layer logits are computed at the response positions only: over the whole
-    sequence they took most of the memory of an SFT step (``(B, L, vocabulary)`` floats, kept for backward)."""
+    and padding ignored). Output-layer logits are computed at the response positions only, in chunks of
+    ``logits_chunk_size`` tokens (:func:`token_logprobs`): over the whole sequence they took most of the
+    memory of an SFT step (``(B, L, vocabulary)`` floats, kept for backward)."""
     model = unwrap(policy)
     hidden = response_hidden_states(model.get_decoder(), input_ids, attention_mask, response_ids.shape[1])
-    logprobs = logprobs_from_logits(model.get_output_embeddings()(hidden), response_ids)
+    logprobs, _ = token_logprobs(hidden, model.get_output_embeddings(), response_ids, chunk_size=logits_chunk_size)
     mask = response_mask.to(logprobs.dtype)
     return -(logprobs * mask).sum() / mask.sum()
 
@@ -77,9 +79,11 @@ class SFTModule(L.LightningModule):
         prompt_builder: PromptBuilder,
         tokenizer: PreTrainedTokenizerBase,
         algo: SFTConfig,
+        logits_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.logits_chunk_size = logits_chunk_size
         self.policy = policy
         self.engine = engine
         self.prompt_builder = prompt_builder
@@ -111,7 +115,7 @@ class SFTModule(L.LightningModule):
         )
         optimizer = self.optimizers()
         self.policy.train()
-        loss = sft_loss(self.policy, input_ids, attention_mask, response_ids, response_mask)
+        loss = sft_loss(self.policy, input_ids, attention_mask, response_ids, response_mask, self.logits_chunk_size)
         optimizer.zero_grad()
         self.manual_backward(loss)
         parameters = [p for p in self.policy.parameters() if p.requires_grad]
