@@ -90,3 +90,19 @@ def test_shared_prefix_generation_matches_each_prompt_alone(engine, tokenizer):
         alone = engine.generate([prompts[prompt]], SamplingParams(max_new_tokens=6, temperature=0.0))
         assert torch.equal(out.response_ids[row], alone.response_ids[0])
         torch.testing.assert_close(out.logprobs[row], alone.logprobs[0], atol=1e-4, rtol=0)
+
+
+def test_sampled_logprobs_pair_each_step_with_the_token_appended_after_it():
+    from medrlvr.rollout.hf import SampledLogprobs
+
+    recorder = SampledLogprobs(temperature=0.5)
+    prompt = torch.tensor([[7, 7], [8, 8]])
+    first, second = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]), torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    assert recorder(prompt, first) is first  # scores pass through unchanged
+    after_first = torch.cat([prompt, torch.tensor([[2], [0]])], 1)
+    recorder(after_first, second)
+    logprobs = recorder.finish(torch.cat([after_first, torch.tensor([[1], [1]])], 1))
+    expected = torch.stack([
+        torch.log_softmax(first / 0.5, -1)[[0, 1], [2, 0]], torch.log_softmax(second / 0.5, -1)[[0, 1], [1, 1]]
+    ], 1)
+    torch.testing.assert_close(logprobs, expected)

@@ -8,7 +8,7 @@ cache to the samples before decoding, so prefill work no longer grows with the b
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase, StaticCache
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase, StaticCache
 
 from medrlvr.models.actor_critic import position_ids
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
@@ -108,7 +108,8 @@ class HFRolloutEngine:
         greedy = params.temperature <= 0
         cache = self._prompt_cache(prompt_ids, prompt_mask, shared, params.num_samples, params.max_new_tokens)
         input_ids = prompt_ids.repeat_interleave(params.num_samples, 0)
-        output = self.model.generate(
+        recorder = SampledLogprobs(1.0 if greedy else params.temperature)
+        sequences = self.model.generate(
             input_ids=input_ids,
             attention_mask=prompt_mask.repeat_interleave(params.num_samples, 0),
             past_key_values=cache,
@@ -120,17 +121,10 @@ class HFRolloutEngine:
             stop_strings=list(params.stop_strings) or None,
             tokenizer=self.tokenizer if params.stop_strings else None,
             pad_token_id=self.tokenizer.pad_token_id,
-            output_logits=True,
-            return_dict_in_generate=True,
+            logits_processor=LogitsProcessorList([recorder]),
             synced_gpus=self.synced_gpus,
         )
-        response_ids = output.sequences[:, input_ids.shape[1] :]
-        scale = 1.0 if greedy else params.temperature
-        logprobs = [  # step by step: stacking every step's vocabulary-sized logits would double the peak memory
-            torch.log_softmax(step.float() / scale, dim=-1).gather(-1, response_ids[:, t : t + 1])
-            for t, step in enumerate(output.logits)
-        ]
-        return response_ids, torch.cat(logprobs, dim=1)
+        return sequences[:, input_ids.shape[1] :], recorder.finish(sequences)
 
     def _response_mask(self, response_ids: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, list[str]]:
         """Mask through the first EOS or the token that completes a stop string; name why each row ended."""
@@ -195,3 +189,31 @@ def pad_after_common_prefix(token_lists: list[list[int]], pad_id: int) -> tuple[
 
 def _pad_right(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
+
+
+class SampledLogprobs(LogitsProcessor):
+    """Records the log-prob of each sampled token at ``temperature`` while ``generate`` decodes, holding one
+    step's vocabulary-sized log-probs at a time (returning every step's logits would hold
+    ``steps × rows × vocabulary`` floats). It passes the scores through unchanged; call :meth:`finish` with
+    the generated sequences to get the ``(rows, new tokens)`` log-probs.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._record(input_ids)
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def _record(self, input_ids: torch.Tensor) -> None:
+        """The previous step's log-prob of the token that was then appended to ``input_ids``."""
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(-1, input_ids[:, -1:]))
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        self._record(sequences)
+        self.previous = None
+        return torch.cat(self.steps, dim=1)
