@@ -20,7 +20,13 @@ from medrlvr.data.schema import ExampleBatch
 from medrlvr.train import prompt_loader
 from medrlvr.training import builders
 from medrlvr.training.distributed import combine_metrics, rank_order
-from medrlvr.training.strategies import build_strategy, deepspeed_config, micro_batch_size
+from medrlvr.training.strategies import (
+    AccumulatingDeepSpeedStrategy,
+    build_strategy,
+    deepspeed_config,
+    full_deepspeed_config,
+    micro_batch_size,
+)
 
 register_configs()
 
@@ -40,6 +46,16 @@ def test_zero2_config_is_bf16_with_clipping_and_accepted_by_deepspeed():
     assert cfg.model.gradient_checkpointing
     parsed = deepspeed_runtime.DeepSpeedConfig(config)
     assert (parsed.zero_optimization_stage, parsed.gradient_clipping, parsed.bfloat16_config.enabled) == (2, 0.7, True)
+
+
+def test_micro_batches_become_deepspeeds_accumulation_steps():
+    deepspeed_runtime = pytest.importorskip("deepspeed.runtime.config")
+    cfg = compose_train("trainer=deepspeed_zero2", "algo.mini_batch_size=16", "algo.micro_batch_size=4")
+    config = full_deepspeed_config(cfg)
+    assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (4, 4)
+    parsed = deepspeed_runtime.DeepSpeedConfig(config)
+    assert (parsed.gradient_accumulation_steps, parsed.train_batch_size) == (4, 16)  # one process
+    assert isinstance(build_strategy(cfg), AccumulatingDeepSpeedStrategy)
 
 
 def test_zero3_config_partitions_and_offloads_on_request():
