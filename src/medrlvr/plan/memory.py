@@ -22,13 +22,13 @@ GIB = 2**30
 # ZeRO-2's estimator counts 18 bytes per trainable parameter over the GPUs: "2_grads_16bit + 4_grads_32bit +
 # 4_params_32bit + 8_optimizer_states_32bit" (deepspeed/runtime/zero/stage_1_and_2.py); 6 of them are gradients.
 ZERO_GRADIENT_BYTES = 6
-# DeepSpeed's config docs: "overlap_comm uses 4.5x the allgather_bucket_size and reduce_bucket_size values"
-# (two 16-bit buckets); without it, the two buckets once.
-ZERO_OVERLAP_FACTOR = 4.5
-# fp32 vocabulary-sized tensors alive at the peak of one chunk's log-prob pass (logits.float() / temperature,
-# and the softmax with its product for the logged entropy, or their gradients in the backward pass), besides
-# the projection's output in the activation dtype; measured by benchmarks/memory_plan_check.py.
-UPDATE_LOGIT_COPIES = 3
+# ZeRO's contiguous-gradient buckets: reduce_bucket_size 16-bit elements, two of them under ZeRO-2 with
+# overlap_comm (stage_1_and_2.py setup_buckets), one under ZeRO-3 (stage3.py).
+# fp32 vocabulary-sized tensors alive at the peak of one chunk's log-prob pass, measured on this CPU by
+# benchmarks/memory_plan_check.py. Without gradients: two (the projection upcast to fp32 and divided by the
+# temperature, and logsumexp's temporary). With gradients: the saved fp32 logits and the softmax, its product
+# and their gradients in the backward pass, besides the projection's output in the activation dtype.
+UPDATE_LOGIT_COPIES = 4
 NO_GRAD_LOGIT_COPIES = 2
 
 
@@ -182,8 +182,8 @@ def model_state_items(cfg: TrainConfig, sizes: ModelSizes, counts: Counts) -> tu
         items.append(Item("gradients", grads, "DeepSpeed's estimator: 16- and 32-bit partitions" + offloaded))
         items.append(Item("optimizer states", optimizer, "DeepSpeed's estimator: fp32 weights + Adam moments" + offloaded))
         ds = cfg.trainer.deepspeed
-        factor = ZERO_OVERLAP_FACTOR if ds.overlap_comm else 1.0
-        items.append(Item("ZeRO buckets", int(2 * ds.bucket_size * 2 * factor), f"reduce + all-gather, x{factor} (overlap_comm)"))
+        buffers = 2 if ds.stage < 3 and ds.overlap_comm else 1
+        items.append(Item("ZeRO gradient buckets", buffers * ds.bucket_size * 2, f"{buffers} x trainer.deepspeed.bucket_size"))
     else:
         items.append(Item("gradients", grads, f"{weight_bytes} bytes/trainable param"))
         items.append(Item("optimizer states", optimizer, f"AdamW moments, 2 x {weight_bytes} bytes/trainable param"))
@@ -229,16 +229,17 @@ def update_items(cfg: TrainConfig, skeleton: Skeleton, sizes: ModelSizes, work: 
 
 
 def no_grad_items(cfg: TrainConfig, skeleton: Skeleton, sizes: ModelSizes, work: Workload, rows: int) -> list[Item]:
-    """One chunk of ``rows`` of the no-grad log-prob and value passes: one layer's intermediates, the hidden
-    states, one chunk of logits, and the prompt's KV cache when prompts shared by several rows run once."""
+    """One chunk of ``rows`` of the no-grad log-prob and value passes: the hidden states, plus the larger of the
+    trunk's working set (one layer's intermediates, and the prompt's KV cache when prompts run once for the
+    rows sharing them) and one chunk of logits, which come after the trunk has finished."""
     act = DTYPE_BYTES[activation_dtype(cfg)]
     hidden = 2 * rows * work.length * sizes.hidden_size * act
+    sharing = not (cfg.trainer.strategy == "deepspeed" and cfg.trainer.deepspeed.stage == 3)
+    trunk = skeleton.layer_saved_bytes(rows, work.length) + (rows * work.prompt * sizes.kv_bytes_per_token if sharing else 0)
     chunk = min(cfg.model.logits_chunk_size, rows * work.response)
-    kv = 0 if cfg.trainer.strategy == "deepspeed" and cfg.trainer.deepspeed.stage == 3 else rows * work.prompt * sizes.kv_bytes_per_token
-    return [
-        Item("no-grad pass", skeleton.layer_saved_bytes(rows, work.length) + hidden + kv, f"{rows} x {work.length} tokens"),
-        Item("no-grad logits", chunk * sizes.vocab_size * (NO_GRAD_LOGIT_COPIES * 4 + act), f"{chunk} tokens"),
-    ]
+    logits = chunk * sizes.vocab_size * NO_GRAD_LOGIT_COPIES * 4
+    larger = f"logits of {chunk} tokens" if logits >= trunk else "one layer" + (" + prompt KV cache" if sharing else "")
+    return [Item("no-grad pass", hidden + max(trunk, logits), f"{rows} x {work.length} tokens; peak: {larger}")]
 
 
 def experience_item(cfg: TrainConfig, sizes: ModelSizes, work: Workload) -> Item:
