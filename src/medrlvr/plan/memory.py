@@ -329,7 +329,7 @@ def memory_plan(cfg: TrainConfig, skeleton: Skeleton, gpu_gib: list[float], prom
         plans.append(GpuPlan(gpu_bytes, (generation, *training(micro, gpu_bytes)), max(fitting, default=None), problem))
     setting = {
         "model": cfg.model.name_or_path,
-        "gpus": f"{cfg.trainer.num_nodes} x {cfg.trainer.devices}",
+        "gpus": f"{cfg.trainer.devices} per node x {cfg.trainer.num_nodes} node(s)",
         "strategy": cfg.trainer.strategy + (f" ZeRO-{cfg.trainer.deepspeed.stage}" if cfg.trainer.strategy == "deepspeed" else ""),
         "precision": cfg.trainer.precision,
         "gradient_checkpointing": cfg.model.gradient_checkpointing,
