@@ -133,16 +133,15 @@ def zero_states(cfg: TrainConfig, trainable: int, largest_layer: int) -> tuple[i
 
         _, resident, gathered = estimate(True, False)  # optimizer states and gradients on the host
         _, whole, _ = estimate(False, False)
-        host, gpu, _ = estimate(ds.offload_optimizer, ds.offload_parameters)
+        host, _, _ = estimate(ds.offload_optimizer, ds.offload_parameters)
         weights = 0 if ds.offload_parameters else resident - gathered
     else:
         _, resident = estimate_zero2_model_states_mem_needs(trainable, cpu_offload=True, **where)
         _, whole = estimate_zero2_model_states_mem_needs(trainable, cpu_offload=False, **where)
-        host, gpu = estimate_zero2_model_states_mem_needs(trainable, cpu_offload=ds.offload_optimizer, **where)
+        host, _ = estimate_zero2_model_states_mem_needs(trainable, cpu_offload=ds.offload_optimizer, **where)
         weights, gathered = resident, 0
     states = 0 if ds.offload_optimizer else whole - resident - gathered
     gradients = min(states, ZERO_GRADIENT_BYTES * trainable // gpus)
-    assert weights + states + gathered == gpu, "DeepSpeed's estimator changed its terms"
     return weights, gradients, states - gradients, gathered, host if ds.offload_optimizer else 0
 
 
@@ -218,11 +217,12 @@ def update_items(cfg: TrainConfig, skeleton: Skeleton, sizes: ModelSizes, work: 
         per_trunk, how = layers * layer_input + layer + norm, f"checkpointed: {layers} layer inputs + 1 layer recomputed"
     else:
         per_trunk, how = layers * layer + norm, f"{layers} layers"
+    both = ", actor + critic" if trunks == 2 else ""
     chunk = min(cfg.model.logits_chunk_size, micro * work.response)
     logits = chunk * sizes.vocab_size * (UPDATE_LOGIT_COPIES * 4 + act)
     recompute = " (recomputed in backward)" if micro * work.response > cfg.model.logits_chunk_size else ""
     return [
-        Item("activations", trunks * per_trunk, f"{micro} x {work.length} tokens, {how}" + (", actor + critic" if trunks == 2 else "")),
+        Item("activations", trunks * per_trunk, f"{micro} x {work.length} tokens, {how}" + both),
         Item("logits", logits, f"{chunk} tokens x {sizes.vocab_size} vocabulary{recompute}"),
         Item("backward working set", layer, "gradients of one layer's activations"),
     ]
@@ -279,7 +279,9 @@ def generation_items(cfg: TrainConfig, sizes: ModelSizes, work: Workload, gpu_by
 def check(cfg: TrainConfig, sizes: ModelSizes, work: Workload) -> None:
     """Settings no GPU can run, as errors naming the key."""
     if cfg.trainer.devices < 1:
-        raise ConfigError(f"trainer.devices: the plan needs the GPU count per node (e.g. trainer.devices=8), got {cfg.trainer.devices}")
+        raise ConfigError(
+            f"trainer.devices: the plan needs the GPU count per node (e.g. trainer.devices=8), got {cfg.trainer.devices}"
+        )
     if work.length > sizes.max_positions:
         raise ConfigError(
             f"rollout.max_new_tokens: prompt_tokens ({work.prompt}) + max_new_tokens ({work.response}) = {work.length} "
@@ -287,11 +289,14 @@ def check(cfg: TrainConfig, sizes: ModelSizes, work: Workload) -> None:
         )
     if cfg.rollout.backend == "vllm" and cfg.rollout.vllm.max_model_len and work.length > cfg.rollout.vllm.max_model_len:
         raise ConfigError(
-            f"rollout.vllm.max_model_len: {cfg.rollout.vllm.max_model_len} is shorter than prompt_tokens + max_new_tokens = {work.length}"
+            f"rollout.vllm.max_model_len: {cfg.rollout.vllm.max_model_len} is shorter than "
+            f"prompt_tokens + max_new_tokens = {work.length}"
         )
 
 
-def memory_plan(cfg: TrainConfig, skeleton: Skeleton, gpu_gib: list[float], prompt_tokens: int, forward_follows_micro: bool) -> Plan:
+def memory_plan(
+    cfg: TrainConfig, skeleton: Skeleton, gpu_gib: list[float], prompt_tokens: int, forward_follows_micro: bool
+) -> Plan:
     """The plan of ``cfg`` on GPUs of each size in ``gpu_gib`` (GiB), prompts of ``prompt_tokens`` tokens.
 
     ``forward_follows_micro``: ``algo.forward_batch_size`` was left null, so it moves with the micro-batch
@@ -309,7 +314,8 @@ def memory_plan(cfg: TrainConfig, skeleton: Skeleton, gpu_gib: list[float], prom
         forward = micro if forward_follows_micro else cfg.algo.forward_batch_size
         no_grad = no_grad_items(cfg, skeleton, sizes, work, forward)  # type: ignore[arg-type]
         update = update_items(cfg, skeleton, sizes, work, micro)
-        return Phase("log-probs", (*states, experience, *engine, *no_grad)), Phase("update", (*states, experience, *engine, *update))
+        common = (*states, experience, *engine)
+        return Phase("log-probs", (*common, *no_grad)), Phase("update", (*common, *update))
 
     micro = cfg.algo.micro_batch_size
     candidates = [m for m in range(1, cfg.algo.mini_batch_size + 1) if cfg.algo.mini_batch_size % m == 0]
@@ -330,7 +336,8 @@ def memory_plan(cfg: TrainConfig, skeleton: Skeleton, gpu_gib: list[float], prom
     setting = {
         "model": cfg.model.name_or_path,
         "gpus": f"{cfg.trainer.devices} per node x {cfg.trainer.num_nodes} node(s)",
-        "strategy": cfg.trainer.strategy + (f" ZeRO-{cfg.trainer.deepspeed.stage}" if cfg.trainer.strategy == "deepspeed" else ""),
+        "strategy": cfg.trainer.strategy
+        + (f" ZeRO-{cfg.trainer.deepspeed.stage}" if cfg.trainer.strategy == "deepspeed" else ""),
         "precision": cfg.trainer.precision,
         "gradient_checkpointing": cfg.model.gradient_checkpointing,
         "rollout": cfg.rollout.backend,

@@ -9,7 +9,7 @@ which saves queries, keys, values, output and log-sum-exp rather than the ``L ×
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from unittest import mock
 
@@ -34,7 +34,7 @@ def _fused_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *ar
     return _FusedAttention.apply(query, key, value)
 
 
-def saved_bytes(run: callable, exclude: set[int]) -> int:  # type: ignore[valid-type]
+def saved_bytes(run: Callable[[], object], exclude: set[int]) -> int:
     """Bytes autograd saves for backward while ``run()`` executes, each storage once, leaving out the storages
     whose ids (``untyped_storage()._cdata``) are in ``exclude`` (the parameters)."""
     storages: dict[int, int] = {}
