@@ -325,6 +325,8 @@ class PPOModule(L.LightningModule):
             "perf/generate_tokens_per_s": rollout.num_response_tokens / max(timings["generate"], 1e-9),
             "perf/iteration_s": total_time,
         }
+        if self.device.type == "cuda":  # the memory plan's prediction is checked against it (scripts/gpu_smoke.sh)
+            metrics["perf/max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.model.has_critic:
             metrics["critic/values"] = core.masked_mean(experience.values, mask).item()
             metrics["critic/returns"] = core.masked_mean(experience.returns, mask).item()
