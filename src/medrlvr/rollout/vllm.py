@@ -136,7 +136,10 @@ class VLLMRolloutEngine:
         completions = [c for out in outputs[rows] for c in sorted(out.outputs, key=lambda c: c.index) for _ in range(copies)]
         self.sleep()
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("rank %d generated %d completions, digest %s", self.placement.rank, len(completions), _digest(completions))
+            log.debug(
+                "rank %d generated %d completions (temperature %s, seed %s), digest %s",
+                self.placement.rank, len(completions), params.temperature, params.seed, _digest(completions),
+            )
         return self._batch(prompts, params.num_samples, completions)
 
     def _batch(self, prompts: list[str], num_samples: int, completions: list[Any]) -> RolloutBatch:
