@@ -143,11 +143,10 @@ def build_module(
 
     guard = NumericsGuard(cfg.trainer.max_bad_updates)
     model = None if zero3(cfg.trainer) else build_model()
-    build_engine = engine_builder(cfg, tokenizer)
     engine = None if model is None or in_fit else build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed)
     module = PPOModule(
         model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration,
-        build_model, build_engine,
+        build_model, engine_builder(cfg, tokenizer),
     )
     return module, engine
 
