@@ -115,6 +115,24 @@ def run_evaluation(
     return metrics
 
 
+class EvaluateBeforeTraining(L.Callback):
+    """The evaluation before training, on the first process once fit has started: a vLLM rollout engine
+    exists only from then on (it joins the process group the strategy sets up in fit)."""
+
+    def __init__(
+        self, eval_sets: dict[str, list[MCQExample]], prompts: PromptBuilder, cfg: TrainConfig, logger: MLFlowLogger
+    ) -> None:
+        self.eval_sets, self.prompts, self.cfg, self.logger = eval_sets, prompts, cfg, logger
+        self.metrics: dict[str, float] = {}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        for suffix, examples in self.eval_sets.items():
+            name = f"before{suffix}"
+            self.metrics.update(run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, 0))
+
+
 def save_policy(
     module: PPOModule | SFTModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None, main_process: bool = True,
     gather: bool = False,
@@ -143,9 +161,9 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     eval_sets = evaluation_sets(cfg)
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
-    module, engine = builders.build_module(cfg, tokenizer, prompts, start)
+    module, _ = builders.build_module(cfg, tokenizer, prompts, start)
     if rank_zero_only.rank != 0:  # other processes of a multi-process run (their rank comes from the launcher)
-        return _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, None, train_examples, eval_sets, checkpoint)
+        return _fit_and_evaluate(cfg, output_dir, module, prompts, tokenizer, None, train_examples, eval_sets, checkpoint)
     tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
     logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
     run_id = open_run(logger)
@@ -157,7 +175,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         log.info("resuming from %s (iteration %d)", checkpoint.path, start)
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
     with terminal_status(logger):
-        final = _fit_and_evaluate(cfg, output_dir, module, engine, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint)
+        final = _fit_and_evaluate(cfg, output_dir, module, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint)
     logger.finish()
     return final
 
@@ -166,7 +184,6 @@ def _fit_and_evaluate(
     cfg: TrainConfig,
     output_dir: Path,
     module: PPOModule | SFTModule,
-    engine: RolloutEngine | None,
     prompts: PromptBuilder,
     tokenizer: PreTrainedTokenizerBase,
     logger: MLFlowLogger | None,
@@ -174,7 +191,8 @@ def _fit_and_evaluate(
     eval_sets: dict[str, list[MCQExample]],
     checkpoint: Checkpoint | None,
 ) -> dict[str, float]:
-    """Evaluate (unless resuming), fit the remaining iterations with checkpoints (RL), evaluate, save the policy.
+    """Evaluate (unless resuming; when fit starts), fit the remaining iterations with checkpoints (RL), evaluate,
+    save the policy.
 
     With several processes only the first has a ``logger`` (MLflow) and evaluates; all of them train.
     """
@@ -189,6 +207,10 @@ def _fit_and_evaluate(
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
         StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
     ]
+    before = None
+    if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):
+        before = EvaluateBeforeTraining(eval_sets, prompts, cfg, logger)
+        callbacks.append(before)
     if isinstance(module, PPOModule) and cfg.trainer.strategy != "deepspeed":
         callbacks.append(checkpoints)
     elif isinstance(module, PPOModule):
@@ -214,15 +236,13 @@ def _fit_and_evaluate(
     evaluate_here = logger is not None and trainer.is_global_zero and not zero3(cfg.trainer)
     if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
-    if cfg.trainer.eval_before and checkpoint is None and evaluate_here:
-        for suffix, examples in eval_sets.items():
-            final.update(run_evaluation(f"before{suffix}", engine, prompts, examples, cfg, logger, step=0))
     if start < steps:
         loader = prompt_loader(train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size)
         with checkpoints.stop_on_signals():
             trainer.fit(module, loader)
     if checkpoints.stop_signal is not None:
         raise KeyboardInterrupt(f"interrupted after iteration {module.iteration}; checkpoint {checkpoints.last_saved}")
+    final.update(before.metrics if before else {})
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and evaluate_here:
         for suffix, examples in eval_sets.items():

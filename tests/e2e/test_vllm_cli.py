@@ -1,10 +1,13 @@
-"""End-to-end: ``rollout=vllm`` through the real training and evaluation CLIs with the bundled SmolLM2 on a CPU."""
+"""End-to-end: ``rollout=vllm`` through the real training and evaluation CLIs with the bundled SmolLM2 on a CPU,
+and on two processes started by Lightning's own launcher."""
 
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -46,3 +49,70 @@ def test_evaluate_with_vllm(tmp_path):
         "num_threads=1", f"output_dir={tmp_path / 'out'}")
     report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     assert report["datasets"]["bundled"]["metrics"]["num_completions"] == 4
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """A small random Llama model saved with its tokenizer; its heads have 64 dimensions (the tiny model's 16
+    are below what vLLM's CPU attention supports)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from medrlvr.models.loading import load_tokenizer, tiny_config
+
+    folder = tmp_path_factory.mktemp("small") / "model"
+    tokenizer = load_tokenizer("tiny")
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_config(len(tokenizer), hidden_size=256)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+ENGINE_START = re.compile(r"vLLM engine of rank (\d+)/(\d+) started: local rank (\d+), device (\S+), seed (\d+)")
+SAMPLED = re.compile(r"rank (\d+) generated \d+ completions \(temperature ([\d.]+), seed \S+\), digest (\w+)")
+PUSHED = re.compile(r"rank (\d+) received weights, engine checksum (\S+)")
+
+
+def per_rank(pattern: re.Pattern, log: str) -> dict[int, list[tuple[str, ...]]]:
+    found: dict[int, list[tuple[str, ...]]] = {}
+    for match in pattern.finditer(log):
+        found.setdefault(int(match.group(1)), []).append(match.groups()[1:])
+    return found
+
+
+def test_two_processes_started_by_lightning_each_place_their_own_engine(tmp_path, small_model):
+    """``trainer=ddp trainer.devices=2`` without torchrun: Lightning starts the second process inside fit, with
+    LOCAL_RANK and WORLD_SIZE but no RANK. Each process's engine starts as its own rank of the 2 (seeded
+    apart), samples its own completions, and receives every weight push; both end with the same weights."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "medrlvr.train", "experiment=smoke", "rollout=vllm", "trainer=ddp",
+            "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.num_threads=1",
+            f"model.name_or_path={small_model}", "model.gradient_checkpointing=false", "trainer.save_model=false",
+            f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", "logger.experiment_name=ranks",
+            f"trainer.output_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path / 'hydra'}",
+            "hydra.verbose=[medrlvr.rollout.vllm]",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**env, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"},
+    )
+    log = result.stdout + result.stderr  # the second process writes to the same streams
+    assert result.returncode == 0, log[-6000:]
+    starts = per_rank(ENGINE_START, log)
+    assert sorted(starts) == [0, 1] and all(len(found) == 1 for found in starts.values()), starts
+    (world0, local0, device0, seed0), (world1, local1, device1, seed1) = starts[0][0], starts[1][0]
+    assert (world0, world1, local0, local1, device0, device1) == ("2", "2", "0", "1", "cpu", "cpu")
+    assert seed0 != seed1
+    sampled = {rank: [digest for temperature, digest in calls if float(temperature) > 0] for rank, calls in per_rank(SAMPLED, log).items()}
+    assert len(sampled[0]) == len(sampled[1]) == 2, sampled  # one rollout per iteration (evaluations are greedy)
+    assert all(mine != theirs for mine, theirs in zip(sampled[0], sampled[1])), sampled
+    pushes = {rank: [float(checksum) for (checksum,) in found] for rank, found in per_rank(PUSHED, log).items()}
+    # at start, when training starts, and after each of the 2 updates; DDP keeps the two policies equal
+    assert len(pushes[0]) == 4 and pushes[0] == pushes[1], pushes
+    assert pushes[0][-1] != pushes[0][0]  # the trained weights reached both engines
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run_info,) = client.search_runs([client.get_experiment_by_name("ranks").experiment_id])
+    assert run_info.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run_info.info.run_id, "reward/mean")) == [1, 2]
+    assert {"eval/before/accuracy", "eval/after/accuracy"} <= set(run_info.data.metrics)

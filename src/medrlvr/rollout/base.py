@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,7 @@ class RolloutEngine(Protocol):
     def sync_weights(self, policy: torch.nn.Module) -> None:
         """Make the engine generate from ``policy``'s current weights."""
         ...
+
+
+EngineBuilder = Callable[[torch.nn.Module, "L.Trainer"], RolloutEngine]
+"""Builds the rollout engine of a policy once fit has started; the Trainer gives the process's ranks."""

@@ -4,15 +4,19 @@ The engine runs inside the trainer's process (vLLM's ``external_launcher`` execu
 each trainer rank holds an engine, or its shard with tensor parallelism), so weights pass from the policy
 to the engine as live tensors, in place, without disk or serialisation. The engine starts from the policy's config with dummy weights and
 receives the policy's weights through :meth:`VLLMRolloutEngine.sync_weights` at once and after every
-update. With ``tensor_parallel_size`` N > 1 (launched with torchrun), each group of N consecutive ranks
-shares one engine, sharded N ways: the group's prompts are gathered, generated together with the group
-leader's seed, and each rank keeps its own rows.
+update. In training each process builds its engine once fit has started (every process exists then, and
+the strategy has set up their process group, which vLLM splits into its groups), placed by the ranks the
+Trainer took from the launcher (:mod:`medrlvr.rollout.placement`). With ``tensor_parallel_size`` N > 1,
+each group of N consecutive ranks shares one engine, sharded N ways: the group's prompts are gathered,
+generated together with the group leader's seed, and each rank keeps its own rows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import logging
 import os
 import socket
 import tempfile
@@ -26,7 +30,10 @@ from transformers import PreTrainedTokenizerBase
 from medrlvr.config import ConfigError, VLLMConfig
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import pad_after_common_prefix
+from medrlvr.rollout.placement import EnginePlacement, torchrun_placement
 from medrlvr.rollout.weights import iter_policy_weights
+
+log = logging.getLogger(__name__)
 
 
 class VLLMRolloutEngine:
@@ -35,10 +42,18 @@ class VLLMRolloutEngine:
     Log-probs are vLLM's ``processed_logprobs``: the log-softmax of the logits after temperature (and
     top-k/top-p truncation, if set), i.e. of the distribution the token was sampled from. With top-k and
     top-p off (the default) they equal the ``hf`` backend's and the trainer's definition.
+
+    ``placement`` (made with ``cfg.tensor_parallel_size``) says which process of the run this engine serves;
+    without it, torchrun's variables or a process of its own (:func:`torchrun_placement`).
     """
 
     def __init__(
-        self, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, cfg: VLLMConfig, seed: int = 0
+        self,
+        policy: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        cfg: VLLMConfig,
+        seed: int = 0,
+        placement: EnginePlacement | None = None,
     ) -> None:
         try:
             from vllm import LLM
@@ -50,6 +65,7 @@ class VLLMRolloutEngine:
 
         self.tokenizer = tokenizer
         self.tensor_parallel_size = cfg.tensor_parallel_size
+        self.placement = placement or torchrun_placement(cfg.tensor_parallel_size)
         self._folder = tempfile.TemporaryDirectory(prefix="medrlvr-vllm-")
         causal_lm = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
         config = copy.deepcopy(causal_lm.config)
@@ -63,13 +79,13 @@ class VLLMRolloutEngine:
         self.asleep = False
         set_num_threads = torch.set_num_threads
         try:
-            with _launcher_environment(cfg):
-                _init_process_group()
+            with _launcher_environment(cfg, self.placement):
+                _join_process_group(self.placement)
                 self.llm = LLM(
                     model=self._folder.name,
                     load_format="dummy",
                     dtype=cfg.dtype or str(causal_lm.dtype).removeprefix("torch."),
-                    seed=seed + int(os.environ["RANK"]) // cfg.tensor_parallel_size,  # equal within a TP group
+                    seed=seed + self.placement.seed_offset,  # equal within a TP group
                     tensor_parallel_size=cfg.tensor_parallel_size,
                     distributed_executor_backend="external_launcher",
                     gpu_memory_utilization=cfg.gpu_memory_utilization,
@@ -82,6 +98,11 @@ class VLLMRolloutEngine:
                 )
         finally:
             torch.set_num_threads = set_num_threads  # vLLM's CPU worker turns it into a no-op process-wide
+        p = self.placement
+        log.info(
+            "vLLM engine of rank %d/%d started: local rank %d, device %s, seed %d, tensor parallel %d",
+            p.rank, p.world_size, p.local_rank, _device_name(p), seed + p.seed_offset, p.tensor_parallel_size,
+        )
         self.sync_weights(policy)
 
     @torch.no_grad()
@@ -114,6 +135,11 @@ class VLLMRolloutEngine:
         copies = params.num_samples if greedy else 1
         completions = [c for out in outputs[rows] for c in sorted(out.outputs, key=lambda c: c.index) for _ in range(copies)]
         self.sleep()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "rank %d generated %d completions (temperature %s, seed %s), digest %s",
+                self.placement.rank, len(completions), params.temperature, params.seed, _digest(completions),
+            )
         return self._batch(prompts, params.num_samples, completions)
 
     def _batch(self, prompts: list[str], num_samples: int, completions: list[Any]) -> RolloutBatch:
@@ -157,6 +183,9 @@ class VLLMRolloutEngine:
         self.wake_up()
         self.llm.collective_rpc(_load_weights, kwargs={"weights": iter_policy_weights(policy)})
         self.llm.reset_prefix_cache()
+        if log.isEnabledFor(logging.DEBUG):
+            (checksum,) = self.llm.collective_rpc(_weight_checksum)
+            log.debug("rank %d received weights, engine checksum %.9e", self.placement.rank, checksum)
 
     def sleep(self) -> None:
         """Release the KV cache and offload the weights to host memory while the trainer runs (GPUs only)."""
@@ -190,18 +219,13 @@ def _load_weights(worker: Any, weights: Any) -> None:
 
 
 @contextlib.contextmanager
-def _launcher_environment(cfg: VLLMConfig) -> Iterator[None]:
-    """While the engine starts: the torchrun variables vLLM's in-process launcher reads (a one-process world
-    when they are absent) and, on a CPU, the KV-cache size; the environment is restored afterwards."""
-    added = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib)}
-    if "RANK" not in os.environ:
-        if cfg.tensor_parallel_size > 1:
-            raise RuntimeError(
-                f"rollout.vllm.tensor_parallel_size={cfg.tensor_parallel_size} needs a torchrun launch "
-                "(RANK, LOCAL_RANK, WORLD_SIZE set) with a multiple of that many processes"
-            )
-        added.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        added["MASTER_PORT"] = os.environ.get("MASTER_PORT") or str(_free_port())
+def _launcher_environment(cfg: VLLMConfig, placement: EnginePlacement) -> Iterator[None]:
+    """While the engine starts: the torchrun variables of ``placement`` (vLLM's in-process launcher reads
+    them), a free local address when vLLM starts a one-process world itself, and, on a CPU, the KV-cache
+    size; the environment is restored afterwards."""
+    added = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kvcache_gib), **placement.environment()}
+    if not dist.is_initialized() and placement.world_size == 1:
+        added.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     saved = {key: os.environ.get(key) for key in added}
     os.environ.update(added)
     try:
@@ -214,14 +238,36 @@ def _launcher_environment(cfg: VLLMConfig) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _init_process_group() -> None:
-    """Under torchrun, start the trainer's process group before vLLM does: vLLM then splits the existing
-    world into tensor-parallel groups (one engine per group), and Lightning / DeepSpeed reuse it."""
-    if int(os.environ["WORLD_SIZE"]) == 1 or dist.is_initialized():
-        return
+def _join_process_group(placement: EnginePlacement) -> None:
+    """Select this rank's device and make sure vLLM splits the run's world, not a world of its own.
+
+    In training the strategy has started the process group: it must be the placement's. Under torchrun
+    outside training, start it here (every process exists); a one-process world is left to vLLM.
+    """
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        torch.cuda.set_device(placement.device_index)
+    if dist.is_initialized():
+        if (dist.get_rank(), dist.get_world_size()) != (placement.rank, placement.world_size):
+            raise RuntimeError(
+                f"the process group has this process as rank {dist.get_rank()} of {dist.get_world_size()}, "
+                f"but its rollout engine was placed as rank {placement.rank} of {placement.world_size}"
+            )
+    elif placement.world_size > 1:
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _device_name(placement: EnginePlacement) -> str:
+    return f"cuda:{placement.device_index}" if torch.cuda.is_available() else "cpu"
+
+
+def _digest(completions: list[Any]) -> str:
+    """A short fingerprint of the sampled token ids (to compare what different ranks drew)."""
+    return hashlib.sha1(repr([list(c.token_ids) for c in completions]).encode()).hexdigest()[:12]
+
+
+def _weight_checksum(worker: Any) -> float:
+    """Runs on the engine's worker: the sum of the weights the engine holds (to see a push arrive)."""
+    return float(sum(p.double().sum() for p in worker.model_runner.model.parameters()))
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -23,8 +24,9 @@ from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilde
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
-from medrlvr.rollout.base import RolloutEngine
+from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
+from medrlvr.rollout.placement import EnginePlacement, trainer_placement
 from medrlvr.training.numerics import NumericsGuard
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
@@ -91,15 +93,27 @@ def build_rollout_engine(
     tokenizer: PreTrainedTokenizerBase,
     seed: int = 0,
     synced_gpus: bool = False,
+    placement: EnginePlacement | None = None,
 ) -> RolloutEngine:
     """``hf``: generation from ``policy`` itself (colocated: updates are visible without copying weights);
     ``vllm``: a vLLM engine in this process holding a copy of ``policy``'s weights, pushed in place after
-    every update (vllm is imported only then)."""
+    every update (vllm is imported only then), placed as ``placement`` says (default: torchrun's variables
+    or a process of its own)."""
     if cfg.backend == "vllm":
         from medrlvr.rollout.vllm import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(policy, tokenizer, cfg.vllm, seed)
+        return VLLMRolloutEngine(policy, tokenizer, cfg.vllm, seed, placement)
     return HFRolloutEngine(policy, tokenizer, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus)
+
+
+def engine_builder(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> EngineBuilder:
+    """Builds the rollout engine of a training run's policy once fit has started, placed by the Trainer's ranks."""
+
+    def build(policy: torch.nn.Module, trainer: L.Trainer) -> RolloutEngine:
+        placement = trainer_placement(trainer, cfg.rollout.vllm.tensor_parallel_size)
+        return build_rollout_engine(cfg.rollout, policy, tokenizer, cfg.seed, zero3(cfg.trainer), placement)
+
+    return build
 
 
 def build_module(
@@ -108,24 +122,31 @@ def build_module(
     """The LightningModule of ``algo.name`` (an RL algorithm or ``sft``) and the rollout engine generating from
     its policy; an RL module resumes counting after ``first_iteration``.
 
-    Under DeepSpeed ZeRO-3 the RL module builds its models in ``configure_model`` (partitioned as they are
-    created, during ``fit``), so no engine exists yet and None is returned in its place.
+    A vLLM engine joins the run's process group, which exists only once fit has started (Lightning's own
+    launcher starts the other processes then), so the module builds it in ``on_fit_start`` and None is
+    returned in its place. Under DeepSpeed ZeRO-3 the RL module also builds its models in ``configure_model``
+    (partitioned as they are created, during ``fit``), so no engine exists before fit either.
     """
+    in_fit = cfg.rollout.backend == "vllm"
     if isinstance(cfg.algo, SFTConfig):
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
-        engine = build_rollout_engine(cfg.rollout, policy, tokenizer, cfg.seed)
-        return SFTModule(policy, engine, prompts, tokenizer, cfg.algo, cfg.model.logits_chunk_size), engine
+        engine = None if in_fit else build_rollout_engine(cfg.rollout, policy, tokenizer, cfg.seed)
+        module = SFTModule(
+            policy, engine, prompts, tokenizer, cfg.algo, cfg.model.logits_chunk_size, engine_builder(cfg, tokenizer)
+        )
+        return module, engine
     algo = cfg.algo
 
-    def build() -> tuple[ActorCritic, RolloutEngine]:
+    def build_model() -> ActorCritic:
         with hf_zero3_context(cfg):
-            model = build_actor_critic(cfg.model, tokenizer, cfg.seed, algo.uses_critic, reload=zero3(cfg.trainer))
-        return model, build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed, synced_gpus=zero3(cfg.trainer))
+            return build_actor_critic(cfg.model, tokenizer, cfg.seed, algo.uses_critic, reload=zero3(cfg.trainer))
 
     guard = NumericsGuard(cfg.trainer.max_bad_updates)
-    model, engine = (None, None) if zero3(cfg.trainer) else build()
+    model = None if zero3(cfg.trainer) else build_model()
+    engine = None if model is None or in_fit else build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed)
     module = PPOModule(
-        model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration, build
+        model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration,
+        build_model, engine_builder(cfg, tokenizer),
     )
     return module, engine
 

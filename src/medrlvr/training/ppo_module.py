@@ -25,7 +25,7 @@ from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
-from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
+from medrlvr.rollout.base import EngineBuilder, RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience
 from medrlvr.training.numerics import NumericsGuard, nonfinite
@@ -48,10 +48,11 @@ def parameter_groups(model: ActorCritic, algo: AlgoConfig) -> list[dict[str, Any
 class PPOModule(L.LightningModule):
     """Owns actor, critic and reference (in :class:`ActorCritic`) and the rollout engine.
 
-    Given ``build`` instead of ``model`` and ``engine``, it builds them in :meth:`configure_model`, which
+    Given ``build_model`` instead of ``model``, it builds the models in :meth:`configure_model`, which
     Lightning calls inside the strategy's sharding context (DeepSpeed ZeRO-3 partitions every parameter as
-    it is created). Under several processes each one generates from its own prompts; the update's
-    collectives keep them in step, and the logged metrics are combined over all of them.
+    it is created); given ``build_engine`` instead of ``engine``, it builds the engine in :meth:`on_fit_start`.
+    Under several processes each one generates from its own prompts; the update's collectives keep them in
+    step, and the logged metrics are combined over all of them.
     """
 
     def __init__(
@@ -65,15 +66,17 @@ class PPOModule(L.LightningModule):
         seed: int,
         guard: NumericsGuard | None = None,
         first_iteration: int = 0,
-        build: Callable[[], tuple[ActorCritic, RolloutEngine]] | None = None,
+        build_model: Callable[[], ActorCritic] | None = None,
+        build_engine: EngineBuilder | None = None,
     ) -> None:
         super().__init__()
-        if (model is None or engine is None) and build is None:
-            raise ValueError("PPOModule needs a model and an engine, or a build function making both")
+        if (model is None and build_model is None) or (engine is None and build_engine is None):
+            raise ValueError("PPOModule needs a model (or build_model) and an engine (or build_engine)")
         self.automatic_optimization = False
         self.model = model
         self.engine = engine
-        self._build = build
+        self._build_model = build_model
+        self._build_engine = build_engine
         self.prompt_builder = prompt_builder
         self.reward_fn = reward_fn
         self.algo = algo
@@ -86,9 +89,15 @@ class PPOModule(L.LightningModule):
         self.last_samples: list[dict[str, Any]] = []
 
     def configure_model(self) -> None:
-        """Build actor, critic, reference and rollout engine once (under the strategy's sharding context)."""
+        """Build actor, critic and reference once (under the strategy's sharding context)."""
         if self.model is None:
-            self.model, self.engine = self._build()  # type: ignore[misc]
+            self.model = self._build_model()  # type: ignore[misc]
+
+    def on_fit_start(self) -> None:
+        """Build the rollout engine once: every process exists now, the strategy has set up their process
+        group and placed the model on its device."""
+        if self.engine is None:
+            self.engine = self._build_engine(self.model.actor, self.trainer)  # type: ignore[misc]
 
     def merged_policy(self) -> torch.nn.Module:
         """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""

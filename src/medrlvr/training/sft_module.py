@@ -23,7 +23,7 @@ from medrlvr.data.schema import ExampleBatch
 from medrlvr.data.targets import sft_target
 from medrlvr.models.actor_critic import response_hidden_states, unwrap
 from medrlvr.models.logprobs import token_logprobs
-from medrlvr.rollout.base import RolloutEngine
+from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.training.strategies import clip_and_step
 
 
@@ -70,27 +70,37 @@ def sft_loss(
 
 
 class SFTModule(L.LightningModule):
-    """Owns the policy (optionally LoRA-wrapped) and the rollout engine that generates from it."""
+    """Owns the policy (optionally LoRA-wrapped) and the rollout engine that generates from it (given, or built
+    by ``build_engine`` when fit starts)."""
 
     def __init__(
         self,
         policy: torch.nn.Module,
-        engine: RolloutEngine,
+        engine: RolloutEngine | None,
         prompt_builder: PromptBuilder,
         tokenizer: PreTrainedTokenizerBase,
         algo: SFTConfig,
         logits_chunk_size: int = 1024,
+        build_engine: EngineBuilder | None = None,
     ) -> None:
         super().__init__()
+        if engine is None and build_engine is None:
+            raise ValueError("SFTModule needs an engine or build_engine")
         self.automatic_optimization = False
         self.logits_chunk_size = logits_chunk_size
         self.policy = policy
         self.engine = engine
+        self._build_engine = build_engine
         self.prompt_builder = prompt_builder
         self.tokenizer = tokenizer
         self.algo = algo
         self.last_metrics: dict[str, float] = {}
         self.last_samples: list[dict[str, Any]] = []
+
+    def on_fit_start(self) -> None:
+        """Build the rollout engine once every process exists and the strategy has set up their process group."""
+        if self.engine is None:
+            self.engine = self._build_engine(self.policy, self.trainer)  # type: ignore[misc]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.policy.parameters() if p.requires_grad]
