@@ -189,10 +189,8 @@ def _fit_and_evaluate(
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
         StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
     ]
-    if isinstance(module, PPOModule) and cfg.trainer.strategy != "deepspeed":
+    if isinstance(module, PPOModule):
         callbacks.append(checkpoints)
-    elif isinstance(module, PPOModule):
-        log.warning("trainer.strategy=deepspeed: no resumable checkpoints are written (ZeRO shards the optimizer state)")
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
