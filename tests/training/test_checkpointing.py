@@ -121,7 +121,8 @@ def test_a_checkpoint_of_another_layout_is_refused(tmp_path):
     full = latest_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="state.json: written with layout {'format': 'full'}, this run needs"):
         load_sharded_checkpoint(full, StageTwoEngine(), model, rank=0, world_size=2)
-    sharded = dataclasses.replace(full, state={**full.state, "layout": {"format": "deepspeed", "processes": 2, "zero_stage": 2}})
+    layout = {"format": "deepspeed", "processes": 2, "zero_stage": 2}
+    sharded = dataclasses.replace(full, state={**full.state, "layout": layout})
     with pytest.raises(CheckpointError, match="'zero_stage': 2}, this run needs {'format': 'full'}"):
         load_checkpoint(sharded, model, optimizer)
     with pytest.raises(CheckpointError, match="'processes': 2, 'zero_stage': 2}, this run needs .*'processes': 4"):

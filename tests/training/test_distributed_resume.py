@@ -93,7 +93,8 @@ def largest_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 def only_run(folder: Path):
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
     (run_info,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
-    steps = {key: [m.step for m in client.get_metric_history(run_info.info.run_id, key)] for key in run_info.data.metrics}
+    run_id = run_info.info.run_id
+    steps = {key: [m.step for m in client.get_metric_history(run_id, key)] for key in run_info.data.metrics}
     return run_info, steps
 
 

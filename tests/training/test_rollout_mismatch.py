@@ -46,7 +46,9 @@ def perturb(model: ActorCritic) -> None:
             param.add_(torch.randn_like(param) * 0.05)
 
 
-def fit(engine_cls: type[HFRolloutEngine], *overrides: str, callbacks: tuple[L.Callback, ...] = ()) -> list[dict[str, float]]:
+def fit(
+    engine_cls: type[HFRolloutEngine], *overrides: str, callbacks: tuple[L.Callback, ...] = ()
+) -> list[dict[str, float]]:
     cfg = smoke_config(*overrides)
     L.seed_everything(cfg.seed)
     tokenizer = builders.build_tokenizer(cfg.model)

@@ -319,7 +319,9 @@ def save_sharded_checkpoint(
     if strategy.is_global_zero:
         _fresh(staging)
     strategy.barrier()
-    engine.save_checkpoint(str(staging), tag=DEEPSPEED, client_state={}, save_latest=False, exclude_frozen_parameters=True)
+    engine.save_checkpoint(
+        str(staging), tag=DEEPSPEED, client_state={}, save_latest=False, exclude_frozen_parameters=True
+    )
     (staging / rng_file(strategy.global_rank)).write_text(json.dumps(rng_state()))
     strategy.barrier()
     if strategy.is_global_zero:
@@ -362,8 +364,10 @@ def load_sharded_checkpoint(
 class CheckpointCallback(L.Callback):
     """Saves after every ``every`` iterations and the last; on SIGINT saves and stops after the iteration.
 
-    ``resume_from`` is loaded when training starts (the optimizer exists by then). The numerics guard and
-    callbacks with a ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state.
+    Under DeepSpeed every process writes its shards (:func:`save_sharded_checkpoint`); otherwise the main
+    process writes everything (:func:`save_checkpoint`). ``resume_from`` is loaded on every process when
+    training starts (the engine and the optimizer exist by then). The numerics guard and callbacks with a
+    ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state.
     """
 
     def __init__(self, root: Path, every: int, keep: int, max_steps: int, resume_from: Checkpoint | None = None) -> None:
