@@ -141,7 +141,7 @@ def save_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     state = {"iteration": iteration, "run_id": run_id, "layout": FULL_LAYOUT, "rng": rng_state(), "extra": extra or {}}
-    return commit(staging, final, state, keep)
+    return _commit(staging, final, state, keep)
 
 
 def _refuse_non_finite(iteration: int, bad: list[str]) -> None:
@@ -165,7 +165,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
-def commit(staging: Path, final: Path, state: dict[str, Any], keep: int) -> Path:
+def _commit(staging: Path, final: Path, state: dict[str, Any], keep: int) -> Path:
     """Add ``state.json`` and the manifest (size and SHA-256 of every file) to ``staging``, fsync it, rename it
     to ``final`` and prune ``final``'s folder to the newest ``keep`` checkpoints. ``staging`` is removed if
     anything fails."""
@@ -255,7 +255,7 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Checkpoint | None:
 
 def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Restore trainable parameters, optimizer state and RNG states from a verified checkpoint."""
-    check_layout(checkpoint, FULL_LAYOUT)
+    _check_layout(checkpoint, FULL_LAYOUT)
     tensors = load_file(str(checkpoint.path / TRAINABLE))
     _check_names(checkpoint.path / TRAINABLE, set(tensors), model)
     params = dict(model.named_parameters())
@@ -266,7 +266,7 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: t
     set_rng_state(checkpoint.state["rng"])
 
 
-def check_layout(checkpoint: Checkpoint, expected: dict[str, Any]) -> None:
+def _check_layout(checkpoint: Checkpoint, expected: dict[str, Any]) -> None:
     """Refuse a checkpoint written under another strategy, number of processes or ZeRO stage."""
     found = checkpoint.state.get("layout", FULL_LAYOUT)  # checkpoints older than the layout are full ones
     if found != expected:
@@ -286,11 +286,11 @@ def _check_names(source: Path, saved: set[str], model: torch.nn.Module) -> None:
         )
 
 
-def rng_file(rank: int) -> str:
+def _rng_file(rank: int) -> str:
     return f"rng_rank_{rank:05d}.json"
 
 
-def sharded_layout(engine: Any, world_size: int) -> dict[str, Any]:
+def _sharded_layout(engine: Any, world_size: int) -> dict[str, Any]:
     return {"format": DEEPSPEED, "processes": world_size, "zero_stage": engine.zero_optimization_stage()}
 
 
@@ -322,17 +322,17 @@ def save_sharded_checkpoint(
     engine.save_checkpoint(
         str(staging), tag=DEEPSPEED, client_state={}, save_latest=False, exclude_frozen_parameters=True
     )
-    (staging / rng_file(strategy.global_rank)).write_text(json.dumps(rng_state()))
+    (staging / _rng_file(strategy.global_rank)).write_text(json.dumps(rng_state()))
     strategy.barrier()
     if strategy.is_global_zero:
         state = {
             "iteration": iteration,
             "run_id": run_id,
-            "layout": sharded_layout(engine, strategy.world_size),
+            "layout": _sharded_layout(engine, strategy.world_size),
             "trainable": sorted(name for name, p in model.named_parameters() if p.requires_grad),
             "extra": extra or {},
         }
-        commit(staging, final, state, keep)
+        _commit(staging, final, state, keep)
     strategy.barrier()
     return final
 
@@ -347,7 +347,7 @@ def load_sharded_checkpoint(
 ) -> None:
     """Restore weights and ZeRO optimizer partitions through DeepSpeed's ``load_checkpoint``, and this
     process's RNG states (collective: every process calls, after the engine is set up)."""
-    check_layout(checkpoint, sharded_layout(engine, world_size))
+    _check_layout(checkpoint, _sharded_layout(engine, world_size))
     _check_names(checkpoint.path / STATE, set(checkpoint.state["trainable"]), model)
     loaded, _ = engine.load_checkpoint(
         str(checkpoint.path),
@@ -358,7 +358,7 @@ def load_sharded_checkpoint(
     )
     if loaded is None:
         raise CheckpointError(f"{checkpoint.path / DEEPSPEED}: DeepSpeed found no checkpoint to load")
-    set_rng_state(json.loads((checkpoint.path / rng_file(rank)).read_text()))
+    set_rng_state(json.loads((checkpoint.path / _rng_file(rank)).read_text()))
 
 
 class CheckpointCallback(L.Callback):
