@@ -452,12 +452,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(
-            self.resume is None or self.trainer.strategy != "deepspeed",
-            "resume",
-            "checkpoints are not written under trainer.strategy=deepspeed (ZeRO shards the optimizer state), "
-            "so there is nothing to resume from",
-        )
-        _check(
             isinstance(self.algo, AlgoConfig) or self.trainer.strategy != "deepspeed" or self.trainer.deepspeed.stage < 3,
             "trainer.deepspeed.stage",
             "ZeRO-3 is wired for the RL algorithms only; use stage 2 with algo=sft",

@@ -211,10 +211,8 @@ def _fit_and_evaluate(
     if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):
         before = EvaluateBeforeTraining(eval_sets, prompts, cfg, logger)
         callbacks.append(before)
-    if isinstance(module, PPOModule) and cfg.trainer.strategy != "deepspeed":
+    if isinstance(module, PPOModule):
         callbacks.append(checkpoints)
-    elif isinstance(module, PPOModule):
-        log.warning("trainer.strategy=deepspeed: no resumable checkpoints are written (ZeRO shards the optimizer state)")
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,

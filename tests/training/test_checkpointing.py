@@ -1,5 +1,6 @@
 """Checkpoints: round trip, atomic layout, last-K pruning, damage detection with fallback, no NaN checkpoints."""
 
+import dataclasses
 import json
 import logging
 import random
@@ -16,6 +17,7 @@ from medrlvr.training.checkpointing import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
+    load_sharded_checkpoint,
     resolve_resume,
     save_checkpoint,
 )
@@ -104,6 +106,27 @@ def test_a_checkpoint_from_another_model_is_refused(tmp_path):
     other = torch.nn.Sequential(torch.nn.Linear(4, 3))
     with pytest.raises(CheckpointError, match="does not match the model"):
         load_checkpoint(latest_checkpoint(tmp_path), other, torch.optim.AdamW(other.parameters()))
+
+
+class StageTwoEngine:
+    """Stands in for a DeepSpeed engine: only its ZeRO stage is read before loading."""
+
+    def zero_optimization_stage(self) -> int:
+        return 2
+
+
+def test_a_checkpoint_of_another_layout_is_refused(tmp_path):
+    model, optimizer = model_and_optimizer()
+    save_checkpoint(tmp_path, 1, model, optimizer, None)
+    full = latest_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="state.json: written with layout {'format': 'full'}, this run needs"):
+        load_sharded_checkpoint(full, StageTwoEngine(), model, rank=0, world_size=2)
+    layout = {"format": "deepspeed", "processes": 2, "zero_stage": 2}
+    sharded = dataclasses.replace(full, state={**full.state, "layout": layout})
+    with pytest.raises(CheckpointError, match="'zero_stage': 2}, this run needs {'format': 'full'}"):
+        load_checkpoint(sharded, model, optimizer)
+    with pytest.raises(CheckpointError, match="'processes': 2, 'zero_stage': 2}, this run needs .*'processes': 4"):
+        load_sharded_checkpoint(sharded, StageTwoEngine(), model, rank=0, world_size=4)
 
 
 def test_lora_checkpoints_hold_only_adapters_and_value_head(tmp_path, tokenizer):

@@ -93,19 +93,6 @@ def test_bf16_takes_nearly_the_same_steps(engine_runs):
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory) -> tuple[Path, float]:
-    """The tiny model saved in Hugging Face format (ZeRO-3 loads it partitioned) and its parameter sum."""
-    from medrlvr.models.loading import load_causal_lm, load_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    tokenizer = load_tokenizer("tiny")
-    model = load_causal_lm("tiny", tokenizer, seed=42)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder, float(sum(p.double().sum() for p in model.parameters()))
-
-
-@pytest.fixture(scope="module")
 def strategy_runs(tmp_path_factory, tiny_folder) -> dict[str, list[dict]]:
     folder, _ = tiny_folder
     results = {}

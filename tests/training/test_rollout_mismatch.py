@@ -1,6 +1,6 @@
-"""An engine holding its own copy of the policy (as vLLM does): it is synced before the first rollout and
-after every update, ``rollout/logprob_abs_diff`` measures engine-vs-trainer mismatch, and ``algo.tis_cap``
-reweights the policy loss when there is some."""
+"""An engine holding its own copy of the policy (as vLLM does): it is synced before the first rollout (after a
+resumed checkpoint is loaded) and after every update, ``rollout/logprob_abs_diff`` measures engine-vs-trainer
+mismatch, and ``algo.tis_cap`` reweights the policy loss when there is some."""
 
 import copy
 
@@ -15,7 +15,9 @@ from medrlvr.models.loading import load_causal_lm
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.train import prompt_loader
 from medrlvr.training import builders
-from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.checkpointing import CheckpointCallback, latest_checkpoint, save_checkpoint
+from medrlvr.training.numerics import NumericsGuard
+from medrlvr.training.ppo_module import PPOModule, parameter_groups
 
 register_configs()
 
@@ -27,25 +29,39 @@ class StaleEngine(HFRolloutEngine):
         pass
 
 
-def fit(engine_cls: type[HFRolloutEngine], *overrides: str) -> list[dict[str, float]]:
+def smoke_config(*overrides: str) -> TrainConfig:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg: TrainConfig = to_train_config(
+        return to_train_config(
             compose(config_name="config", overrides=["experiment=smoke", "trainer.max_steps=2", *overrides])
         )
-    L.seed_everything(cfg.seed)
-    tokenizer = builders.build_tokenizer(cfg.model)
-    model = ActorCritic(load_causal_lm(cfg.model.name_or_path, tokenizer, seed=cfg.seed), critic_mode="shared")
-    engine = engine_cls(copy.deepcopy(model.actor), tokenizer)
-    with torch.no_grad():  # the trained weights differ from the engine's copy, as after loading a checkpoint
+
+
+def actor_critic(cfg: TrainConfig, tokenizer) -> ActorCritic:
+    return ActorCritic(load_causal_lm(cfg.model.name_or_path, tokenizer, seed=cfg.seed), critic_mode="shared")
+
+
+def perturb(model: ActorCritic) -> None:
+    with torch.no_grad():
         for param in model.actor.parameters():
             param.add_(torch.randn_like(param) * 0.05)
+
+
+def fit(
+    engine_cls: type[HFRolloutEngine], *overrides: str, callbacks: tuple[L.Callback, ...] = ()
+) -> list[dict[str, float]]:
+    cfg = smoke_config(*overrides)
+    L.seed_everything(cfg.seed)
+    tokenizer = builders.build_tokenizer(cfg.model)
+    model = actor_critic(cfg, tokenizer)
+    engine = engine_cls(copy.deepcopy(model.actor), tokenizer)
+    perturb(model)  # the trained weights differ from the engine's copy
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     module = PPOModule(model, engine, prompts, builders.build_reward(cfg.reward), cfg.algo, cfg.rollout, cfg.seed)
     metrics: list[dict[str, float]] = []
     record = L.Callback()
     record.on_train_batch_end = lambda trainer, module, *args: metrics.append(module.last_metrics)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=1, logger=False, callbacks=[record],
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, callbacks=[*callbacks, record],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )
     examples = load_bundled("train")[: cfg.data.batch_size * cfg.trainer.max_steps]
@@ -58,6 +74,20 @@ def test_engine_copy_is_synced_before_the_first_rollout_and_after_each_update():
     assert [m["rollout/logprob_abs_diff"] < 1e-4 for m in metrics] == [True, True], metrics
     stale = fit(StaleEngine)
     assert all(m["rollout/logprob_abs_diff"] > 0.1 for m in stale)
+
+
+def test_a_resumed_checkpoint_reaches_the_engine_before_the_first_rollout(tmp_path):
+    """The checkpoint is loaded (a callback's ``on_train_start``) before the module pushes the policy into the
+    engine (its own ``on_train_start``): the first rollout comes from the resumed weights, not the built ones."""
+    cfg = smoke_config()
+    torch.manual_seed(1)
+    saved = actor_critic(cfg, builders.build_tokenizer(cfg.model))
+    perturb(saved)  # other weights than those fit() builds
+    optimizer = torch.optim.AdamW(parameter_groups(saved, cfg.algo))
+    save_checkpoint(tmp_path, 1, saved, optimizer, None, {"numerics": NumericsGuard(1).state_dict()})
+    resume = CheckpointCallback(tmp_path / "new", 0, 1, 2, resume_from=latest_checkpoint(tmp_path))
+    metrics = fit(HFRolloutEngine, callbacks=(resume,))
+    assert metrics[0]["rollout/logprob_abs_diff"] < 1e-4, metrics
 
 
 def test_truncated_importance_sampling_weights_the_loss_only_under_mismatch():

@@ -84,7 +84,6 @@ def test_full_precision_disables_both_half_modes():
         (["trainer.devices=0"], "trainer.devices"),
         (["trainer.num_nodes=0"], "trainer.num_nodes"),
         (["trainer=ddp", "algo.filter_equal_reward_groups=true"], "algo.filter_equal_reward_groups"),
-        (["trainer=deepspeed_zero2", "resume=auto"], "resume"),
         (["trainer=deepspeed_zero3", "algo=sft"], "trainer.deepspeed.stage"),
     ],
 )

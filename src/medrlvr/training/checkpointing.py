@@ -1,12 +1,23 @@
-"""Resumable training checkpoints: atomic, checksummed, last K kept, loaded without unpickling code.
+"""Resumable training checkpoints: atomic, checksummed, last K kept.
 
-A checkpoint is a folder ``<output_dir>/checkpoints/iter_XXXXX/`` holding
+A checkpoint is a folder ``<output_dir>/checkpoints/iter_XXXXX/``. One process (``trainer.strategy=auto``
+or ``ddp``, where every process holds the same state) writes
 
 - ``trainable.safetensors``: every parameter with ``requires_grad`` (LoRA adapters + value head, or the
   full actor and critic); frozen weights are rebuilt from the config;
 - ``optimizer.pt``: the optimizer's ``state_dict`` (read back with ``torch.load(weights_only=True)``);
-- ``state.json``: iteration, MLflow run id, RNG states (Python, NumPy, torch) and callback state;
-- ``manifest.json``, written last: size and SHA-256 of each file above.
+
+under DeepSpeed every process writes, through DeepSpeed's own ``save_checkpoint``,
+
+- ``deepspeed/``: the engine's sharded checkpoint (trainable weights and each process's ZeRO optimizer
+  partition; frozen weights are rebuilt from the config), read back by the engine's ``load_checkpoint``;
+- ``rng_rank_XXXXX.json``: that process's RNG states;
+
+and in both cases the first process adds
+
+- ``state.json``: iteration, MLflow run id, layout (format, processes, ZeRO stage), RNG states (one
+  process) and callback state;
+- ``manifest.json``, written last: size and SHA-256 of every other file in the folder.
 
 Writes go to a hidden temporary folder that is fsynced and renamed into place, so a folder named
 ``iter_XXXXX`` is complete unless a file was damaged afterwards, which the manifest detects.
@@ -32,12 +43,16 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from medrlvr.training.strategies import deepspeed_engine
+
 log = logging.getLogger(__name__)
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "state.json"
 MANIFEST = "manifest.json"
+DEEPSPEED = "deepspeed"  # the tag (sub-folder) DeepSpeed's engine writes its shards into
+FULL_LAYOUT = {"format": "full"}
 _PREFIX = "iter_"
 
 
@@ -116,25 +131,54 @@ def save_checkpoint(
     Raises :class:`CheckpointError` (writing nothing) if a trainable tensor holds NaN or inf.
     """
     tensors = {name: t.contiguous().cpu() for name, t in trainable_state(model).items()}
-    bad = [name for name, t in tensors.items() if not torch.isfinite(t).all()]
-    if bad:
-        raise CheckpointError(f"refusing to checkpoint iteration {iteration}: non-finite values in {bad[:5]}")
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{_PREFIX}{iteration:05d}"
-    staging = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    _refuse_non_finite(iteration, [name for name, t in tensors.items() if not torch.isfinite(t).all()])
+    final = _final(root, iteration)
+    staging = _fresh(root / f".tmp-{final.name}-{os.getpid()}")
     try:
         save_file(tensors, str(staging / TRAINABLE))
         torch.save(optimizer.state_dict(), staging / OPTIMIZER)
-        state = {"iteration": iteration, "run_id": run_id, "rng": rng_state(), "extra": extra or {}}
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    state = {"iteration": iteration, "run_id": run_id, "layout": FULL_LAYOUT, "rng": rng_state(), "extra": extra or {}}
+    return _commit(staging, final, state, keep)
+
+
+def _refuse_non_finite(iteration: int, bad: list[str]) -> None:
+    if bad:
+        raise CheckpointError(f"refusing to checkpoint iteration {iteration}: non-finite values in {bad[:5]}")
+
+
+def _final(root: Path, iteration: int) -> Path:
+    return root / f"{_PREFIX}{iteration:05d}"
+
+
+def _fresh(folder: Path) -> Path:
+    """An empty ``folder`` (and its parents), replacing a leftover of an earlier crash."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file below ``folder`` but the manifest, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def _commit(staging: Path, final: Path, state: dict[str, Any], keep: int) -> Path:
+    """Add ``state.json`` and the manifest (size and SHA-256 of every file) to ``staging``, fsync it, rename it
+    to ``final`` and prune ``final``'s folder to the newest ``keep`` checkpoints. ``staging`` is removed if
+    anything fails."""
+    root = final.parent
+    try:
         (staging / STATE).write_text(json.dumps(state))
-        files = {name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)}
-                 for name in (TRAINABLE, OPTIMIZER, STATE)}
-        (staging / MANIFEST).write_text(json.dumps({"iteration": iteration, "files": files}, indent=1))
-        for name in (*files, MANIFEST):
+        names = _files(staging)
+        files = {name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)} for name in names}
+        (staging / MANIFEST).write_text(json.dumps({"iteration": state["iteration"], "files": files}, indent=1))
+        for name in (*names, MANIFEST):
             _fsync(staging / name)
-        _fsync(staging)
+        for folder in sorted({(staging / name).parent for name in names}, reverse=True):
+            _fsync(folder)
         if final.exists():
             shutil.rmtree(final)
         os.rename(staging, final)
@@ -211,15 +255,10 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Checkpoint | None:
 
 def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Restore trainable parameters, optimizer state and RNG states from a verified checkpoint."""
+    _check_layout(checkpoint, FULL_LAYOUT)
     tensors = load_file(str(checkpoint.path / TRAINABLE))
+    _check_names(checkpoint.path / TRAINABLE, set(tensors), model)
     params = dict(model.named_parameters())
-    expected = {name for name, p in params.items() if p.requires_grad}
-    if set(tensors) != expected:
-        missing, unknown = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
-        raise CheckpointError(
-            f"{checkpoint.path / TRAINABLE} does not match the model (missing {missing[:3]}, unexpected {unknown[:3]}):"
-            " was it written with another model config?"
-        )
     with torch.no_grad():
         for name, tensor in tensors.items():
             params[name].copy_(tensor)
@@ -227,11 +266,108 @@ def load_checkpoint(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: t
     set_rng_state(checkpoint.state["rng"])
 
 
+def _check_layout(checkpoint: Checkpoint, expected: dict[str, Any]) -> None:
+    """Refuse a checkpoint written under another strategy, number of processes or ZeRO stage."""
+    found = checkpoint.state.get("layout", FULL_LAYOUT)  # checkpoints older than the layout are full ones
+    if found != expected:
+        raise CheckpointError(
+            f"{checkpoint.path / STATE}: written with layout {found}, this run needs {expected}:"
+            " resume with the trainer settings (strategy, devices, ZeRO stage) the checkpoint was written with"
+        )
+
+
+def _check_names(source: Path, saved: set[str], model: torch.nn.Module) -> None:
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if saved != expected:
+        missing, unknown = sorted(expected - saved), sorted(saved - expected)
+        raise CheckpointError(
+            f"{source} does not match the model (missing {missing[:3]}, unexpected {unknown[:3]}):"
+            " was it written with another model config?"
+        )
+
+
+def _rng_file(rank: int) -> str:
+    return f"rng_rank_{rank:05d}.json"
+
+
+def _sharded_layout(engine: Any, world_size: int) -> dict[str, Any]:
+    return {"format": DEEPSPEED, "processes": world_size, "zero_stage": engine.zero_optimization_stage()}
+
+
+def save_sharded_checkpoint(
+    root: Path,
+    iteration: int,
+    engine: Any,
+    strategy: Any,
+    model: torch.nn.Module,
+    run_id: str | None,
+    extra: dict[str, Any] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``root/iter_<iteration>`` from a DeepSpeed ``engine`` atomically (collective: every process calls).
+
+    Each process writes its shards (DeepSpeed's ``save_checkpoint``) and RNG states into one hidden staging
+    folder; after a barrier the first process adds ``state.json`` and the manifest, renames the folder into
+    place and prunes to the newest ``keep``. Raises :class:`CheckpointError` on every process, writing
+    nothing, if any process holds a non-finite trainable value.
+    """
+    local = [name for name, p in model.named_parameters() if p.requires_grad and not _finite(p)]
+    if strategy.reduce_boolean_decision(bool(local), all=False):
+        _refuse_non_finite(iteration, local or ["(on another process)"])
+    final = _final(root, iteration)
+    staging = root / f".tmp-{final.name}"
+    if strategy.is_global_zero:
+        _fresh(staging)
+    strategy.barrier()
+    engine.save_checkpoint(
+        str(staging), tag=DEEPSPEED, client_state={}, save_latest=False, exclude_frozen_parameters=True
+    )
+    (staging / _rng_file(strategy.global_rank)).write_text(json.dumps(rng_state()))
+    strategy.barrier()
+    if strategy.is_global_zero:
+        state = {
+            "iteration": iteration,
+            "run_id": run_id,
+            "layout": _sharded_layout(engine, strategy.world_size),
+            "trainable": sorted(name for name, p in model.named_parameters() if p.requires_grad),
+            "extra": extra or {},
+        }
+        _commit(staging, final, state, keep)
+    strategy.barrier()
+    return final
+
+
+def _finite(param: torch.nn.Parameter) -> bool:
+    """Whether this process's values of ``param`` are finite (its partition under ZeRO-3)."""
+    return bool(torch.isfinite(getattr(param, "ds_tensor", param)).all())
+
+
+def load_sharded_checkpoint(
+    checkpoint: Checkpoint, engine: Any, model: torch.nn.Module, rank: int, world_size: int
+) -> None:
+    """Restore weights and ZeRO optimizer partitions through DeepSpeed's ``load_checkpoint``, and this
+    process's RNG states (collective: every process calls, after the engine is set up)."""
+    _check_layout(checkpoint, _sharded_layout(engine, world_size))
+    _check_names(checkpoint.path / STATE, set(checkpoint.state["trainable"]), model)
+    loaded, _ = engine.load_checkpoint(
+        str(checkpoint.path),
+        tag=DEEPSPEED,
+        load_module_strict=False,  # frozen weights are not in the checkpoint (rebuilt from the config)
+        load_optimizer_states=True,
+        load_lr_scheduler_states=False,
+    )
+    if loaded is None:
+        raise CheckpointError(f"{checkpoint.path / DEEPSPEED}: DeepSpeed found no checkpoint to load")
+    set_rng_state(json.loads((checkpoint.path / _rng_file(rank)).read_text()))
+
+
 class CheckpointCallback(L.Callback):
     """Saves after every ``every`` iterations and the last; on SIGINT saves and stops after the iteration.
 
-    ``resume_from`` is loaded when training starts (the optimizer exists by then). The numerics guard and
-    callbacks with a ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state.
+    Under DeepSpeed every process writes its shards (:func:`save_sharded_checkpoint`); otherwise the main
+    process writes everything (:func:`save_checkpoint`). ``resume_from`` is loaded on every process when
+    training starts (the engine and the optimizer exist by then). The numerics guard and callbacks with a
+    ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state.
     """
 
     def __init__(self, root: Path, every: int, keep: int, max_steps: int, resume_from: Checkpoint | None = None) -> None:
@@ -257,9 +393,15 @@ class CheckpointCallback(L.Callback):
                 signal.signal(signum, handler)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """Load ``resume_from`` on every process. Lightning calls this before the module's own
+        ``on_train_start``, which pushes the loaded policy into the rollout engine."""
         if self.resume_from is None:
             return
-        load_checkpoint(self.resume_from, pl_module.model, pl_module.optimizers().optimizer)
+        engine = deepspeed_engine(pl_module)
+        if engine is None:
+            load_checkpoint(self.resume_from, pl_module.model, pl_module.optimizers().optimizer)
+        else:
+            load_sharded_checkpoint(self.resume_from, engine, pl_module.model, trainer.global_rank, trainer.world_size)
         extra = self.resume_from.state["extra"]
         pl_module.guard.load_state_dict(extra["numerics"])
         for callback in trainer.callbacks:
@@ -269,14 +411,30 @@ class CheckpointCallback(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         iteration = pl_module.iteration
         due = (self.every > 0 and iteration % self.every == 0) or iteration == self.max_steps
-        # under DDP every process holds the same weights and optimizer state: the main one writes them
-        if (due or self.stop_signal is not None) and trainer.is_global_zero:
-            extra = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
-            extra["numerics"] = pl_module.guard.state_dict()
-            run_id = getattr(trainer.logger, "run_id", None)
-            self.last_saved = save_checkpoint(
-                self.root, iteration, pl_module.model, pl_module.optimizers().optimizer, run_id, extra, self.keep
-            )
-            log.info("saved checkpoint %s", self.last_saved)
+        # a signal may reach only some processes: all of them save (a collective under DeepSpeed) and stop
+        if trainer.strategy.reduce_boolean_decision(self.stop_signal is not None, all=False):
+            self.stop_signal = self.stop_signal or signal.SIGINT
+        if due or self.stop_signal is not None:
+            self.last_saved = self._save(trainer, pl_module, iteration)
         if self.stop_signal is not None:
             trainer.should_stop = True
+
+    def _save(self, trainer: L.Trainer, pl_module: Any, iteration: int) -> Path | None:
+        """Under DeepSpeed every process writes its shards; otherwise (one process, or DDP, where every
+        process holds the same weights and optimizer state) the main one writes everything."""
+        extra = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
+        extra["numerics"] = pl_module.guard.state_dict()
+        run_id = getattr(trainer.logger, "run_id", None)
+        engine = deepspeed_engine(pl_module)
+        if engine is not None:
+            path = save_sharded_checkpoint(
+                self.root, iteration, engine, trainer.strategy, pl_module.model, run_id, extra, self.keep
+            )
+        elif trainer.is_global_zero:
+            optimizer = pl_module.optimizers().optimizer
+            path = save_checkpoint(self.root, iteration, pl_module.model, optimizer, run_id, extra, self.keep)
+        else:
+            return None
+        if trainer.is_global_zero:
+            log.info("saved checkpoint %s", path)
+        return path
