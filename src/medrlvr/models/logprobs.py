@@ -25,8 +25,9 @@ def _chunk_stats(
     hidden: torch.Tensor, tokens: torch.Tensor, head: nn.Module, temperature: float, entropy: EntropyMode
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of ``tokens`` ``(C,)`` and entropy ``(C,)`` (zeros when not asked for) from ``hidden`` ``(C, H)``."""
-    logits = head(hidden).float()
-    scaled = logits if temperature == 1.0 else logits / temperature
+    scaled = head(hidden).float()
+    if temperature != 1.0:
+        scaled = scaled / temperature  # rebinding frees the unscaled copy
     normaliser = torch.logsumexp(scaled, dim=-1)
     logprobs = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - normaliser
     if entropy == "none":
