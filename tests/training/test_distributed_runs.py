@@ -154,7 +154,8 @@ def test_training_cli_with_zero3_on_two_processes(tmp_path: Path, tiny_folder, s
         [
             *TORCHRUN, "2", str(HERE / "train_deepspeed_cpu.py"), "experiment=smoke", "trainer=deepspeed_zero3",
             "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.num_threads=1",
-            "trainer.max_steps=2", "model.gradient_checkpointing=false", f"model.name_or_path={folder}",
+            "trainer.max_steps=2", "algo.micro_batch_size=2", "model.gradient_checkpointing=false",
+            f"model.name_or_path={folder}",
             f"logger.tracking_uri={uri}", "logger.experiment_name=zero3", f"trainer.output_dir={tmp_path / 'out'}",
             f"hydra.run.dir={tmp_path / 'hydra'}",
         ],
