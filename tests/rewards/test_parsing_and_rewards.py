@@ -45,7 +45,7 @@ def test_valid_completions(text, letter):
         ("<think>a</think><answer>B or D</answer>", "multiple_letters"),
         ("<think>a</think><answer>A B C D E</answer>", "multiple_letters"),
         ("<think>a</think><answer>F</answer>", "letter_outside_options"),
-        ("<think>a</think><answer>b</answer>", "no_letter"),
+        ("<think>a</think><answer>b is likely</answer>", "no_letter"),
     ],
 )
 def test_format_failures(text, error):
