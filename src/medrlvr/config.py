@@ -55,10 +55,22 @@ class ModelConfig:
 
 @dataclass
 class PromptConfig:
+    """How a question becomes the model's input. ``template``: ``chat`` (the tokenizer's chat template, or
+    ``Role: text`` turns when it has none) or ``r1_zero`` (DeepSeek-R1-Zero's plain
+    ``<system prompt> User: <question> Assistant:`` text, for base models). ``response_prefix`` is appended
+    after the assistant header and counts as the start of the response (``"<think>"`` pre-fills the think
+    block; ``""`` leaves the whole format to the model)."""
+
     system_prompt: str = "r1"
     one_shot: bool = True
     reminder: bool = True
     response_prefix: str = "<think>"
+    template: str = "chat"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.template in ("chat", "r1_zero"), "data.prompt.template", f"must be chat or r1_zero, got {self.template!r}"
+        )
 
 
 @dataclass

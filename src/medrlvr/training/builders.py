@@ -173,6 +173,7 @@ def build_prompt_builder(cfg: PromptConfig, tokenizer: PreTrainedTokenizerBase) 
         one_shot=cfg.one_shot,
         reminder=FORMAT_REMINDER if cfg.reminder else "",
         response_prefix=cfg.response_prefix,
+        template=cfg.template,
     )
 
 
