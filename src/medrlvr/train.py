@@ -208,7 +208,7 @@ def _fit_and_evaluate(
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
-        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
+        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward)),
     ]
     before = None
     if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):
