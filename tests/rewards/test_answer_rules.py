@@ -20,7 +20,10 @@ def test_rule_1_a_lone_lower_case_letter(answer):
 
 @pytest.mark.parametrize(
     "answer",
-    ["B) Iron", "B. Iron", "B: Iron", "(B) Iron", "Option B", "option B: Iron", "B. Iron\ndeficiency anaemia"],
+    [
+        "B) Iron", "B. Iron", "B: Iron", "(B) Iron", "Option B", "option B: Iron", "OPTION B", "Choice B",
+        "B. IRON", "B. Iron\ndeficiency anaemia",
+    ],
 )
 def test_rule_2_a_letter_opening_the_answer_with_its_text(answer):
     assert extract_letter(answer, LETTERS) == ("B", None)
@@ -37,7 +40,10 @@ def test_rule_2_text_after_the_letter_may_start_with_a_capital_word():
         "The answer is B",
         "The answer is (B).",
         "Final answer: B",
+        "Option: B",
+        "answer = B",
         "The correct option is B",
+        "The best choice is (B)",
         "the answer is option B",
         "I think the answer is B because ferritin is low.",
         "Low ferritin means iron deficiency, so the answer is B. Iron",
@@ -67,6 +73,8 @@ def test_rule_3_a_lead_in_then_the_letter(answer):
         "B is correct",  # no lead-in, and B does not open the answer with . ) :
         "answer: b",  # lower case only as the whole answer
         "Vitamin B12",
+        "IRON",  # capitals of a word are not a list of letters
+        "B:Iron",  # rule 2 needs whitespace after the delimiter
         "B-cell lymphoma",
         "U.S. guidelines",
     ],
@@ -113,7 +121,9 @@ def test_ten_options_accept_the_letters_up_to_j_and_the_letter_i():
     assert extract_letter("I think so", "ABCDEFGHIJ") == (None, "no_letter")
 
 
-@pytest.mark.parametrize("answer", ["Iron", "iron.", "  IRON ", "The answer is iron", "Answer: Iron", '"Iron"'])
+@pytest.mark.parametrize(
+    "answer", ["Iron", "iron.", "  IRON ", "The answer is iron", "Answer: Iron", '"Iron"', "**Iron**"]
+)
 def test_option_text_is_that_option_when_matching(answer):
     assert extract_letter(answer, LETTERS, OPTIONS, match_option_text=True) == ("B", None)
 

@@ -45,9 +45,10 @@ _LEAD_IN_LETTER = re.compile(_LEAD_IN + r"\(?([A-Z])\)?" + _ALONE)
 _LEAD_IN_ONLY = re.compile(r"^(?i:the\s+)?" + _LEAD_IN)
 # Two or more letters joined only by separators: "A, C", "B or D", "A B C D E", "(A) and (C)"
 _LIST_ITEM = r"\(?[A-Z]\)?[.):]?"
-_LETTER_LIST = re.compile(rf"^{_LIST_ITEM}(?:\s*(?:,|/|&|;|\bor\b|\band\b)?\s*{_LIST_ITEM})+$")
+_LIST_GAP = r"(?:\s*(?:,|/|&|;|\bor\b|\band\b)\s*|\s+)"
+_LETTER_LIST = re.compile(rf"^{_LIST_ITEM}(?:{_LIST_GAP}{_LIST_ITEM})+$")
 _JOINED_PAIR = re.compile(rf"(?<![A-Za-z]){_LIST_ITEM}\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}")
-_LIST_CONTINUES = re.compile(rf"^\s*(?:(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}|(?:\s*{_LIST_ITEM})+\s*$)")
+_LIST_CONTINUES = re.compile(rf"^\s*(?:(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}|(?:{_LIST_GAP}{_LIST_ITEM})+\s*$)")
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,14 @@ def extract_letter(
 ) -> tuple[str | None, str | None]:
     """Return ``(letter, error)`` for the content of an answer block. Its whole rules:
 
-    An answer states letter X (a capital, standing alone) when
-      1. it is only that letter, in either case: ``B``, ``b``, ``(B)``, ``B.``, ``B)``, ``B:``;
-      2. it opens with ``X``, ``(X)``, ``X.``, ``X)`` or ``X:`` (or ``Option X``) followed by text:
-         ``B. Iron``, ``(B) Iron``, ``B: Iron``;
-      3. it holds a lead-in followed by the letter, optionally bracketed: ``Answer: B``, ``The answer is B``,
-         ``Final answer: (B)``, ``The correct option is B``, ``I think the answer is B because ...``.
+    An answer states letter X (a capital not followed by a letter, digit, hyphen or apostrophe) when
+      1. it is only that letter, in either case, optionally bracketed or followed by ``.``, ``)`` or ``:``:
+         ``B``, ``b``, ``(B)``, ``B.``, ``B)``, ``B:``;
+      2. it opens with the capital (optionally after ``Option``/``Choice``) as ``X.``, ``X)`` or ``X:``
+         followed by whitespace, or as ``(X)``, then text: ``B. Iron``, ``(B) Iron``, ``B: Iron``, ``Option B``;
+      3. anywhere in it, a lead-in (``answer``/``option``/``choice``, optionally after ``final``/``correct``/
+         ``best``, then ``is``, ``:`` or ``=``, any case) is followed by the capital, optionally bracketed:
+         ``Answer: B``, ``The answer is B``, ``Final answer: (B)``, ``I think the answer is B because ...``.
     Anything else names no choice: a capital used as a word (``A patient with ...``, ``I think ...``),
     negations (``not A``, ``A is wrong``, ``The answer is not A``), ``B is correct``, lower case outside rule 1.
 
@@ -133,7 +136,8 @@ def extract_letter(
     after normalisation (case, whitespace, quotes, trailing period; an optional lead-in) chooses that option,
     before rules 1-3 are tried. Without it, such an answer is ``option_text`` (when options are given).
 
-    Errors: two or more letters joined only by separators (``A, C``, ``B or D``, ``A B C D E``) or after a
+    Errors: two or more capitals joined only by separators (whitespace, ``,`` ``/`` ``&`` ``;`` ``or``
+    ``and``: ``A, C``, ``B or D``, ``A B C D E``) or after a
     stated letter (``B, C``), or statements of different letters → ``multiple_letters``; a stated letter not
     among ``valid_letters`` → ``letter_outside_options``; otherwise no statement → ``no_letter``.
     """
