@@ -60,3 +60,16 @@ def test_evaluate_reads_completions_like_training():
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="evaluate", overrides=["reward.format=study"])
     assert cfg.reward.format == "study" and cfg.reward.match_option_text is False
+
+
+def test_cli_composes_med_rlvr_with_the_tiny_model(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "medrlvr.train", "experiment=med_rlvr", "model=tiny", "--cfg", "job"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "format: study" in out.stdout and "template: r1_zero" in out.stdout
+    assert "response_prefix: ''" in out.stdout
