@@ -69,7 +69,9 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         _check(
-            self.template in ("chat", "r1_zero"), "data.prompt.template", f"must be chat or r1_zero, got {self.template!r}"
+            self.template in ("chat", "r1_zero"),
+            "data.prompt.template",
+            f"must be chat or r1_zero, got {self.template!r}",
         )
 
 

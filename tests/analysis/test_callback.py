@@ -60,7 +60,7 @@ def _metrics_at(client, run_id, step):
 def test_callback_classifies_with_the_reward_rules():
     from medrlvr.rewards.parsing import ParseRules
 
-    steps_first = "Steps.\n<think>Small pale cells, low ferritin: iron deficiency anaemia, so B.</think><answer>B</answer>"
+    steps_first = "Steps.\n<think>Small pale cells, low ferritin: iron deficiency, so B.</think><answer>B</answer>"
     module = SimpleNamespace(last_samples=samples(1, [steps_first]), iteration=1)
     for rules, failure_share in ((ParseRules(), 1.0), (ParseRules(format="study"), 0.0)):
         logged = []

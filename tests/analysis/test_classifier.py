@@ -189,12 +189,13 @@ def test_thresholds_are_configurable():
 def test_study_format_reads_text_before_think_as_the_reward_did():
     from medrlvr.rewards.parsing import ParseRules
 
-    short_before = "Iron.\n<think>Small pale cells and a low ferritin mean iron deficiency anaemia.</think><answer>B</answer>"
+    short_before = "Iron.\n<think>Small pale cells and a low ferritin mean iron deficiency.</think><answer>B</answer>"
     strict = classify(short_before, LETTERS, CFG)
     study = classify(short_before, LETTERS, CFG, rules=ParseRules(format="study"))
     assert strict.stage == Stage.FORMAT_FAILURE and strict.format_kind == "text_outside_tags"
     assert study.format_error is None and study.stage != Stage.FORMAT_FAILURE
-    assert classify(STEPS_BEFORE_THINK, LETTERS, CFG, rules=ParseRules(format="study")).stage == Stage.STEP_BY_STEP_EXPLOIT
+    exploit = classify(STEPS_BEFORE_THINK, LETTERS, CFG, rules=ParseRules(format="study"))
+    assert exploit.stage == Stage.STEP_BY_STEP_EXPLOIT
 
 
 def test_an_option_text_answer_is_no_answer():

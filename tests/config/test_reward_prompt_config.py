@@ -32,7 +32,8 @@ def test_med_rlvr_is_one_override_away_from_the_cpu_default_semantics():
         ["experiment=med_rlvr", "model=tiny", "reward.format=strict", "data.prompt.template=chat",
          "data.prompt.response_prefix='<think>'"]
     )
-    assert (cfg.reward.format, cfg.data.prompt.template, cfg.data.prompt.response_prefix) == ("strict", "chat", "<think>")
+    prompt = cfg.data.prompt
+    assert (cfg.reward.format, prompt.template, prompt.response_prefix) == ("strict", "chat", "<think>")
 
 
 @pytest.mark.parametrize("reward", ["default", "length_penalty", "partial_format"])

@@ -33,7 +33,11 @@ def reasoning_length(parsed: ParsedCompletion) -> int:
 
 
 def _check_inputs(
-    completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str], options: Options | None, rules: ParseRules
+    completions: Sequence[str],
+    answers: Sequence[str],
+    valid_letters: Sequence[str],
+    options: Options | None,
+    rules: ParseRules,
 ) -> None:
     """Clear errors for inputs of different lengths, or option texts missing when the rules need them."""
     lengths = [len(completions), len(answers), len(valid_letters)] + ([len(options)] if options is not None else [])
@@ -64,7 +68,9 @@ class CorrectnessReward:
         """Shaping term subtracted from the base score; none for the plain scheme."""
         return 0.0
 
-    def parse(self, completions: Sequence[str], valid_letters: Sequence[str], options: Options | None) -> list[ParsedCompletion]:
+    def parse(
+        self, completions: Sequence[str], valid_letters: Sequence[str], options: Options | None
+    ) -> list[ParsedCompletion]:
         """Each completion read with this reward's rules (``options`` only when the rules match option texts)."""
         given = options if options is not None else [None] * len(completions)
         return [parse_completion(t, v, self.rules, o) for t, v, o in zip(completions, valid_letters, given)]
@@ -131,7 +137,7 @@ class PartialFormatReward(CorrectnessReward):
         out = super().__call__(completions, answers, valid_letters, options)
         given = options if options is not None else [None] * len(completions)
         scores = [
-            self.partial_format if not parsed.format_ok and answer_block_letter(text, letters, self.rules, opts) else score
-            for score, parsed, text, letters, opts in zip(out.scores, out.parsed, completions, valid_letters, given)
+            self.partial_format if not parsed.format_ok and answer_block_letter(text, v, self.rules, o) else score
+            for score, parsed, text, v, o in zip(out.scores, out.parsed, completions, valid_letters, given)
         ]
         return replace(out, scores=scores)

@@ -48,7 +48,8 @@ _LIST_ITEM = r"\(?[A-Z]\)?[.):]?"
 _LIST_GAP = r"(?:\s*(?:,|/|&|;|\bor\b|\band\b)\s*|\s+)"
 _LETTER_LIST = re.compile(rf"^{_LIST_ITEM}(?:{_LIST_GAP}{_LIST_ITEM})+$")
 _JOINED_PAIR = re.compile(rf"(?<![A-Za-z]){_LIST_ITEM}\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}")
-_LIST_CONTINUES = re.compile(rf"^\s*(?:(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}|(?:{_LIST_GAP}{_LIST_ITEM})+\s*$)")
+_JOINED_NEXT = rf"(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}"
+_LIST_CONTINUES = re.compile(rf"^\s*(?:{_JOINED_NEXT}|(?:{_LIST_GAP}{_LIST_ITEM})+\s*$)")
 
 
 @dataclass(frozen=True)

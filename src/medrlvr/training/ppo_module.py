@@ -323,7 +323,8 @@ class PPOModule(L.LightningModule):
             "reward/std": scores.std(unbiased=False).item(),
             "reward/accuracy": sum(scored.correct) / len(scored.correct),
             "reward/format_rate": sum(p.format_ok for p in scored.parsed) / len(scored.parsed),
-            "response/text_before_think_rate": sum(bool(p.text_before_think) for p in scored.parsed) / len(scored.parsed),
+            "response/text_before_think_rate": sum(bool(p.text_before_think) for p in scored.parsed)
+            / len(scored.parsed),
             "reward/length_penalty": sum(scored.penalties) / len(scored.penalties),
             "response/tokens_mean": lengths.mean().item(),
             "response/tokens_max": lengths.max().item(),
