@@ -57,20 +57,35 @@ def test_rule_3_a_lead_in_then_the_letter(answer):
 
 @pytest.mark.parametrize(
     "answer",
+    ["B is correct", "B is the answer", "(B) is the correct answer.", "Option B is the best choice", "B is right"],
+)
+def test_rule_4_a_letter_affirmed_at_the_start(answer):
+    assert extract_letter(answer, LETTERS) == ("B", None)
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [("A is wrong, B is correct", "no_letter"), ("B is correct, or C", "multiple_letters"), ("B, or C", "multiple_letters")],
+)
+def test_rule_4_holds_only_at_the_start_and_alone(answer, error):
+    assert extract_letter(answer, LETTERS) == (None, error)
+
+
+@pytest.mark.parametrize(
+    "answer",
     [
         "",
         "none of these",
         "Iron deficiency anaemia",  # prose naming no letter
         "I think it is iron.",  # the pronoun I
-        "I",  # alone it is the letter I, outside A-E: see the next test
         "A patient with these findings lacks iron.",  # the article A
-        "A",  # alone it is the letter A
         "not A",
         "Not A.",
         "A is wrong",
         "The answer is not A",
         "The answer isn't A",
-        "B is correct",  # no lead-in, and B does not open the answer with . ) :
+        "B is not correct",
+        "B is likely",  # only correct/right/best/answer affirm a letter
         "answer: b",  # lower case only as the whole answer
         "Vitamin B12",
         "IRON",  # capitals of a word are not a list of letters
@@ -80,13 +95,12 @@ def test_rule_3_a_lead_in_then_the_letter(answer):
     ],
 )
 def test_answers_that_choose_no_letter(answer):
-    letter, error = extract_letter(answer, LETTERS)
-    if answer == "A":
-        assert (letter, error) == ("A", None)
-    elif answer == "I":
-        assert (letter, error) == (None, "letter_outside_options")
-    else:
-        assert (letter, error) == (None, "no_letter"), answer
+    assert extract_letter(answer, LETTERS) == (None, "no_letter")
+
+
+def test_a_or_i_alone_is_the_letter():
+    assert extract_letter("A", LETTERS) == ("A", None)
+    assert extract_letter("I", LETTERS) == (None, "letter_outside_options")
 
 
 @pytest.mark.parametrize(

@@ -42,13 +42,19 @@ _LEAD_IN = (
     r"(?:option\s+|choice\s+)?)"
 )
 _LEAD_IN_LETTER = re.compile(_LEAD_IN + r"\(?([A-Z])\)?" + _ALONE)
+# 4. the answer opens with the letter affirmed: "B is correct", "(B) is the answer", "Option B is the best choice"
+_AFFIRMED = re.compile(
+    r"^(?i:(?:option|choice)\s+)?\(?([A-Z])\)?\s+(?i:is)\s+(?i:the\s+)?"
+    r"(?i:(?:correct|right|best)(?:\s+(?:answer|option|choice))?|answer)\b"
+)
 _LEAD_IN_ONLY = re.compile(r"^(?i:the\s+)?" + _LEAD_IN)
 # Two or more letters joined only by separators: "A, C", "B or D", "A B C D E", "(A) and (C)"
 _LIST_ITEM = r"\(?[A-Z]\)?[.):]?"
-_LIST_GAP = r"(?:\s*(?:,|/|&|;|\bor\b|\band\b)\s*|\s+)"
+_SEPARATORS = r"(?:\s*(?:,|/|&|;|\bor\b|\band\b))+\s*"
+_LIST_GAP = rf"(?:{_SEPARATORS}|\s+)"
 _LETTER_LIST = re.compile(rf"^{_LIST_ITEM}(?:{_LIST_GAP}{_LIST_ITEM})+$")
-_JOINED_PAIR = re.compile(rf"(?<![A-Za-z]){_LIST_ITEM}\s*(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}")
-_JOINED_NEXT = rf"(?:,|/|&|\bor\b|\band\b)\s*\(?[A-Z]\)?{_ALONE}"
+_JOINED_PAIR = re.compile(rf"(?<![A-Za-z]){_LIST_ITEM}{_SEPARATORS}\(?[A-Z]\)?{_ALONE}")
+_JOINED_NEXT = rf"{_SEPARATORS}\(?[A-Z]\)?{_ALONE}"
 _LIST_CONTINUES = re.compile(rf"^\s*(?:{_JOINED_NEXT}|(?:{_LIST_GAP}{_LIST_ITEM})+\s*$)")
 
 
@@ -104,7 +110,7 @@ def option_text_letters(answer: str, options: Mapping[str, str]) -> list[str]:
 
 
 def stated_letters(answer: str) -> list[tuple[str, str]]:
-    """``(letter, text after it)`` for each place the answer states a choice, by rules 1-3 of :func:`extract_letter`."""
+    """``(letter, text after it)`` for each place the answer states a choice, by rules 1-4 of :func:`extract_letter`."""
     text = " ".join(answer.split())
     lower = _LOWER_ALONE.match(text)
     if lower:
@@ -113,6 +119,9 @@ def stated_letters(answer: str) -> list[tuple[str, str]]:
     leading = _LEADING.match(text)
     if leading:
         stated.append((leading.group(1) or leading.group(2), text[leading.end() :]))
+    affirmed = _AFFIRMED.match(text)
+    if affirmed:
+        stated.append((affirmed.group(1), text[affirmed.end() :]))
     stated += [(m.group(1), text[m.end() :]) for m in _LEAD_IN_LETTER.finditer(text)]
     return stated
 
@@ -129,13 +138,17 @@ def extract_letter(
          followed by whitespace, or as ``(X)``, then text: ``B. Iron``, ``(B) Iron``, ``B: Iron``, ``Option B``;
       3. anywhere in it, a lead-in (``answer``/``option``/``choice``, optionally after ``final``/``correct``/
          ``best``, then ``is``, ``:`` or ``=``, any case) is followed by the capital, optionally bracketed:
-         ``Answer: B``, ``The answer is B``, ``Final answer: (B)``, ``I think the answer is B because ...``.
+         ``Answer: B``, ``The answer is B``, ``Final answer: (B)``, ``I think the answer is B because ...``;
+      4. it opens with the capital (optionally bracketed, after ``Option``/``Choice``) followed by ``is``, an
+         optional ``the`` and ``correct``, ``right`` or ``best`` (optionally then ``answer``/``option``/
+         ``choice``) or ``answer``: ``B is correct``, ``B is the answer``, ``Option B is the best choice``.
     Anything else names no choice: a capital used as a word (``A patient with ...``, ``I think ...``),
-    negations (``not A``, ``A is wrong``, ``The answer is not A``), ``B is correct``, lower case outside rule 1.
+    negations (``not A``, ``A is wrong``, ``B is not correct``, ``The answer is not A``), lower case outside
+    rule 1.
 
     With ``match_option_text`` (and the question's ``options``), an answer that is exactly one option's text
     after normalisation (case, whitespace, quotes, trailing period; an optional lead-in) chooses that option,
-    before rules 1-3 are tried. Without it, such an answer is ``option_text`` (when options are given).
+    before rules 1-4 are tried. Without it, such an answer is ``option_text`` (when options are given).
 
     Errors: two or more capitals joined only by separators (whitespace, ``,`` ``/`` ``&`` ``;`` ``or``
     ``and``: ``A, C``, ``B or D``, ``A B C D E``) or after a
