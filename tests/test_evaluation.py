@@ -100,3 +100,24 @@ def test_a_position_biased_model_is_measured(prompts):
     m = evaluate(engine, prompts, examples, max_new_tokens=8).metrics
     assert m["chosen_A"] == 1.0 and m["accuracy"] == 0.25
     assert m["position_bias_tv"] == pytest.approx(0.75)
+
+
+def test_evaluation_reads_completions_with_the_given_rules(tokenizer):
+    from medrlvr.rewards.parsing import ParseRules
+
+    prompts = PromptBuilder(tokenizer, response_prefix="", template="r1_zero")
+    iron = MCQExample("Which?", {"A": "Zinc", "B": "Iron", "C": "Iodine"}, "B", "test", "q2")
+    examples = [mcq("q1", 5, "A"), iron, mcq("q3", 5, "C")]
+    texts = [
+        ["Step 1: look. <think>x</think><answer>A</answer>"],  # text before <think>
+        ["<think>y</think><answer>iron</answer>"],  # the option's text
+        ["<think>z</think><answer>C</answer> more"],  # text after the answer
+    ]
+    strict = evaluate(FixedEngine(texts), prompts, examples, max_new_tokens=16).metrics
+    assert strict["accuracy"] == strict["format_rate"] == 0.0
+    assert strict["text_before_think_rate"] == pytest.approx(1 / 3)
+    study = ParseRules(format="study", match_option_text=True)
+    result = evaluate(FixedEngine(texts), prompts, examples, max_new_tokens=16, rules=study)
+    assert [r["correct"] for r in result.records] == [True, True, False]
+    assert [r["text_before_think"] for r in result.records] == [True, False, False]
+    assert result.records[2]["format_error"] == "text_outside_tags"

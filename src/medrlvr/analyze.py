@@ -10,7 +10,8 @@ For a ``.json`` (MLflow table such as ``eval/before.json``, or a list of objects
 completions with a ``response`` field (and optionally ``letters``, ``iteration``, ``id``, ``answer``) it
 classifies every completion and writes ``stage_fractions.png`` (bar charts), ``classified.jsonl`` and
 ``report.md``. Thresholds: ``analysis/*`` params of the run when present, else the defaults of
-:class:`medrlvr.config.AnalysisConfig`; ``--set key=value`` overrides either.
+:class:`medrlvr.config.AnalysisConfig`; ``--set key=value`` overrides either. ``--format study`` reads a file's
+completions as a run trained with ``reward.format=study`` did (text before ``<think>`` is not a format failure).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from medrlvr.analysis.report import (
 )
 from medrlvr.config import AnalysisConfig, ConfigError, default_tracking_uri
 from medrlvr.data.schema import OPTION_LETTERS
+from medrlvr.rewards.parsing import FORMATS, ParseRules
 
 
 def config_from(params: Mapping[str, str], overrides: Sequence[str]) -> AnalysisConfig:
@@ -168,8 +170,11 @@ def analyze_run(run_id: str, tracking_uri: str, output: Path, overrides: Sequenc
     return path
 
 
-def analyze_file(path: Path, output: Path, overrides: Sequence[str], letters: str) -> Path:
-    """Classify a file of completions; rows with an ``iteration`` are classified in iteration order."""
+def analyze_file(
+    path: Path, output: Path, overrides: Sequence[str], letters: str, rules: ParseRules = ParseRules()
+) -> Path:
+    """Classify a file of completions, read with the training reward's ``rules``; rows with an ``iteration`` are
+    classified in iteration order."""
     cfg = config_from({}, overrides)
     rows = load_completions(path, letters)
     tracker = StageTracker(cfg)
@@ -182,7 +187,7 @@ def analyze_file(path: Path, output: Path, overrides: Sequence[str], letters: st
     for iteration, group in groupby(sorted(range(len(rows)), key=iteration_of), key=iteration_of):
         indices = list(group)
         pairs = [(rows[i]["response"], rows[i]["letters"]) for i in indices]
-        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs)))
+        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs, rules)))
     done = [by_index[i] for i in range(len(rows))]
     metrics = iteration_metrics(done)
     fractions = stage_fractions(done)
@@ -225,6 +230,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None, help="output folder (default: ./analysis/<run id or file stem>)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an analysis threshold")
     parser.add_argument("--letters", default=OPTION_LETTERS, help="option letters of rows without a 'letters' field (files)")
+    parser.add_argument(
+        "--format", choices=FORMATS, default="strict", help="the training run's reward.format (files; default strict)"
+    )
     parser.add_argument("--no-log", action="store_true", help="do not log the plots and report to the run")
     return parser.parse_args(argv)
 
@@ -235,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = Path(args.target)
     try:
         if path.suffix in (".json", ".jsonl") or path.exists():
-            report = analyze_file(path, args.output or Path("analysis") / path.stem, args.set, args.letters)
+            output = args.output or Path("analysis") / path.stem
+            report = analyze_file(path, output, args.set, args.letters, ParseRules(format=args.format))
         else:
             uri = args.tracking_uri or default_tracking_uri()
             try:

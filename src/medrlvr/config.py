@@ -55,10 +55,24 @@ class ModelConfig:
 
 @dataclass
 class PromptConfig:
+    """How a question becomes the model's input. ``template``: ``chat`` (the tokenizer's chat template, or
+    ``Role: text`` turns when it has none) or ``r1_zero`` (DeepSeek-R1-Zero's plain
+    ``<system prompt> User: <question> Assistant:`` text, for base models). ``response_prefix`` is appended
+    after the assistant header and counts as the start of the response (``"<think>"`` pre-fills the think
+    block; ``""`` leaves the whole format to the model)."""
+
     system_prompt: str = "r1"
     one_shot: bool = True
     reminder: bool = True
     response_prefix: str = "<think>"
+    template: str = "chat"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.template in ("chat", "r1_zero"),
+            "data.prompt.template",
+            f"must be chat or r1_zero, got {self.template!r}",
+        )
 
 
 @dataclass
@@ -99,6 +113,14 @@ class DataConfig:
 
 @dataclass
 class RewardConfig:
+    """The reward's scores and how it reads completions (the evaluation reads them the same way).
+
+    ``format``: ``strict`` (nothing but whitespace outside ``<think>…</think><answer>…</answer>``) or ``study``
+    (text before ``<think>`` allowed and reported). ``match_option_text``: an answer that is exactly one
+    option's text chooses that option (off: a format failure, ``option_text``). See
+    :mod:`medrlvr.rewards.parsing`.
+    """
+
     name: str = "default"
     format_error: float = -1.0
     wrong_answer: float = 0.0
@@ -106,11 +128,14 @@ class RewardConfig:
     min_reasoning_words: int = 0
     penalty_coef: float = 0.0
     partial_format: float = -0.5
+    format: str = "strict"
+    match_option_text: bool = False
 
     def __post_init__(self) -> None:
         _check(
             self.name in ("default", "length_penalty", "partial_format"), "reward.name", f"unknown reward {self.name!r}"
         )
+        _check(self.format in ("strict", "study"), "reward.format", f"must be strict or study, got {self.format!r}")
         _check(
             self.name != "partial_format" or self.format_error <= self.partial_format <= self.wrong_answer,
             "reward.partial_format",
@@ -497,12 +522,14 @@ class EvaluateConfig:
     ``datasets``: null = the ``data`` group's choice; a list of ``conf/data`` names
     (``[medqa,mmlu_pro_health]``); or a mapping from those names to data overrides
     (``{mmlu_pro_health: {path: FILE}}``). ``num_samples`` > 1 samples at ``temperature`` (> 0) and adds
-    majority-vote accuracy. ``parent_run_id`` nests the MLflow run under a training run.
+    majority-vote accuracy. ``parent_run_id`` nests the MLflow run under a training run. ``reward``: read
+    completions as training did (``reward.format``, ``reward.match_option_text``).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: Optional[str] = None
     datasets: Any = None

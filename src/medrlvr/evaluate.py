@@ -186,6 +186,7 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
         result = evaluate(
             engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
             temperature=cfg.temperature, num_samples=cfg.num_samples, seed=cfg.seed,
+            rules=builders.parse_rules(cfg.reward),
         )
         evaluated[name] = result
         results[name] = {

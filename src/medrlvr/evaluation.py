@@ -18,6 +18,7 @@ from typing import Any
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 from medrlvr.rewards.functions import CorrectnessReward
+from medrlvr.rewards.parsing import ParseRules
 from medrlvr.progress import clock
 from medrlvr.rollout.base import RolloutEngine, SamplingParams
 
@@ -42,9 +43,11 @@ def evaluate(
     num_samples: int = 1,
     seed: int = 0,
     chunk_size: int = 64,
+    rules: ParseRules = ParseRules(),
 ) -> EvalResult:
-    """Generate (greedy by default) and score with the same parser as training, ``chunk_size`` questions at a
-    time with a progress line after each chunk.
+    """Generate (greedy by default) and score with the same parser as training (``rules``: pass the training
+    reward's, :func:`medrlvr.training.builders.parse_rules`), ``chunk_size`` questions at a time with a progress
+    line after each chunk.
 
     Accuracy counts a completion as correct only if it is well formatted and names the right letter.
     """
@@ -59,7 +62,7 @@ def evaluate(
     started = time.perf_counter()
     for start in range(0, len(examples), chunk_size):
         chunk = examples[start : start + chunk_size]
-        records += _score_chunk(engine, prompt_builder, chunk, replace(params, seed=seed + start), start)
+        records += _score_chunk(engine, prompt_builder, chunk, replace(params, seed=seed + start), start, rules)
         done = start + len(chunk)
         elapsed = time.perf_counter() - started
         correct = sum(r["correct"] for r in records) / len(records)
@@ -71,13 +74,20 @@ def evaluate(
 
 
 def _score_chunk(
-    engine: RolloutEngine, prompt_builder: PromptBuilder, examples: list[MCQExample], params: SamplingParams, offset: int
+    engine: RolloutEngine,
+    prompt_builder: PromptBuilder,
+    examples: list[MCQExample],
+    params: SamplingParams,
+    offset: int,
+    rules: ParseRules,
 ) -> list[dict[str, Any]]:
     """One record per completion of ``examples`` (question indices start at ``offset``)."""
     rollout = engine.generate([prompt_builder(e) for e in examples], params)
     rows = [examples[i] for i in rollout.prompt_index]
     responses = [prompt_builder.full_response(t) for t in rollout.texts]
-    scored = CorrectnessReward()(responses, [e.answer for e in rows], [e.letters for e in rows])
+    scored = CorrectnessReward(rules=rules)(
+        responses, [e.answer for e in rows], [e.letters for e in rows], [e.options for e in rows]
+    )
     lengths = rollout.response_mask.sum(dim=1).tolist()
     sample_number: Counter[int] = Counter()
     records = []
@@ -93,6 +103,7 @@ def _score_chunk(
                 "response": response,
                 "letter": parsed.letter,
                 "format_error": parsed.format_error,
+                "text_before_think": bool(parsed.text_before_think),
                 "correct": correct,
                 "reasoning_words": scored.reasoning_words[i],
                 "response_tokens": int(lengths[i]),
@@ -116,7 +127,8 @@ def majority_letters(records: list[dict[str, Any]]) -> dict[int, str | None]:
 def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
     """Metrics of scored completions (see :func:`evaluate`'s records).
 
-    - ``accuracy``, ``format_rate``, ``truncated_rate``: shares of completions;
+    - ``accuracy``, ``format_rate``, ``truncated_rate``, ``text_before_think_rate``: shares of completions
+      (the last: text stood before ``<think>``, allowed by ``reward.format=study``);
     - ``response_tokens``, ``reasoning_words``: means over completions (0 words when there is no think block);
     - ``majority_accuracy``: only when some question has several samples;
     - ``accuracy/options_K`` and ``questions/options_K`` for each option count K present;
@@ -135,6 +147,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
         "response_tokens": sum(r["response_tokens"] for r in records) / n,
         "reasoning_words": sum(r["reasoning_words"] for r in records) / n,
         "truncated_rate": sum(r["finish_reason"] == "length" for r in records) / n,
+        "text_before_think_rate": sum(r["text_before_think"] for r in records) / n,
         "num_completions": float(n),
         "num_questions": float(len(questions)),
     }

@@ -100,7 +100,10 @@ def run_evaluation(
     step: int,
 ) -> dict[str, float]:
     """Greedy evaluation on held-out examples, logged as ``eval/<name>/*`` metrics and a table."""
-    result = evaluate(engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings))
+    result = evaluate(
+        engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
+        rules=builders.parse_rules(cfg.reward),
+    )
     metrics = {f"eval/{name}/{key}": value for key, value in result.metrics.items()}
     logger.log_metrics(metrics, step=step)
     table = {key: [record[key] for record in result.records] for key in result.records[0]}
@@ -205,7 +208,7 @@ def _fit_and_evaluate(
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
-        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps),
+        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward)),
     ]
     before = None
     if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):

@@ -87,3 +87,14 @@ def test_missing_file_or_run_is_a_clear_error(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["0123abcd", "--tracking-uri", uri]) == 2
     assert "'0123abcd' is neither a file nor a run" in capsys.readouterr().err
+
+
+def test_file_read_with_the_study_format(tmp_path):
+    short_before = "Iron.\n" + CONCISE
+    path = write_jsonl(tmp_path / "samples.jsonl", [{"id": "q1", "response": short_before}])
+    stages = {}
+    for name in ("strict", "study"):
+        out = tmp_path / name
+        assert main([str(path), "--output", str(out), "--letters", "ABCDE", "--format", name]) == 0
+        stages[name] = json.loads((out / "classified.jsonl").read_text())["stage"]
+    assert stages == {"strict": 1, "study": 3}

@@ -55,3 +55,17 @@ def test_metrics_per_iteration_and_tables_when_due(tmp_path):
 def _metrics_at(client, run_id, step):
     keys = [f"stage/{stage.slug}" for stage in Stage]
     return {key: next(m.value for m in client.get_metric_history(run_id, key) if m.step == step) for key in keys}
+
+
+def test_callback_classifies_with_the_reward_rules():
+    from medrlvr.rewards.parsing import ParseRules
+
+    steps_first = "Steps.\n<think>Small pale cells, low ferritin: iron deficiency, so B.</think><answer>B</answer>"
+    module = SimpleNamespace(last_samples=samples(1, [steps_first]), iteration=1)
+    for rules, failure_share in ((ParseRules(), 1.0), (ParseRules(format="study"), 0.0)):
+        logged = []
+        trainer = SimpleNamespace(logger=SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics)))
+        StageAnalysisCallback(AnalysisConfig(), every=0, max_steps=1, rules=rules).on_train_batch_end(
+            trainer, module, None, None, 0
+        )
+        assert logged[0]["flag/format_failure"] == failure_share

@@ -184,3 +184,19 @@ def test_thresholds_are_configurable():
     loose = AnalysisConfig(short_reasoning_words=2, verbose_reasoning_words=10)
     assert classify(CONCISE, LETTERS, loose).stage == Stage.VERBOSE_FORMATTER
     assert classify(STEPS_BEFORE_THINK, LETTERS, AnalysisConfig(outside_reasoning_words=20)).stage == Stage.FORMAT_FAILURE
+
+
+def test_study_format_reads_text_before_think_as_the_reward_did():
+    from medrlvr.rewards.parsing import ParseRules
+
+    short_before = "Iron.\n<think>Small pale cells and a low ferritin mean iron deficiency.</think><answer>B</answer>"
+    strict = classify(short_before, LETTERS, CFG)
+    study = classify(short_before, LETTERS, CFG, rules=ParseRules(format="study"))
+    assert strict.stage == Stage.FORMAT_FAILURE and strict.format_kind == "text_outside_tags"
+    assert study.format_error is None and study.stage != Stage.FORMAT_FAILURE
+    exploit = classify(STEPS_BEFORE_THINK, LETTERS, CFG, rules=ParseRules(format="study"))
+    assert exploit.stage == Stage.STEP_BY_STEP_EXPLOIT
+
+
+def test_an_option_text_answer_is_no_answer():
+    assert format_kind("option_text", "<think>x</think><answer>Iron</answer>") == "no_answer"

@@ -3,7 +3,7 @@
 import pytest
 
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
-from medrlvr.rewards.parsing import answer_block_letter, parse_completion
+from medrlvr.rewards.parsing import ParseRules, answer_block_letter, parse_completion
 
 LETTERS = "ABCDE"
 
@@ -45,7 +45,7 @@ def test_valid_completions(text, letter):
         ("<think>a</think><answer>B or D</answer>", "multiple_letters"),
         ("<think>a</think><answer>A B C D E</answer>", "multiple_letters"),
         ("<think>a</think><answer>F</answer>", "letter_outside_options"),
-        ("<think>a</think><answer>b</answer>", "no_letter"),
+        ("<think>a</think><answer>b is likely</answer>", "no_letter"),
     ],
 )
 def test_format_failures(text, error):
@@ -133,3 +133,66 @@ def test_answer_block_letter_ignores_the_think_block_but_not_the_answer_rules():
     assert answer_block_letter("<answer> (D) </answer>", LETTERS) == "D"
     assert answer_block_letter("</answer>B<answer>", LETTERS) is None
     assert answer_block_letter("<answer>A, C</answer>", LETTERS) is None
+
+
+STUDY = ParseRules(format="study")
+STEPS_FIRST = "Step 1: small pale cells.\nStep 2: low ferritin.\n<think>Iron deficiency.</think>\n<answer>B</answer>"
+
+
+def test_study_format_allows_and_reports_text_before_think():
+    parsed = parse_completion(STEPS_FIRST, LETTERS, STUDY)
+    assert parsed.format_ok and parsed.letter == "B"
+    assert parsed.text_before_think == "Step 1: small pale cells.\nStep 2: low ferritin."
+    assert parse_completion("<think>x</think><answer>B</answer>", LETTERS, STUDY).text_before_think == ""
+
+
+def test_strict_format_rejects_text_before_think_but_still_reports_it():
+    parsed = parse_completion(STEPS_FIRST, LETTERS)
+    assert parsed.format_error == "text_outside_tags"
+    assert parsed.text_before_think.startswith("Step 1")
+
+
+@pytest.mark.parametrize(
+    "text, error",
+    [
+        ("<think>a</think><answer>B</answer> or maybe C", "text_outside_tags"),  # nothing after </answer>
+        ("<think>a</think> so B <answer>B</answer>", "text_outside_tags"),  # nothing between the blocks
+        ("Steps <think>a</think><think>b</think><answer>B</answer>", "multiple_blocks"),
+        ("<think>Step 1 <think>a</think><answer>B</answer>", "multiple_blocks"),  # a second <think> after a pre-fill
+        ("Steps, then <answer>B</answer>", "missing_tags"),
+        ("Steps <answer>B</answer><think>a</think>", "wrong_order"),
+        ("Steps <think> </think><answer>B</answer>", "empty_think"),
+        ("Steps <think>a</think><answer>A, C</answer>", "multiple_letters"),
+    ],
+)
+def test_study_format_keeps_every_other_rule(text, error):
+    assert parse_completion(text, LETTERS, STUDY).format_error == error
+
+
+def test_unknown_format_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown completion format 'loose'"):
+        ParseRules(format="loose")
+
+
+def test_reward_reads_with_its_rules_and_the_questions_options():
+    options = [{"A": "Zinc", "B": "Iron", "C": "Iodine"}] * 2
+    completions = [STEPS_FIRST, "<think>x</think><answer>iron</answer>"]
+    assert CorrectnessReward()(completions, ["B", "B"], ["ABC"] * 2, options).scores == [-1.0, -1.0]
+    study = CorrectnessReward(rules=ParseRules(format="study", match_option_text=True))
+    out = study(completions, ["B", "B"], ["ABC"] * 2, options)
+    assert out.scores == [1.0, 1.0] and [p.letter for p in out.parsed] == ["B", "B"]
+    assert CorrectnessReward()(completions, ["B", "B"], ["ABC"] * 2, options).parsed[1].format_error == "option_text"
+
+
+def test_matching_option_text_without_options_fails_clearly():
+    reward = CorrectnessReward(rules=ParseRules(match_option_text=True))
+    with pytest.raises(ValueError, match="match_option_text needs the questions' options"):
+        reward(["<think>x</think><answer>B</answer>"], ["B"], [LETTERS])
+    with pytest.raises(ValueError, match="1 option texts"):
+        reward(["a", "b"], ["B", "B"], [LETTERS] * 2, [{"A": "x"}])
+
+
+def test_partial_format_uses_the_rules_too():
+    reward = PartialFormatReward(rules=ParseRules(match_option_text=True))
+    out = reward(["<answer>Iron</answer>"], ["B"], ["ABC"], [{"A": "Zinc", "B": "Iron", "C": "Iodine"}])
+    assert out.scores == [-0.5]

@@ -10,17 +10,19 @@ from lightning.pytorch.loggers import MLFlowLogger
 from medrlvr.analysis.dynamics import StageTracker, example_rows, iteration_metrics
 from medrlvr.config import AnalysisConfig
 from medrlvr.data.schema import OPTION_LETTERS
+from medrlvr.rewards.parsing import ParseRules
 
 
 class StageAnalysisCallback(L.Callback):
-    """Reads ``pl_module.last_samples`` after each iteration and logs :func:`iteration_metrics` at step = iteration.
+    """Reads ``pl_module.last_samples`` after each iteration and logs :func:`iteration_metrics` at step = iteration,
+    classifying completions with ``rules``, those of the training reward.
 
     Every ``every`` iterations (and at the first and last) it also logs up to ``cfg.examples_per_stage``
     classified completions per stage as the MLflow table ``stages/iteration_<n>.json``.
     """
 
-    def __init__(self, cfg: AnalysisConfig, every: int, max_steps: int) -> None:
-        self.cfg, self.every, self.max_steps = cfg, every, max_steps
+    def __init__(self, cfg: AnalysisConfig, every: int, max_steps: int, rules: ParseRules = ParseRules()) -> None:
+        self.cfg, self.every, self.max_steps, self.rules = cfg, every, max_steps, rules
         self.tracker = StageTracker(cfg)
 
     def state_dict(self) -> dict[str, Any]:
@@ -33,7 +35,7 @@ class StageAnalysisCallback(L.Callback):
         iteration = pl_module.iteration
         samples = pl_module.last_samples
         analyses = self.tracker.classify_iteration(
-            iteration, [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples]
+            iteration, [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples], self.rules
         )
         logger = trainer.logger
         if logger is None or not samples:

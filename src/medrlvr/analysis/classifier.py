@@ -5,8 +5,9 @@ Text in, a :class:`CompletionAnalysis` out (pure Python). Thresholds come from
 
 Flags (each tested on hand-written completions):
 
-- ``format_failure``: :func:`medrlvr.rewards.parsing.parse_completion` rejects the completion; its error is
-  mapped to a kind (:data:`FORMAT_KINDS`).
+- ``format_failure``: :func:`medrlvr.rewards.parsing.parse_completion` rejects the completion under the
+  training reward's :class:`~medrlvr.rewards.parsing.ParseRules`; its error is mapped to a kind
+  (:data:`FORMAT_KINDS`). Under ``reward.format=study`` text before ``<think>`` is not a failure.
 - ``short_reasoning``: the think block holds fewer than ``short_reasoning_words`` words (an answer given
   without reasoning).
 - ``answer_in_reasoning``: the think block states an option letter within its first ``leak_window_words``
@@ -41,7 +42,15 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from medrlvr.config import AnalysisConfig
-from medrlvr.rewards.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_letter, parse_completion
+from medrlvr.rewards.parsing import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    ParseRules,
+    extract_letter,
+    parse_completion,
+)
 
 
 class Stage(IntEnum):
@@ -165,6 +174,7 @@ def format_kind(error: str | None, text: str) -> str | None:
         "no_letter": "no_answer",
         "letter_outside_options": "no_answer",
         "multiple_letters": "multiple_answers",
+        "option_text": "no_answer",
     }[error]
 
 
@@ -213,9 +223,13 @@ def repeated_fraction(words: list[str], n: int) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
-def classify(response: str, letters: str, cfg: AnalysisConfig, after_exploit: bool = False) -> CompletionAnalysis:
-    """Flags and stage of a full response (including any pre-filled ``<think>``) to a question with ``letters``."""
-    parsed = parse_completion(response, letters)
+def classify(
+    response: str, letters: str, cfg: AnalysisConfig, after_exploit: bool = False, rules: ParseRules = ParseRules()
+) -> CompletionAnalysis:
+    """Flags and stage of a full response (including any pre-filled ``<think>``) to a question with ``letters``,
+    read with the training reward's ``rules`` (option texts are not available here: ``match_option_text`` is
+    not applied)."""
+    parsed = parse_completion(response, letters, ParseRules(format=rules.format))
     before, think, answer = split_response(response)
     final_letter = parsed.letter
     if final_letter is None and answer is not None:

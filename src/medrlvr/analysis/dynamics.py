@@ -20,6 +20,7 @@ import numpy as np
 
 from medrlvr.analysis.classifier import EXPLOIT_STAGES, FLAGS, FORMAT_KINDS, CompletionAnalysis, Stage, classify
 from medrlvr.config import AnalysisConfig
+from medrlvr.rewards.parsing import ParseRules
 
 LENGTH_STATS = ("mean", "p50", "p90")
 
@@ -31,10 +32,13 @@ class StageTracker:
     cfg: AnalysisConfig
     exploit_phase_at: int | None = field(default=None)
 
-    def classify_iteration(self, iteration: int, responses: Sequence[tuple[str, str]]) -> list[CompletionAnalysis]:
-        """Classify ``(response, letters)`` pairs of one iteration, then update the run's history."""
+    def classify_iteration(
+        self, iteration: int, responses: Sequence[tuple[str, str]], rules: ParseRules = ParseRules()
+    ) -> list[CompletionAnalysis]:
+        """Classify ``(response, letters)`` pairs of one iteration (read with the reward's ``rules``), then update
+        the run's history."""
         after_exploit = self.exploit_phase_at is not None
-        analyses = [classify(text, letters, self.cfg, after_exploit) for text, letters in responses]
+        analyses = [classify(text, letters, self.cfg, after_exploit, rules) for text, letters in responses]
         if not after_exploit and analyses:
             exploit = sum(a.stage in EXPLOIT_STAGES for a in analyses) / len(analyses)
             if exploit >= self.cfg.exploit_phase_fraction:

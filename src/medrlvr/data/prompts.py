@@ -1,4 +1,5 @@
-"""Prompt construction: the study's R1-style instruction, an optional worked example and a pre-filled ``<think>``."""
+"""Prompt construction: the study's R1-style instruction, an optional worked example and a pre-filled ``<think>``,
+rendered through the model's chat template or DeepSeek-R1-Zero's plain ``User: … Assistant:`` template."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ R1_SYSTEM_PROMPT = (
     "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> "
     "tags, respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>."
 )
+TEMPLATES = ("chat", "r1_zero")
 FORMAT_REMINDER = "Think inside <think></think>, then give only the option letter inside <answer></answer>."
 
 # A worked example written for this project (not an exam question).
@@ -38,12 +40,21 @@ def format_question(example: MCQExample, reminder: str = "") -> str:
     return "\n".join(lines)
 
 
+def r1_zero_text(messages: list[dict[str, str]]) -> str:
+    """DeepSeek-R1-Zero's template (DeepSeek-AI, 2025, Table 1): the system text, then ``User: …`` and
+    ``Assistant: …`` turns separated by single spaces, ending with ``Assistant:`` for the model to continue."""
+    parts = [m["content"] if m["role"] == "system" else f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return " ".join(parts + ["Assistant:"])
+
+
 @dataclass(frozen=True)
 class PromptBuilder:
     """Turns an example into the exact text given to the model, through its chat template when it has one.
 
-    ``response_prefix`` is appended after the assistant header and counts as the start of the response:
-    rewards parse ``response_prefix + completion``.
+    ``template="r1_zero"`` ignores any chat template and writes DeepSeek-R1-Zero's plain text instead:
+    ``<system prompt> User: <question> Assistant:`` (a worked example, when asked for, as one more
+    ``User: … Assistant: …`` exchange before the question). ``response_prefix`` is appended after the assistant
+    header and counts as the start of the response: rewards parse ``response_prefix + completion``.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -51,6 +62,11 @@ class PromptBuilder:
     one_shot: bool = True
     reminder: str = FORMAT_REMINDER
     response_prefix: str = "<think>"
+    template: str = "chat"
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ValueError(f"unknown prompt template {self.template!r}: expected one of {', '.join(TEMPLATES)}")
 
     def messages(self, example: MCQExample) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -63,7 +79,9 @@ class PromptBuilder:
 
     def __call__(self, example: MCQExample) -> str:
         messages = self.messages(example)
-        if getattr(self.tokenizer, "chat_template", None):
+        if self.template == "r1_zero":
+            text = r1_zero_text(messages)
+        elif getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant: "

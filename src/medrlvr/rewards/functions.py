@@ -1,16 +1,19 @@
 """Rule-based rewards: text in, scores and an info dict out (pure Python, no torch).
 
-Contract: ``reward(completions, answers, valid_letters) -> RewardOutput``. ``completions`` are full
-responses (including any pre-filled ``<think>``), ``answers`` the correct letters and ``valid_letters``
-the option letters of each question.
+Contract: ``reward(completions, answers, valid_letters, options=None) -> RewardOutput``. ``completions`` are
+full responses (including any pre-filled ``<think>``), ``answers`` the correct letters, ``valid_letters`` the
+option letters of each question and ``options`` its option texts by letter (needed by
+``ParseRules.match_option_text``). Each reward reads completions with its :class:`ParseRules`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from medrlvr.rewards.parsing import ParsedCompletion, answer_block_letter, parse_completion
+from medrlvr.rewards.parsing import ParsedCompletion, ParseRules, answer_block_letter, parse_completion
+
+Options = Sequence[Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,24 @@ def reasoning_length(parsed: ParsedCompletion) -> int:
     return len(parsed.think.split()) if parsed.think else 0
 
 
+def _check_inputs(
+    completions: Sequence[str],
+    answers: Sequence[str],
+    valid_letters: Sequence[str],
+    options: Options | None,
+    rules: ParseRules,
+) -> None:
+    """Clear errors for inputs of different lengths, or option texts missing when the rules need them."""
+    lengths = [len(completions), len(answers), len(valid_letters)] + ([len(options)] if options is not None else [])
+    if len(set(lengths)) > 1:
+        raise ValueError(
+            f"reward inputs differ in length: {len(completions)} completions, {len(answers)} answers, "
+            f"{len(valid_letters)} option sets" + (f", {len(options)} option texts" if options is not None else "")
+        )
+    if rules.match_option_text and options is None:
+        raise ValueError("reward.match_option_text needs the questions' options: pass options=[example.options, ...]")
+
+
 @dataclass(frozen=True)
 class CorrectnessReward:
     """The study's scheme: one value for a format failure, one for a wrong answer, one for a right one."""
@@ -36,6 +57,7 @@ class CorrectnessReward:
     format_error: float = -1.0
     wrong_answer: float = 0.0
     correct_answer: float = 1.0
+    rules: ParseRules = ParseRules()
 
     def base_score(self, parsed: ParsedCompletion, answer: str) -> float:
         if not parsed.format_ok:
@@ -46,13 +68,22 @@ class CorrectnessReward:
         """Shaping term subtracted from the base score; none for the plain scheme."""
         return 0.0
 
-    def __call__(self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]) -> RewardOutput:
-        if not len(completions) == len(answers) == len(valid_letters):
-            raise ValueError(
-                f"reward inputs differ in length: {len(completions)} completions, "
-                f"{len(answers)} answers, {len(valid_letters)} option sets"
-            )
-        parsed = [parse_completion(text, letters) for text, letters in zip(completions, valid_letters)]
+    def parse(
+        self, completions: Sequence[str], valid_letters: Sequence[str], options: Options | None
+    ) -> list[ParsedCompletion]:
+        """Each completion read with this reward's rules (``options`` only when the rules match option texts)."""
+        given = options if options is not None else [None] * len(completions)
+        return [parse_completion(t, v, self.rules, o) for t, v, o in zip(completions, valid_letters, given)]
+
+    def __call__(
+        self,
+        completions: Sequence[str],
+        answers: Sequence[str],
+        valid_letters: Sequence[str],
+        options: Options | None = None,
+    ) -> RewardOutput:
+        _check_inputs(completions, answers, valid_letters, options, self.rules)
+        parsed = self.parse(completions, valid_letters, options)
         penalties = [self.penalty(p) for p in parsed]
         scores = [self.base_score(p, a) - pen for p, a, pen in zip(parsed, answers, penalties)]
         return RewardOutput(
@@ -97,11 +128,16 @@ class PartialFormatReward(CorrectnessReward):
     partial_format: float = -0.5
 
     def __call__(
-        self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]
+        self,
+        completions: Sequence[str],
+        answers: Sequence[str],
+        valid_letters: Sequence[str],
+        options: Options | None = None,
     ) -> RewardOutput:
-        out = super().__call__(completions, answers, valid_letters)
+        out = super().__call__(completions, answers, valid_letters, options)
+        given = options if options is not None else [None] * len(completions)
         scores = [
-            self.partial_format if not parsed.format_ok and answer_block_letter(text, letters) else score
-            for score, parsed, text, letters in zip(out.scores, out.parsed, completions, valid_letters)
+            self.partial_format if not parsed.format_ok and answer_block_letter(text, v, self.rules, o) else score
+            for score, parsed, text, v, o in zip(out.scores, out.parsed, completions, valid_letters, given)
         ]
         return replace(out, scores=scores)

@@ -24,6 +24,7 @@ from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilde
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
+from medrlvr.rewards.parsing import ParseRules
 from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.rollout.placement import EnginePlacement, trainer_placement
@@ -172,17 +173,25 @@ def build_prompt_builder(cfg: PromptConfig, tokenizer: PreTrainedTokenizerBase) 
         one_shot=cfg.one_shot,
         reminder=FORMAT_REMINDER if cfg.reminder else "",
         response_prefix=cfg.response_prefix,
+        template=cfg.template,
     )
 
 
+def parse_rules(cfg: RewardConfig) -> ParseRules:
+    """How training rewards read completions; evaluation reads them the same way."""
+    return ParseRules(format=cfg.format, match_option_text=cfg.match_option_text)
+
+
 def build_reward(cfg: RewardConfig) -> CorrectnessReward:
+    scores = dict(format_error=cfg.format_error, wrong_answer=cfg.wrong_answer, correct_answer=cfg.correct_answer)
+    rules = parse_rules(cfg)
     if cfg.name == "length_penalty":
         return LengthPenaltyReward(
-            cfg.format_error, cfg.wrong_answer, cfg.correct_answer, cfg.min_reasoning_words, cfg.penalty_coef
+            **scores, rules=rules, min_reasoning_words=cfg.min_reasoning_words, penalty_coef=cfg.penalty_coef
         )
     if cfg.name == "partial_format":
-        return PartialFormatReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer, cfg.partial_format)
-    return CorrectnessReward(cfg.format_error, cfg.wrong_answer, cfg.correct_answer)
+        return PartialFormatReward(**scores, rules=rules, partial_format=cfg.partial_format)
+    return CorrectnessReward(**scores, rules=rules)
 
 
 def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = None) -> ResumableMLFlowLogger:

@@ -127,7 +127,9 @@ class PPOModule(L.LightningModule):
         start = time.perf_counter()
         rows = [batch[i] for i in rollout.prompt_index]
         responses = [self.prompt_builder.full_response(t) for t in rollout.texts]
-        scored = self.reward_fn(responses, [e.answer for e in rows], [e.letters for e in rows])
+        scored = self.reward_fn(
+            responses, [e.answer for e in rows], [e.letters for e in rows], [e.options for e in rows]
+        )
         timings["score"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -321,6 +323,8 @@ class PPOModule(L.LightningModule):
             "reward/std": scores.std(unbiased=False).item(),
             "reward/accuracy": sum(scored.correct) / len(scored.correct),
             "reward/format_rate": sum(p.format_ok for p in scored.parsed) / len(scored.parsed),
+            "response/text_before_think_rate": sum(bool(p.text_before_think) for p in scored.parsed)
+            / len(scored.parsed),
             "reward/length_penalty": sum(scored.penalties) / len(scored.penalties),
             "response/tokens_mean": lengths.mean().item(),
             "response/tokens_max": lengths.max().item(),

@@ -1,0 +1,76 @@
+"""reward.format / reward.match_option_text and data.prompt.template: composition, validation and wiring."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.rewards.parsing import ParseRules
+from medrlvr.training.builders import build_reward, parse_rules
+
+register_configs()
+
+
+def train_config(overrides):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return to_train_config(compose(config_name="config", overrides=overrides))
+
+
+def test_cpu_default_keeps_the_strict_format_chat_template_and_pre_fill():
+    cfg = train_config([])
+    assert (cfg.reward.format, cfg.reward.match_option_text) == ("strict", False)
+    assert (cfg.data.prompt.template, cfg.data.prompt.response_prefix) == ("chat", "<think>")
+
+
+def test_med_rlvr_uses_the_study_format_r1_zero_template_and_no_pre_fill():
+    cfg = train_config(["experiment=med_rlvr", "model=tiny"])
+    assert (cfg.reward.format, cfg.reward.match_option_text) == ("study", False)
+    assert (cfg.data.prompt.template, cfg.data.prompt.response_prefix) == ("r1_zero", "")
+
+
+def test_med_rlvr_is_one_override_away_from_the_cpu_default_semantics():
+    cfg = train_config(
+        ["experiment=med_rlvr", "model=tiny", "reward.format=strict", "data.prompt.template=chat",
+         "data.prompt.response_prefix='<think>'"]
+    )
+    prompt = cfg.data.prompt
+    assert (cfg.reward.format, prompt.template, prompt.response_prefix) == ("strict", "chat", "<think>")
+
+
+@pytest.mark.parametrize("reward", ["default", "length_penalty", "partial_format"])
+def test_every_reward_carries_the_parse_rules(reward):
+    cfg = train_config([f"reward={reward}", "reward.format=study", "reward.match_option_text=true"])
+    assert build_reward(cfg.reward).rules == ParseRules(format="study", match_option_text=True)
+    assert parse_rules(cfg.reward) == ParseRules(format="study", match_option_text=True)
+
+
+def test_length_penalty_keeps_its_parameters():
+    reward = build_reward(train_config(["reward=length_penalty"]).reward)
+    assert (reward.min_reasoning_words, reward.penalty_coef) == (20, 0.5)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("reward.format=loose", "reward.format"), ("data.prompt.template=llama", "data.prompt.template")],
+)
+def test_unknown_choices_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        train_config([override])
+
+
+def test_evaluate_reads_completions_like_training():
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="evaluate", overrides=["reward.format=study"])
+    assert cfg.reward.format == "study" and cfg.reward.match_option_text is False
+
+
+def test_cli_composes_med_rlvr_with_the_tiny_model(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "medrlvr.train", "experiment=med_rlvr", "model=tiny", "--cfg", "job"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "format: study" in out.stdout and "template: r1_zero" in out.stdout
+    assert "response_prefix: ''" in out.stdout

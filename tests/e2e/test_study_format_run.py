@@ -1,0 +1,32 @@
+"""End-to-end: one tiny PPO iteration with the study's semantics (format `study`, R1-Zero template, no pre-fill)."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.train import train
+
+pytestmark = pytest.mark.slow
+register_configs()
+
+
+def test_one_iteration_with_the_study_format_and_r1_zero_prompt(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = [
+        "experiment=smoke", "trainer.max_steps=1", "trainer.num_threads=1", "trainer.save_model=false",
+        "reward.format=study", "data.prompt.template=r1_zero", "data.prompt.response_prefix=''",
+        f"logger.tracking_uri={uri}", "logger.experiment_name=study_format",
+    ]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        composed = compose(config_name="config", overrides=overrides)
+    train(to_train_config(composed), tmp_path / "run", OmegaConf.to_yaml(composed))
+    client = MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("study_format").experiment_id])[0]
+    params, metrics = run.data.params, run.data.metrics
+    assert (params["reward/format"], params["data/prompt/template"], params["data/prompt/response_prefix"]) == (
+        "study", "r1_zero", ""
+    )
+    assert 0.0 <= metrics["response/text_before_think_rate"] <= 1.0
+    assert {"eval/before/text_before_think_rate", "eval/after/text_before_think_rate"} <= set(metrics)
