@@ -42,6 +42,7 @@ from medrlvr.config import (
 from medrlvr.data.registry import load_split_report
 from medrlvr.data.schema import OPTION_LETTERS
 from medrlvr.evaluation import EvalResult, evaluate
+from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.train import set_threads
 from medrlvr.training import builders
@@ -149,6 +150,7 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
         tags["mlflow.parentRunId"] = cfg.parent_run_id
     logger_cfg = dataclasses.replace(logger_cfg, run_name=logger_cfg.run_name or "evaluate")
     logger = builders.build_logger(logger_cfg, tags=tags)
+    mark_model_training(logger.experiment, logger.experiment_id)
     params = {
         "checkpoint": cfg.checkpoint, "model/name_or_path": cfg.model.name_or_path, "num_samples": cfg.num_samples,
         "temperature": cfg.temperature, "limit": cfg.limit, "max_new_tokens": cfg.rollout.eval_max_new_tokens,

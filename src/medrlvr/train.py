@@ -24,6 +24,7 @@ from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_split
 from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
 from medrlvr.evaluation import evaluate
+from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import ModelLoadError
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
@@ -170,6 +171,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
     logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
     run_id = open_run(logger)
+    mark_model_training(logger.experiment, logger.experiment_id)
     if checkpoint is None:
         logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")

@@ -9,6 +9,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from medrlvr.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+
 pytestmark = pytest.mark.slow
 
 
@@ -33,6 +35,7 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING  # MLflow's UI opens it on the runs view
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     run = runs[0]

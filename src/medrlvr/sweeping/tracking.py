@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from medrlvr.config import artifact_location, default_tracking_uri
+from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.sweeping import tags as T
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class SweepTracker:
     def start(self) -> str:
         """Create (or, for a resumable sweep, reopen) the parent run; returns its id."""
         self.experiment_id = self._experiment_id()
+        mark_model_training(self.client, self.experiment_id)
         self.parent_run_id = self._parent_run_id()
         log.info("MLflow experiment %r, sweep parent run %s", self.experiment_name, self.parent_run_id)
         return self.parent_run_id

@@ -1,0 +1,28 @@
+"""The project's MLflow experiments open on MLflow's runs view."""
+
+from mlflow.tracking import MlflowClient
+
+from medrlvr.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING, mark_model_training
+from medrlvr.sweeping.tracking import SweepTracker
+
+
+def test_an_experiment_is_marked_as_model_training(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("e")
+    mark_model_training(client, experiment_id)
+    assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+
+
+def test_a_kind_set_by_the_user_is_kept(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.create_experiment("e", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    mark_model_training(client, experiment_id)
+    assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_a_sweep_marks_its_experiment(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = SweepTracker(uri, "sweeps", "s", kind="grid", objective=None, direction="maximize", params=[])
+    tracker.start()
+    experiment = MlflowClient(uri).get_experiment_by_name("sweeps")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
