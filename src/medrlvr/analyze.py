@@ -30,12 +30,14 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from medrlvr.analysis.classifier import FLAGS, FORMAT_KINDS, CompletionAnalysis, Stage
+from medrlvr.analysis.classifier import FLAGS, CompletionAnalysis, Stage
 from medrlvr.analysis.dynamics import (
     StageTracker,
     classified_row,
     dominant_stage,
     example_rows,
+    flag_shares,
+    format_kind_shares,
     iteration_metrics,
     stage_fractions,
     stage_phases,
@@ -78,6 +80,13 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp)}
 
 
+def _flag_history(client: MlflowClient, run_id: str, name: str) -> dict[int, float]:
+    """A flag's shares by iteration; ``format_failure`` is read as 1 − ``reward/format_rate``."""
+    if name == "format_failure":
+        return {step: 1.0 - value for step, value in _history(client, run_id, "reward/format_rate").items()}
+    return _history(client, run_id, f"flag/{name}")
+
+
 def _series(history: Mapping[int, float]) -> Series:
     steps = sorted(history)
     return steps, [history[s] for s in steps]
@@ -118,7 +127,7 @@ def analyze_run(run_id: str, tracking_uri: str, output: Path, overrides: Sequenc
 
     output.mkdir(parents=True, exist_ok=True)
     plot_stage_fractions(iterations, fractions, boundaries, output / "stage_fractions.png")
-    flags = {name: _history(client, run_id, f"flag/{name}") for name in FLAGS}
+    flags = {name: _flag_history(client, run_id, name) for name in FLAGS}
     plot_training_curves(
         {
             "Reward and accuracy": {
@@ -190,10 +199,11 @@ def analyze_file(
         by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs, rules)))
     done = [by_index[i] for i in range(len(rows))]
     metrics = iteration_metrics(done)
+    flags = flag_shares(done)
     fractions = stage_fractions(done)
 
     output.mkdir(parents=True, exist_ok=True)
-    plot_stage_bars(fractions, {name: metrics[f"flag/{name}"] for name in FLAGS}, output / "stage_fractions.png")
+    plot_stage_bars(fractions, flags, output / "stage_fractions.png")
     with (output / "classified.jsonl").open("w", encoding="utf-8") as out:
         for row, analysis in zip(rows, done):
             out.write(json.dumps(classified_row(row, analysis)) + "\n")
@@ -207,9 +217,9 @@ def analyze_file(
             table(["stage", "completions", "share"], [(s.title, sum(a.stage == s for a in done), fractions[s]) for s in Stage]),
             "## Flags (share of completions)",
             flag_legend(),
-            table(["flag", "share"], [(f"`{name}`", metrics[f"flag/{name}"]) for name in FLAGS]),
+            table(["flag", "share"], [(f"`{name}`", share) for name, share in flags.items()]),
             "## Format failure kinds",
-            table(["kind", "share"], [(kind, metrics[f"format_kind/{kind}"]) for kind in FORMAT_KINDS]),
+            table(["kind", "share"], list(format_kind_shares(done).items())),
             "## Lengths (words)",
             table(
                 ["", "mean", "p50", "p90"],

@@ -124,6 +124,14 @@ def majority_letters(records: list[dict[str, Any]]) -> dict[int, str | None]:
     return {q: Counter(found).most_common(1)[0][0] if found else None for q, found in letters.items()}
 
 
+def letter_shares(records: list[dict[str, Any]]) -> dict[str, float]:
+    """``chosen_X`` and ``true_X`` for every letter X up to the largest option count of ``records``."""
+    letters = OPTION_LETTERS[: max(r["num_options"] for r in records)]
+    chosen = Counter(r["letter"] for r in records)
+    true = Counter(r["answer"] for r in records)
+    return {f"{kind}_{x}": counts[x] / len(records) for kind, counts in (("chosen", chosen), ("true", true)) for x in letters}
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
     """Metrics of scored completions (see :func:`evaluate`'s records).
 
@@ -132,7 +140,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
     - ``response_tokens``, ``reasoning_words``: means over completions (0 words when there is no think block);
     - ``majority_accuracy``: only when some question has several samples;
     - ``accuracy/options_K`` and ``questions/options_K`` for each option count K present;
-    - ``chosen_X``: share of completions answering letter X; ``true_X``: share whose correct letter is X;
+    - ``chosen_X``: share of completions answering letter X; ``true_X``: share whose correct letter is X (both
+      for every letter up to the largest option count, 0 for a letter never chosen or never right);
       ``position_bias_tv``: total variation distance ½·Σ_X |p_chosen(X) − p_true(X)| between the letters
       chosen by the answered (well-formatted) completions and the correct letters of the same completions
       (0 = the model picks positions as often as they are right; absent when nothing was answered).
@@ -160,10 +169,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
     for count, correct in sorted(by_count.items()):
         metrics[f"accuracy/options_{count}"] = sum(correct) / len(correct)
         metrics[f"questions/options_{count}"] = float(sum(r["num_options"] == count for r in questions.values()))
-    chosen = Counter(r["letter"] for r in records if r["letter"] is not None)
-    true = Counter(r["answer"] for r in records)
-    metrics.update({f"chosen_{letter}": count / n for letter, count in sorted(chosen.items())})
-    metrics.update({f"true_{letter}": count / n for letter, count in sorted(true.items())})
+    metrics.update(letter_shares(records))
     answered = [r for r in records if r["letter"] is not None]
     if answered:
         chosen_share = Counter(r["letter"] for r in answered)

@@ -68,4 +68,4 @@ def test_callback_classifies_with_the_reward_rules():
         StageAnalysisCallback(AnalysisConfig(), every=0, max_steps=1, rules=rules).on_train_batch_end(
             trainer, module, None, None, 0
         )
-        assert logged[0]["flag/format_failure"] == failure_share
+        assert logged[0]["stage/format_failure"] == failure_share

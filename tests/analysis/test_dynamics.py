@@ -7,6 +7,8 @@ from medrlvr.analysis.dynamics import (
     StageTracker,
     dominant_stage,
     example_rows,
+    flag_shares,
+    format_kind_shares,
     iteration_metrics,
     length_stats,
     stage_phases,
@@ -46,8 +48,12 @@ def test_iteration_metrics_hand_computed():
     assert metrics["stage/direct_answer_hacker"] == 0.5
     assert metrics["stage/concise_structurer"] == metrics["stage/format_failure"] == 0.25
     assert metrics["stage/reintegrated_reasoning"] == 0.0
-    assert metrics["flag/short_reasoning"] == 0.5 and metrics["flag/format_failure"] == 0.25
-    assert metrics["format_kind/missing_tags"] == 0.25 and metrics["format_kind/no_answer"] == 0.0
+    assert metrics["flag/short_reasoning"] == 0.5
+    assert "flag/format_failure" not in metrics  # it is 1 - reward/format_rate, logged by the training module
+    assert not any(key.startswith("format_kind/") for key in metrics)
+    assert flag_shares(analyses)["format_failure"] == 0.25
+    kinds = format_kind_shares(analyses)
+    assert kinds["missing_tags"] == 0.25 and kinds["no_answer"] == 0.0
     # reasoning words: 15, 1, 1, 0 (no think block)
     assert metrics["length/reasoning_words_mean"] == pytest.approx(17 / 4)
     assert metrics["length/reasoning_words_p50"] == pytest.approx(1.0)

@@ -3,7 +3,7 @@
 import pytest
 
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
-from medrlvr.rewards.parsing import ParseRules, answer_block_letter, parse_completion
+from medrlvr.rewards.parsing import FORMAT_ERRORS, ParseRules, answer_block_letter, parse_completion
 
 LETTERS = "ABCDE"
 
@@ -25,33 +25,39 @@ def test_valid_completions(text, letter):
     assert parsed.letter == letter
 
 
-@pytest.mark.parametrize(
-    "text, error",
-    [
-        ("The answer is B.", "missing_tags"),
-        ("<think>iron</think> The answer is B", "missing_tags"),
-        ("<answer>B</answer>", "missing_tags"),
-        ("<think>a</think><answer>B</answer><answer>C</answer>", "multiple_blocks"),
-        ("<think>a</think><think>b</think><answer>B</answer>", "multiple_blocks"),
-        ("<answer>B</answer><think>because</think>", "wrong_order"),
-        ("<think>a<answer>B</answer></think>", "wrong_order"),
-        ("<think>a</think><answer>B</answer> or maybe C", "text_outside_tags"),
-        ("Step 1: iron. <think>a</think><answer>B</answer>", "text_outside_tags"),
-        ("<think>a</think> so B <answer>B</answer>", "text_outside_tags"),
-        ("<think>   </think><answer>B</answer>", "empty_think"),
-        ("<think>a</think><answer>none of these</answer>", "no_letter"),
-        ("<think>a</think><answer></answer>", "no_letter"),
-        ("<think>a</think><answer>A, C</answer>", "multiple_letters"),
-        ("<think>a</think><answer>B or D</answer>", "multiple_letters"),
-        ("<think>a</think><answer>A B C D E</answer>", "multiple_letters"),
-        ("<think>a</think><answer>F</answer>", "letter_outside_options"),
-        ("<think>a</think><answer>b is likely</answer>", "no_letter"),
-    ],
-)
+FAILURES = [
+    ("The answer is B.", "missing_tags"),
+    ("<think>iron</think> The answer is B", "missing_tags"),
+    ("<answer>B</answer>", "missing_tags"),
+    ("<think>a</think><answer>B</answer><answer>C</answer>", "multiple_blocks"),
+    ("<think>a</think><think>b</think><answer>B</answer>", "multiple_blocks"),
+    ("<answer>B</answer><think>because</think>", "wrong_order"),
+    ("<think>a<answer>B</answer></think>", "wrong_order"),
+    ("<think>a</think><answer>B</answer> or maybe C", "text_outside_tags"),
+    ("Step 1: iron. <think>a</think><answer>B</answer>", "text_outside_tags"),
+    ("<think>a</think> so B <answer>B</answer>", "text_outside_tags"),
+    ("<think>   </think><answer>B</answer>", "empty_think"),
+    ("<think>a</think><answer>none of these</answer>", "no_letter"),
+    ("<think>a</think><answer></answer>", "no_letter"),
+    ("<think>a</think><answer>A, C</answer>", "multiple_letters"),
+    ("<think>a</think><answer>B or D</answer>", "multiple_letters"),
+    ("<think>a</think><answer>A B C D E</answer>", "multiple_letters"),
+    ("<think>a</think><answer>F</answer>", "letter_outside_options"),
+    ("<think>a</think><answer>b is likely</answer>", "no_letter"),
+]
+
+
+@pytest.mark.parametrize("text, error", FAILURES)
 def test_format_failures(text, error):
     parsed = parse_completion(text, LETTERS)
     assert parsed.format_error == error
     assert parsed.letter is None
+
+
+def test_format_errors_lists_every_failure_name_once():
+    # option_text needs the question's options: test_reward_reads_with_its_rules_and_the_questions_options
+    names = {error for _, error in FAILURES} | {"option_text"}
+    assert len(FORMAT_ERRORS) == len(names) and set(FORMAT_ERRORS) == names
 
 
 def test_ten_option_letters_are_accepted():

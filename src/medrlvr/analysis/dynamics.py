@@ -60,17 +60,30 @@ def length_stats(values: Iterable[int]) -> dict[str, float]:
     return {"mean": float(array.mean()), "p50": float(np.percentile(array, 50)), "p90": float(np.percentile(array, 90))}
 
 
-def iteration_metrics(analyses: Sequence[CompletionAnalysis]) -> dict[str, float]:
-    """MLflow metrics of one iteration: ``stage/<slug>``, ``flag/<name>``, ``format_kind/<kind>``, lengths.
-
-    ``flag/*`` and ``format_kind/*`` are shares of completions; ``aha/phrases_mean`` is the mean number of
-    self-verification phrases; ``length/{response,reasoning}_words_{mean,p50,p90}`` count words.
-    """
+def flag_shares(analyses: Sequence[CompletionAnalysis]) -> dict[str, float]:
+    """Share of completions with each flag of :data:`FLAGS`."""
     n = max(len(analyses), 1)
+    return {name: sum(getattr(a, name) for a in analyses) / n for name in FLAGS}
+
+
+def format_kind_shares(analyses: Sequence[CompletionAnalysis]) -> dict[str, float]:
+    """Share of completions with each failure kind of :data:`FORMAT_KINDS` (the study's grouping of parser errors)."""
+    n = max(len(analyses), 1)
+    return {kind: sum(a.format_kind == kind for a in analyses) / n for kind in FORMAT_KINDS}
+
+
+def iteration_metrics(analyses: Sequence[CompletionAnalysis]) -> dict[str, float]:
+    """MLflow metrics of one iteration: ``stage/<slug>``, ``flag/<name>``, ``aha/phrases_mean``, lengths.
+
+    ``stage/*`` and ``flag/*`` are shares of completions; ``aha/phrases_mean`` is the mean number of
+    self-verification phrases; ``length/{response,reasoning}_words_{mean,p50,p90}`` count words.
+    ``format_failure`` is not logged as a flag: it is 1 − ``reward/format_rate``, and the kinds of failure are
+    the training module's ``format_error/*``.
+    """
     metrics = {f"stage/{stage.slug}": value for stage, value in stage_fractions(analyses).items()}
-    metrics.update({f"flag/{name}": sum(getattr(a, name) for a in analyses) / n for name in FLAGS})
-    metrics.update({f"format_kind/{kind}": sum(a.format_kind == kind for a in analyses) / n for kind in FORMAT_KINDS})
-    metrics["aha/phrases_mean"] = sum(a.self_verification_count for a in analyses) / n
+    flags = flag_shares(analyses)
+    metrics.update({f"flag/{name}": flags[name] for name in FLAGS if name != "format_failure"})
+    metrics["aha/phrases_mean"] = sum(a.self_verification_count for a in analyses) / max(len(analyses), 1)
     for name in ("response", "reasoning"):
         stats = length_stats(getattr(a, f"{name}_words") for a in analyses)
         metrics.update({f"length/{name}_words_{key}": value for key, value in stats.items()})

@@ -29,6 +29,18 @@ from dataclasses import dataclass
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 FORMATS = ("strict", "study")
+# every failure name parse_completion can give, in the order the checks run
+FORMAT_ERRORS = (
+    "missing_tags",
+    "multiple_blocks",
+    "wrong_order",
+    "text_outside_tags",
+    "empty_think",
+    "no_letter",
+    "multiple_letters",
+    "letter_outside_options",
+    "option_text",
+)
 
 # A letter read as a choice is one capital standing alone: not followed by a letter, digit, hyphen or apostrophe.
 _ALONE = r"(?![A-Za-z0-9'\-])"

@@ -17,9 +17,8 @@ def rank_order(order: list[int], batch_size: int, rank: int, world_size: int) ->
 
 def combine_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
     """One value per key from every process's metrics: the maximum for ``*_max``, the sum for throughputs,
-    the mean otherwise. A key missing on a process counts as 0 there (``format_error/*`` shares are only
-    reported when the error occurred); every process has the same number of completions, so the mean of
-    per-process means is the mean over all completions."""
+    the mean otherwise. A key missing on a process counts as 0 there; every process has the same number of
+    completions, so the mean of per-process means is the mean over all completions."""
     keys = sorted({key for metrics in per_rank for key in metrics})
     combined = {}
     for key in keys:

@@ -25,6 +25,7 @@ from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
+from medrlvr.rewards.parsing import FORMAT_ERRORS, ParsedCompletion
 from medrlvr.rollout.base import EngineBuilder, RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience
@@ -43,6 +44,12 @@ def parameter_groups(model: ActorCritic, algo: AlgoConfig) -> list[dict[str, Any
     if model.has_critic:
         groups.append({"params": model.critic_parameters(), "lr": algo.critic_lr, "name": "critic"})
     return groups
+
+
+def format_error_shares(parsed: list[ParsedCompletion]) -> dict[str, float]:
+    """``format_error/<name>``: share of completions failing with each parser error, 0 for those that did not occur."""
+    errors = [p.format_error for p in parsed]
+    return {f"format_error/{name}": errors.count(name) / len(parsed) for name in FORMAT_ERRORS}
 
 
 class PPOModule(L.LightningModule):
@@ -316,7 +323,6 @@ class PPOModule(L.LightningModule):
         scores = torch.tensor(scored.scores)
         mask = experience.response_mask
         lengths = mask.sum(dim=1)
-        errors = [p.format_error for p in scored.parsed if p.format_error is not None]
         total_time = sum(timings.values())
         metrics = {
             "reward/mean": scores.mean().item(),
@@ -328,7 +334,6 @@ class PPOModule(L.LightningModule):
             "reward/length_penalty": sum(scored.penalties) / len(scored.penalties),
             "response/tokens_mean": lengths.mean().item(),
             "response/tokens_max": lengths.max().item(),
-            "response/reasoning_words": sum(scored.reasoning_words) / len(scored.reasoning_words),
             "response/truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
             "kl/mean_per_sequence": core.masked_sum(experience.kl, mask, dim=1).mean().item(),
             "kl/mean_per_token": core.masked_mean(experience.kl, mask).item(),
@@ -344,7 +349,7 @@ class PPOModule(L.LightningModule):
             metrics["critic/values"] = core.masked_mean(experience.values, mask).item()
             metrics["critic/returns"] = core.masked_mean(experience.returns, mask).item()
             metrics["critic/explained_variance"] = core.explained_variance(experience.values, experience.returns, mask).item()
-        metrics.update({f"format_error/{e}": errors.count(e) / len(scored.parsed) for e in set(errors)})
+        metrics.update(format_error_shares(scored.parsed))
         metrics.update({f"loss/{k}": v for k, v in update_stats.items()})
         metrics.update({f"time/{k}_s": v for k, v in timings.items()})
         return metrics
