@@ -1,18 +1,33 @@
-"""End-to-end: what tiny training runs log to MLflow is dense."""
+"""End-to-end: what tiny training runs log to MLflow is dense and is exactly what the README's metric table documents."""
 
 import os
+import re
 import subprocess
+from itertools import takewhile
 import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from medrlvr.analysis.classifier import FLAGS, Stage
 from medrlvr.rewards.parsing import FORMAT_ERRORS
 
 pytestmark = pytest.mark.slow
 
+README = Path(__file__).parents[2] / "README.md"
 FIXTURES = Path(__file__).parents[1] / "fixtures"
+PLACEHOLDERS = {
+    "error": "|".join(FORMAT_ERRORS),
+    "stage": "|".join(stage.slug for stage in Stage),
+    "flag": "|".join(name for name in FLAGS if name != "format_failure"),
+    "set": "before|after|before_ood|after_ood",
+    "K": r"\d+",
+    "X": "[A-J]",
+}
+# documented rows no tiny CPU run can show: a GPU's memory, and letters of answered completions (the tiny
+# random model answers none)
+NOT_IN_TINY_RUNS = {"perf/max_memory_allocated_gib", "eval/<set>/position_bias_tv"}
 RUNS = {
     # every optional PPO family that does not skip updates: the OOD evaluation, the KL loss term, TIS
     "ppo": ("experiment=smoke", "trainer.eval_ood=true", "algo.kl_loss_coef=0.01", "algo.tis_cap=2.0"),
@@ -52,6 +67,27 @@ def logged(tmp_path_factory) -> dict[str, dict[str, list[int]]]:
     return {name: train(root / name, overrides) for name, overrides in RUNS.items()}
 
 
+def documented_patterns() -> list[str]:
+    """The key patterns of the README's metric table (first column, in backticks)."""
+    lines = README.read_text().split("### Metrics logged to MLflow", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(takewhile(lambda line: line.startswith("|"), lines[start:]))
+    rows = [line for line in table if line.startswith("| `")]
+    return [pattern for row in rows for pattern in re.findall(r"`([^`]+)`", re.split(r"(?<!\\)\|", row)[1])]
+
+
+def to_regex(pattern: str) -> re.Pattern:
+    """``{a,b}`` → either alternative, ``<name>`` → :data:`PLACEHOLDERS`' values."""
+    parts = re.split(r"(\{[^}]+\}|<[^>]+>)", pattern)
+    regex = "".join(
+        f"(?:{'|'.join(map(re.escape, part[1:-1].split(',')))})" if part.startswith("{")
+        else f"(?:{PLACEHOLDERS[part[1:-1]]})" if part.startswith("<")
+        else re.escape(part)
+        for part in parts
+    )
+    return re.compile(regex)
+
+
 def test_every_training_key_has_a_value_at_every_iteration(logged):
     for name, keys in logged.items():
         steps = sorted({step for key, history in keys.items() if not key.startswith("eval/") for step in history})
@@ -62,3 +98,15 @@ def test_every_training_key_has_a_value_at_every_iteration(logged):
     assert all(history == ([0] if "/before" in key else [2]) for key, history in evaluation.items()), evaluation
     assert {f"format_error/{error}" for error in FORMAT_ERRORS} <= set(logged["ppo"])
     assert {f"eval/after_ood/chosen_{x}" for x in "ABCDEFGHIJ"} <= set(logged["ppo"])
+
+
+def test_readme_table_documents_every_logged_key(logged):
+    patterns = {pattern: to_regex(pattern) for pattern in documented_patterns()}
+    keys = {key for run in logged.values() for key in run}
+    undocumented = sorted(key for key in keys if not any(regex.fullmatch(key) for regex in patterns.values()))
+    assert not undocumented, f"logged but not in the README's metric table: {undocumented}"
+    unseen = sorted(
+        pattern for pattern, regex in patterns.items()
+        if pattern not in NOT_IN_TINY_RUNS and not any(regex.fullmatch(key) for key in keys)
+    )
+    assert not unseen, f"in the README's metric table but logged by no run: {unseen}"
