@@ -69,3 +69,18 @@ def test_callback_classifies_with_the_reward_rules():
             trainer, module, None, None, 0
         )
         assert logged[0]["stage/format_failure"] == failure_share
+
+
+def test_callback_reads_option_texts_as_the_reward_does():
+    from medrlvr.rewards.parsing import ParseRules
+
+    by_text = "<think>Small pale cells and a low ferritin point to iron deficiency.</think><answer>Iron deficiency</answer>"
+    sample = samples(1, [by_text])[0] | {"options": {"A": "Folate deficiency", "B": "Iron deficiency"}}
+    module = SimpleNamespace(last_samples=[sample], iteration=1)
+    logged = []
+    trainer = SimpleNamespace(logger=SimpleNamespace(log_metrics=lambda metrics, step: logged.append(metrics)))
+    rules = ParseRules(match_option_text=True)
+    StageAnalysisCallback(AnalysisConfig(), every=0, max_steps=1, rules=rules).on_train_batch_end(
+        trainer, module, None, None, 0
+    )
+    assert logged[0]["stage/format_failure"] == 0.0  # the reward accepts it: it names option B's text

@@ -15,7 +15,7 @@ from medrlvr.rewards.parsing import ParseRules
 
 class StageAnalysisCallback(L.Callback):
     """Reads ``pl_module.last_samples`` after each iteration and logs :func:`iteration_metrics` at step = iteration,
-    classifying completions with ``rules``, those of the training reward.
+    classifying completions with ``rules``, those of the training reward (and each sample's ``options``).
 
     Every ``every`` iterations (and at the first and last) it also logs up to ``cfg.examples_per_stage``
     classified completions per stage as the MLflow table ``stages/iteration_<n>.json``.
@@ -35,7 +35,10 @@ class StageAnalysisCallback(L.Callback):
         iteration = pl_module.iteration
         samples = pl_module.last_samples
         analyses = self.tracker.classify_iteration(
-            iteration, [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples], self.rules
+            iteration,
+            [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples],
+            self.rules,
+            [s.get("options") for s in samples],
         )
         logger = trainer.logger
         if logger is None or not samples:

@@ -38,6 +38,7 @@ Stages 3 and 6 look the same in a single completion; only the run's history tell
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -224,12 +225,18 @@ def repeated_fraction(words: list[str], n: int) -> float:
 
 
 def classify(
-    response: str, letters: str, cfg: AnalysisConfig, after_exploit: bool = False, rules: ParseRules = ParseRules()
+    response: str,
+    letters: str,
+    cfg: AnalysisConfig,
+    after_exploit: bool = False,
+    rules: ParseRules = ParseRules(),
+    options: Mapping[str, str] | None = None,
 ) -> CompletionAnalysis:
     """Flags and stage of a full response (including any pre-filled ``<think>``) to a question with ``letters``,
-    read with the training reward's ``rules`` (option texts are not available here: ``match_option_text`` is
-    not applied)."""
-    parsed = parse_completion(response, letters, ParseRules(format=rules.format))
+    read with the training reward's ``rules`` (``match_option_text`` only when the question's ``options`` are
+    given), so a completion fails the format here exactly when it does for the reward."""
+    readable = rules if options is not None else ParseRules(format=rules.format)
+    parsed = parse_completion(response, letters, readable, options)
     before, think, answer = split_response(response)
     final_letter = parsed.letter
     if final_letter is None and answer is not None:

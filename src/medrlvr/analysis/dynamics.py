@@ -33,12 +33,20 @@ class StageTracker:
     exploit_phase_at: int | None = field(default=None)
 
     def classify_iteration(
-        self, iteration: int, responses: Sequence[tuple[str, str]], rules: ParseRules = ParseRules()
+        self,
+        iteration: int,
+        responses: Sequence[tuple[str, str]],
+        rules: ParseRules = ParseRules(),
+        options: Sequence[Mapping[str, str] | None] | None = None,
     ) -> list[CompletionAnalysis]:
-        """Classify ``(response, letters)`` pairs of one iteration (read with the reward's ``rules``), then update
-        the run's history."""
+        """Classify ``(response, letters)`` pairs of one iteration (read with the reward's ``rules`` and, when
+        given, each question's ``options``), then update the run's history."""
         after_exploit = self.exploit_phase_at is not None
-        analyses = [classify(text, letters, self.cfg, after_exploit, rules) for text, letters in responses]
+        given = options if options is not None else [None] * len(responses)
+        analyses = [
+            classify(text, letters, self.cfg, after_exploit, rules, question_options)
+            for (text, letters), question_options in zip(responses, given)
+        ]
         if not after_exploit and analyses:
             exploit = sum(a.stage in EXPLOIT_STAGES for a in analyses) / len(analyses)
             if exploit >= self.cfg.exploit_phase_fraction:

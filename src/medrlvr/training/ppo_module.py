@@ -363,6 +363,7 @@ class PPOModule(L.LightningModule):
                 "id": row.id,
                 "answer": row.answer,
                 "letters": row.letters,
+                "options": row.options,
                 "response": response,
                 "score": score,
                 "letter": parsed.letter,
