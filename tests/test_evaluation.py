@@ -66,7 +66,8 @@ def test_greedy_metrics_by_hand(prompts):
     assert (m["accuracy/options_4"], m["accuracy/options_5"], m["accuracy/options_10"]) == (0.0, 0.5, 1.0)
     assert (m["questions/options_4"], m["questions/options_5"], m["questions/options_10"]) == (1, 2, 1)
     assert (m["chosen_A"], m["chosen_B"], m["chosen_J"]) == (0.5, 0.0, 0.25)
-    assert {k for k in m if k.startswith(("chosen_", "true_"))} == {f"{k}_{x}" for k in ("chosen", "true") for x in "ABCDEFGHIJ"}
+    letter_keys = {key for key in m if key.startswith(("chosen_", "true_"))}
+    assert letter_keys == {f"{kind}_{x}" for kind in ("chosen", "true") for x in "ABCDEFGHIJ"}
     assert m["true_A"] == m["true_B"] == m["true_C"] == m["true_J"] == 0.25
     # answered: q1 (A, true A), q2 (A, true B), q4 (J, true J): ½(|2/3 - 1/3| + |0 - 1/3| + |1/3 - 1/3|) = 1/3
     assert m["position_bias_tv"] == pytest.approx(1 / 3)

@@ -129,7 +129,8 @@ def letter_shares(records: list[dict[str, Any]]) -> dict[str, float]:
     letters = OPTION_LETTERS[: max(r["num_options"] for r in records)]
     chosen = Counter(r["letter"] for r in records)
     true = Counter(r["answer"] for r in records)
-    return {f"{kind}_{x}": counts[x] / len(records) for kind, counts in (("chosen", chosen), ("true", true)) for x in letters}
+    shares = {f"chosen_{x}": chosen[x] / len(records) for x in letters}
+    return shares | {f"true_{x}": true[x] / len(records) for x in letters}
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, float]:

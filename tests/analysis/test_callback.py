@@ -74,7 +74,7 @@ def test_callback_classifies_with_the_reward_rules():
 def test_callback_reads_option_texts_as_the_reward_does():
     from medrlvr.rewards.parsing import ParseRules
 
-    by_text = "<think>Small pale cells and a low ferritin point to iron deficiency.</think><answer>Iron deficiency</answer>"
+    by_text = "<think>Small pale cells, low ferritin: iron deficiency.</think><answer>Iron deficiency</answer>"
     sample = samples(1, [by_text])[0] | {"options": {"A": "Folate deficiency", "B": "Iron deficiency"}}
     module = SimpleNamespace(last_samples=[sample], iteration=1)
     logged = []

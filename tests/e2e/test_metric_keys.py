@@ -1,4 +1,4 @@
-"""End-to-end: what tiny training runs log to MLflow is dense and is exactly what the README's metric table documents."""
+"""End-to-end: what tiny training runs log to MLflow is dense and is what the README's metric table documents."""
 
 import os
 import re
