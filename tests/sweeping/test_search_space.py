@@ -44,7 +44,9 @@ def test_search_space_splits_fixed_values_and_later_overrides_win():
 REWARDS = ["reward=choice(default, length_penalty, partial_format)", "algo.kl_coef=interval(0.0, 0.1)"]
 CONDITIONAL = {
     "reward": {
-        "length_penalty": {"reward.penalty_coef": "interval(0.0, 1.0)", "reward.min_reasoning_words": "range(10, 60, 10)"},
+        "length_penalty": {
+            "reward.penalty_coef": "interval(0.0, 1.0)", "reward.min_reasoning_words": "range(10, 60, 10)"
+        },
         "partial_format": {"reward.partial_format": "interval(-0.9, -0.1)"},
     }
 }
