@@ -45,9 +45,10 @@ def runs_by_role(client: MlflowClient, experiment: str):
 
 @pytest.fixture(scope="module")
 def kl_grid(tmp_path_factory) -> Path:
-    """A two-point KL grid (the sweep file's values narrowed on the command line)."""
+    """A two-point KL grid (the sweep file's values narrowed on the command line), also evaluated on the OOD
+    test split."""
     cwd = tmp_path_factory.mktemp("kl_grid")
-    run_sweep(cwd, "+sweep=kl_coef", "algo.kl_coef=0.0,0.05")
+    run_sweep(cwd, "+sweep=kl_coef", "algo.kl_coef=0.0,0.05", "trainer.eval_ood=true")
     return cwd
 
 
@@ -86,6 +87,15 @@ def test_report_cli_writes_table_and_plots(kl_grid: Path):
     assert "| trial | status | algo.kl_coef | objective (return value) | eval/after/accuracy |" in result.stdout
     rows = (out / "trials.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and {row.split(",")[2] for row in rows[1:]} == {"0.0", "0.05"}
+    assert "_ood" not in rows[0]  # trials are compared on the validation split only
+    client = MlflowClient(f"sqlite:///{kl_grid / 'mlflow.db'}")
+    _, trials = runs_by_role(client, "sweep-kl_coef")
+    best = max(trials.values(), key=lambda run: (run.data.metrics["sweep/objective"], -int(run.data.tags["trial"])))
+    test_accuracy = best.data.metrics["eval/after_ood/accuracy"]
+    apart = result.stdout.split("Test numbers of the best trial (not used to choose it):")[1]
+    assert f"Best trial #{best.data.tags['trial']} (run {best.info.run_id})" in apart
+    assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in apart
+    assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in (out / "best_trial_test.md").read_text()
     for name in ("objective_vs_algo.kl_coef.png", "best_trials_curves.png"):
         assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 5000
 
