@@ -104,12 +104,7 @@ class SearchSpace:
                 value = fixed_values[parent]
                 params.update(_branch(parser, parent, value, by_value.get(value, {}), params, fixed_values))
                 continue
-            choices = _choices(parent, params)
-            for value, children in by_value.items():
-                if str(value) not in choices:
-                    raise ValueError(
-                        f"hydra.sweeper.conditional.{parent}.{value}: not one of {parent}'s choices {choices}"
-                    )
+            _check_values(parent, [str(value) for value in by_value], params)
             branches[parent] = {
                 str(value): _branch(parser, parent, str(value), children, params, fixed_values)
                 for value, children in by_value.items()
@@ -139,14 +134,17 @@ class SearchSpace:
         return self.fixed + [f"{key}={override_value(value)}" for key, value in sampled.values()]
 
 
-def _choices(parent: str, params: Space) -> list[str]:
-    """The choices of the categorical parameter ``parent`` as override texts; an error when it is not one."""
+def _check_values(parent: str, values: list[str], params: Space) -> None:
+    """An error unless ``parent`` is a categorical parameter and ``values`` are among its choices."""
     if parent not in params or not isinstance(params[parent][1], CategoricalDistribution):
         raise ValueError(
             f"hydra.sweeper.conditional.{parent}: {parent} must be a choice() or a,b,c in hydra.sweeper.params, "
             "or a value fixed on the command line"
         )
-    return [override_value(choice) for choice in params[parent][1].choices]
+    choices = [override_value(choice) for choice in params[parent][1].choices]
+    for value in values:
+        if value not in choices:
+            raise ValueError(f"hydra.sweeper.conditional.{parent}.{value}: not one of {parent}'s choices {choices}")
 
 
 def _branch(
