@@ -197,12 +197,15 @@ def _short(cell: str) -> str:
 
 
 def log_summary(client: MlflowClient, sweep: Sweep) -> None:
-    """Trial counts and the best trial on the parent run (metrics ``trials_*``, ``best_objective``; ``best_*`` tags)."""
+    """Trial counts and the best trial on the parent run (metrics ``trials_*``, ``best_objective``, the best
+    trial's test numbers as ``best_trial/<metric>``; ``best_*`` tags)."""
     client.log_metric(sweep.parent_run_id, "trials_completed", len(sweep.completed))
     client.log_metric(sweep.parent_run_id, "trials_failed", len(sweep.trials) - len(sweep.completed))
     if sweep.completed:
         best = sweep.completed[0]
         client.log_metric(sweep.parent_run_id, "best_objective", best.objective)
+        for key, value in best.test_metrics.items():
+            client.log_metric(sweep.parent_run_id, f"best_trial/{key}", value)
         client.set_tag(sweep.parent_run_id, "best_trial", str(best.number))
         client.set_tag(sweep.parent_run_id, "best_run_id", best.run_id)
         client.set_tag(sweep.parent_run_id, "best_params", " ".join(f"{k}={best.params.get(k)}" for k in sweep.params))

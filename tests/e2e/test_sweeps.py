@@ -96,6 +96,8 @@ def test_report_cli_writes_table_and_plots(kl_grid: Path):
     assert f"Best trial #{best.data.tags['trial']} (run {best.info.run_id})" in apart
     assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in apart
     assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in (out / "best_trial_test.md").read_text()
+    parent = client.get_run(best.data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics["best_trial/eval/after_ood/accuracy"] == test_accuracy
     for name in ("objective_vs_algo.kl_coef.png", "best_trials_curves.png"):
         assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 5000
 
