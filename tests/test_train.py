@@ -1,6 +1,7 @@
-"""Training's held-out evaluation sets: the eval split, and the OOD split with ``trainer.eval_ood``."""
+"""Training's held-out evaluation sets: the eval split, and the OOD split with ``trainer.eval_ood``, as published."""
 
 from medrlvr.config import DataConfig, SFTConfig, TrainConfig, TrainerConfig
+from medrlvr.data.registry import load_split
 from medrlvr.train import evaluation_sets
 
 
@@ -15,3 +16,13 @@ def test_eval_split_alone_by_default_and_the_ood_split_on_request():
 
 def test_empty_sets_are_left_out():
     assert evaluation_sets(TrainConfig(algo=SFTConfig(), data=DataConfig(eval_size=0))) == {}
+
+
+def test_option_count_changes_the_training_questions_only():
+    data = DataConfig(name="bundled", ood_split="ood", eval_size=5)
+    trainer = TrainerConfig(eval_ood=True)
+    published = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data, trainer=trainer))
+    for count in (4, 7):
+        redrawn = DataConfig(name="bundled", ood_split="ood", eval_size=5, option_count=count)
+        assert evaluation_sets(TrainConfig(algo=SFTConfig(), data=redrawn, trainer=trainer)) == published
+        assert {len(example.options) for example in load_split(redrawn, "train")} == {count}

@@ -110,6 +110,17 @@ class DataConfig:
         )
         _check(self.eval_size >= 0, "data.eval_size", f"must be >= 0, got {self.eval_size}")
 
+    def test_split_reason(self, split: str) -> Optional[str]:
+        """Why ``split`` is a test split (it is ``test_split`` or ``ood_split``, or is named test); None when it
+        is not, e.g. a validation split."""
+        if split == self.test_split:
+            return f"it is data.test_split ({self.test_split!r})"
+        if split == self.ood_split:
+            return f"it is data.ood_split ({self.ood_split!r})"
+        if split.casefold() == "test":
+            return "it is named test"
+        return None
+
 
 @dataclass
 class RewardConfig:
@@ -461,6 +472,18 @@ class AnalysisConfig:
         _check(self.examples_per_stage >= 0, "analysis.examples_per_stage", "must be >= 0")
 
 
+def check_sweep_eval_split(data: DataConfig, sweeping: bool) -> None:
+    """A sweep's objective is computed on ``data.eval_split``: in a sweep it must not be a test split."""
+    reason = data.test_split_reason(data.eval_split) if sweeping else None
+    _check(
+        reason is None,
+        "data.eval_split",
+        f"{data.eval_split!r} is a test split ({reason}); a sweep's objective is computed on data.eval_split and "
+        "must not tune on test: set data.eval_split to a validation split (e.g. validation for data=bundled, dev "
+        "for data=medqa) and report the best trial's test numbers with python -m medrlvr.report",
+    )
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -486,6 +509,7 @@ class TrainConfig:
             "trainer.eval_ood",
             f"data={self.data.name} has no ood_split to evaluate (set data.ood_split or trainer.eval_ood=false)",
         )
+        check_sweep_eval_split(self.data, sweeping=self.logger.trial is not None)
         if not isinstance(self.algo, AlgoConfig):
             return
         _check(

@@ -1,9 +1,11 @@
 """Compare the trials of a sweep: ``python -m medrlvr.report <experiment> [--parent RUN_ID] [--out DIR]``.
 
 Prints the trials sorted by objective (swept parameters, objective, key metrics), writes the table as
-``trials.csv`` and ``trials.md``, plots the objective against each swept parameter, the training curves of the
-best trials and, for Optuna sweeps, the parameter importances (PNG), and logs all of it to the sweep's parent
-run under ``report/``. Without ``--parent`` the latest sweep of the experiment is reported.
+``trials.csv`` and ``trials.md`` and, apart from it, the best trial's test numbers (``best_trial_test.md``: its
+evaluations on other sets than ``data.eval_split``, e.g. ``eval/after_ood/*``, which no trial is chosen by),
+plots the objective against each swept parameter, the training curves of the best trials and, for Optuna
+sweeps, the parameter importances (PNG), and logs all of it to the sweep's parent run under ``report/``.
+Without ``--parent`` the latest sweep of the experiment is reported.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from medrlvr.config import default_tracking_uri
 from medrlvr.sweeping import tags as T
+from medrlvr.sweeping.objective import HELD_OUT_METRIC
 
 KEY_METRICS = (
     "eval/after/accuracy",
@@ -32,6 +35,7 @@ KEY_METRICS = (
     "kl/mean_per_sequence",
     "response/tokens_mean",
 )
+TEST_METRIC_NAMES = ("accuracy", "format_rate")
 CURVE_METRICS = ("reward/mean", "reward/accuracy", "reward/format_rate", "kl/mean_per_sequence")
 
 
@@ -45,6 +49,7 @@ class Trial:
     params: dict[str, str]
     objective: float | None
     metrics: dict[str, float]
+    test_metrics: dict[str, float]
     minutes: float | None
     error: str
 
@@ -118,9 +123,20 @@ def _trial(run: Run) -> Trial:
         params=T.parse_overrides(tags.get(T.OVERRIDES, "")),
         objective=metrics.get(T.OBJECTIVE_METRIC),
         metrics={key: metrics[key] for key in KEY_METRICS if key in metrics},
+        test_metrics=held_out_metrics(metrics),
         minutes=(end - run.info.start_time) / 60000 if end and run.info.start_time else None,
         error=tags.get(T.ERROR, ""),
     )
+
+
+def held_out_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Accuracy and format rate of a run's evaluations on held-out test sets (``eval/<before|after>_<set>/*``),
+    sorted by name."""
+    return {
+        key: value
+        for key, value in sorted(metrics.items())
+        if HELD_OUT_METRIC.match(key) and key.rsplit("/", 1)[-1] in TEST_METRIC_NAMES
+    }
 
 
 def _rank(trial: Trial, direction: str) -> tuple:
@@ -156,6 +172,21 @@ def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in short]) + "\n"
 
 
+def best_trial_test(sweep: Sweep) -> str:
+    """Markdown: the best trial (by the objective, on data.eval_split) and its test numbers, kept apart from the
+    table the trials were compared by."""
+    if not sweep.completed:
+        return "No completed trial.\n"
+    best = sweep.completed[0]
+    params = "".join(f"; {key}={best.params[key]}" for key in sweep.params if key in best.params)
+    heading = f"Best trial #{best.number} (run {best.run_id}): {sweep.objective_label} {_fmt(best.objective)}"
+    if not best.test_metrics:
+        advice = "train with trainer.eval_ood=true, or run python -m medrlvr.evaluate on its policy"
+        return f"{heading}{params}\n\nIts run has no test-set metrics ({advice}).\n"
+    rows = [f"| {key} | {_fmt(value)} |" for key, value in best.test_metrics.items()]
+    return "\n".join([f"{heading}{params}", "", "| test metric | value |", "|---|---|", *rows]) + "\n"
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4g}"
 
@@ -166,12 +197,15 @@ def _short(cell: str) -> str:
 
 
 def log_summary(client: MlflowClient, sweep: Sweep) -> None:
-    """Trial counts and the best trial on the parent run (metrics ``trials_*``, ``best_objective``; ``best_*`` tags)."""
+    """Trial counts and the best trial on the parent run (metrics ``trials_*``, ``best_objective``, the best
+    trial's test numbers as ``best_trial/<metric>``; ``best_*`` tags)."""
     client.log_metric(sweep.parent_run_id, "trials_completed", len(sweep.completed))
     client.log_metric(sweep.parent_run_id, "trials_failed", len(sweep.trials) - len(sweep.completed))
     if sweep.completed:
         best = sweep.completed[0]
         client.log_metric(sweep.parent_run_id, "best_objective", best.objective)
+        for key, value in best.test_metrics.items():
+            client.log_metric(sweep.parent_run_id, f"best_trial/{key}", value)
         client.set_tag(sweep.parent_run_id, "best_trial", str(best.number))
         client.set_tag(sweep.parent_run_id, "best_run_id", best.run_id)
         client.set_tag(sweep.parent_run_id, "best_params", " ".join(f"{k}={best.params.get(k)}" for k in sweep.params))
@@ -287,7 +321,10 @@ def write_report(
         csv.writer(handle).writerows([header, *rows])
     text = markdown(header, rows)
     (out_dir / "trials.md").write_text(f"# Sweep {sweep.name} ({sweep.experiment_name})\n\n{text}")
-    paths = [out_dir / "trials.csv", out_dir / "trials.md", *plot_objective(sweep, out_dir)]
+    title = f"# Test numbers of the best trial of sweep {sweep.name} (not used to choose it)"
+    (out_dir / "best_trial_test.md").write_text(f"{title}\n\n{best_trial_test(sweep)}")
+    paths = [out_dir / "trials.csv", out_dir / "trials.md", out_dir / "best_trial_test.md"]
+    paths += plot_objective(sweep, out_dir)
     paths += [p for p in (plot_curves(client, sweep, out_dir, top), plot_importances(sweep, out_dir, storage)) if p]
     client.log_artifacts(sweep.parent_run_id, str(out_dir), artifact_path="report")
     return text, paths
@@ -313,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{sweep.direction} {sweep.objective_label}\n"
     )
     print(text)
+    print(f"Test numbers of the best trial (not used to choose it):\n\n{best_trial_test(sweep)}")
     print("\n".join(f"wrote {path}" for path in paths))
     print(f"logged to run {sweep.parent_run_id} under report/")
 

@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase
 from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
 from medrlvr.data.prompts import PromptBuilder
-from medrlvr.data.registry import load_split
+from medrlvr.data.registry import load_heldout_split, load_split
 from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
 from medrlvr.evaluation import evaluate
 from medrlvr.mlflow_ui import mark_model_training
@@ -85,9 +85,10 @@ def prompt_loader(
 def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
     """The held-out examples evaluated before and after training, by metric-name suffix: ``""`` for the first
     ``data.eval_size`` of ``data.eval_split``, and ``"_ood"`` for those of ``data.ood_split`` when
-    ``trainer.eval_ood``. Empty sets are left out."""
+    ``trainer.eval_ood``, with their published options (``data.option_count`` applies to training only). Empty
+    sets are left out."""
     splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
-    sets = {suffix: load_split(cfg.data, split, cfg.seed)[: cfg.data.eval_size] for suffix, split in splits.items()}
+    sets = {suffix: load_heldout_split(cfg.data, split)[: cfg.data.eval_size] for suffix, split in splits.items()}
     return {suffix: examples for suffix, examples in sets.items() if examples}
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from medrlvr.data.bundled import load_bundled
 from medrlvr.data.schema import OPTION_LETTERS, MCQExample, validate_example
-from medrlvr.data.transforms import set_option_count
+from medrlvr.data.transforms import question_kinds, set_option_count
 
 
 @pytest.fixture(scope="module")
@@ -14,14 +14,14 @@ def train():
     return load_bundled("train")
 
 
-def mcq(id_, options, answer, relation=None):
+def mcq(id_, options, answer, relation=None, **metadata):
     return MCQExample(
         question=f"Question {id_}?",
         options=dict(zip(OPTION_LETTERS, options)),
         answer=answer,
         source="test",
         id=id_,
-        metadata={} if relation is None else {"relation": relation},
+        metadata={**metadata, **({} if relation is None else {"relation": relation})},
     )
 
 
@@ -101,6 +101,41 @@ def test_examples_without_relation_draw_from_any_question():
     assert len(set(first.options.values()) & {"B1", "B2", "B3"}) == 2
     second = set_option_count(examples, 5, seed=0)[1]
     assert set(second.options.values()) == {"A1", "A2", "B1", "B2", "B3"}
+
+
+def test_kinds_come_from_the_metadata_finest_first():
+    medmcqa = mcq("q", ["a", "b"], "A", subject_name="Anatomy", topic_name="Thorax", exp="...")
+    subject = ("subject_name", "Anatomy")
+    assert question_kinds(medmcqa) == [(("topic_name", "Thorax"), subject), (subject,)]
+    assert question_kinds(mcq("q", ["a", "b"], "A", meta_info="step1")) == [(("meta_info", "step1"),)]
+    assert question_kinds(mcq("q", ["a", "b"], "A", meta_info={"step": 1}, topic_name=" ")) == []
+
+
+def test_added_distractors_come_from_the_finest_kind_then_coarser_ones_then_any_question():
+    examples = [
+        mcq("q1", ["Phrenic nerve", "Vagus nerve"], "A", subject_name="Anatomy", topic_name="Thorax"),
+        mcq("q2", ["Intercostal nerve", "Azygos vein"], "A", subject_name="Anatomy", topic_name="Thorax"),
+        mcq("q3", ["Femoral nerve", "Sciatic nerve"], "A", subject_name="Anatomy", topic_name="Lower limb"),
+        mcq("q4", ["Adrenaline", "Atropine", "Digoxin"], "A", subject_name="Pharmacology", topic_name="Thorax"),
+    ]
+    for seed in range(10):
+        first = set_option_count(examples, 4, seed=seed)[0]  # the same topic of the same subject first
+        assert set(first.options.values()) == {"Phrenic nerve", "Vagus nerve", "Intercostal nerve", "Azygos vein"}
+        first = set_option_count(examples, 6, seed=seed)[0]  # then the same subject, not the other subject
+        assert {"Femoral nerve", "Sciatic nerve"} <= set(first.options.values())
+        first = set_option_count(examples, 7, seed=seed)[0]  # then any question
+        assert len(set(first.options.values()) & {"Adrenaline", "Atropine", "Digoxin"}) == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["All of the above", "None of the above", "Both A and B", "Neither of the options", "A, B and C", "B or D"]
+)
+def test_options_referring_to_other_options_are_never_drawn(text):
+    examples = [mcq("q1", ["Alpha", "Beta"], "A"), mcq("q2", ["Gamma", "Delta", text], "A")]
+    for seed in range(10):
+        assert text not in set_option_count(examples, 4, seed=seed)[0].options.values()
+    with pytest.raises(ValueError, match="option_count=5"):
+        set_option_count(examples, 5, seed=0)
 
 
 def test_not_enough_distinct_texts_raises():

@@ -45,9 +45,10 @@ def runs_by_role(client: MlflowClient, experiment: str):
 
 @pytest.fixture(scope="module")
 def kl_grid(tmp_path_factory) -> Path:
-    """A two-point KL grid (the sweep file's values narrowed on the command line)."""
+    """A two-point KL grid (the sweep file's values narrowed on the command line), also evaluated on the OOD
+    test split."""
     cwd = tmp_path_factory.mktemp("kl_grid")
-    run_sweep(cwd, "+sweep=kl_coef", "algo.kl_coef=0.0,0.05")
+    run_sweep(cwd, "+sweep=kl_coef", "algo.kl_coef=0.0,0.05", "trainer.eval_ood=true")
     return cwd
 
 
@@ -86,6 +87,17 @@ def test_report_cli_writes_table_and_plots(kl_grid: Path):
     assert "| trial | status | algo.kl_coef | objective (return value) | eval/after/accuracy |" in result.stdout
     rows = (out / "trials.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and {row.split(",")[2] for row in rows[1:]} == {"0.0", "0.05"}
+    assert "_ood" not in rows[0]  # trials are compared on the validation split only
+    client = MlflowClient(f"sqlite:///{kl_grid / 'mlflow.db'}")
+    _, trials = runs_by_role(client, "sweep-kl_coef")
+    best = max(trials.values(), key=lambda run: (run.data.metrics["sweep/objective"], -int(run.data.tags["trial"])))
+    test_accuracy = best.data.metrics["eval/after_ood/accuracy"]
+    apart = result.stdout.split("Test numbers of the best trial (not used to choose it):")[1]
+    assert f"Best trial #{best.data.tags['trial']} (run {best.info.run_id})" in apart
+    assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in apart
+    assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in (out / "best_trial_test.md").read_text()
+    parent = client.get_run(best.data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics["best_trial/eval/after_ood/accuracy"] == test_accuracy
     for name in ("objective_vs_algo.kl_coef.png", "best_trials_curves.png"):
         assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 5000
 
@@ -162,12 +174,31 @@ def test_optuna_sweep_resumes_and_records_a_crashing_trial(tmp_path: Path):
     for frozen in study.trials[1:]:
         run = trials[frozen.number]
         assert run.info.status == "FINISHED" and run.data.metrics["sweep/objective"] == frozen.value
-        assert run.data.params["reward/name"] == "length_penalty"
+        assert run.data.params["reward/name"] == frozen.params["reward"]
         for name, value in frozen.params.items():
-            assert float(run.data.params[name.replace(".", "/")]) == pytest.approx(value)
+            if name != "reward":
+                assert float(run.data.params[name.replace(".", "/")]) == pytest.approx(value)
     assert parent.data.metrics["trials_completed"] == 2 and parent.data.metrics["trials_failed"] == 1
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/param_importances.png", "report/objective_vs_algo.clip_range.png"} <= report
+
+
+def test_optuna_sweep_samples_a_reward_s_parameters_only_in_trials_that_choose_it(tmp_path: Path):
+    pinned = "hydra.sweeper.enqueue_trials=[{reward:default},{reward:length_penalty}]"  # the rest is sampled
+    run_sweep(tmp_path, "+sweep=optuna", "hydra.sweeper.n_trials=2", pinned)
+    study = optuna.load_study(study_name="sweep-optuna", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    plain, penalised = study.trials
+    assert [plain.state.name, penalised.state.name] == ["COMPLETE", "COMPLETE"]
+    assert [plain.params["reward"], penalised.params["reward"]] == ["default", "length_penalty"]
+    assert not {"reward.penalty_coef", "reward.min_reasoning_words"} & set(plain.params)
+    assert {"reward.penalty_coef", "reward.min_reasoning_words"} <= set(penalised.params)
+    assert {"algo.kl_coef", "algo.clip_range", "data.option_count"} <= set(plain.params) & set(penalised.params)
+
+    _, trials = runs_by_role(MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"), "sweep-optuna")
+    plain_run, penalised_run = trials[plain.number].data, trials[penalised.number].data
+    assert "reward.penalty_coef=" not in plain_run.tags["overrides"] and plain_run.params["reward/name"] == "default"
+    assert f"reward.penalty_coef={penalised.params['reward.penalty_coef']}" in penalised_run.tags["overrides"].split()
+    assert float(penalised_run.params["reward/penalty_coef"]) == pytest.approx(penalised.params["reward.penalty_coef"])
 
 
 def test_two_sweepers_in_parallel_share_the_sqlite_stores(tmp_path: Path):

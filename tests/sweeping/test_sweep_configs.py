@@ -6,10 +6,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
+from optuna.distributions import CategoricalDistribution
 
 from medrlvr.config import config_dir, register_configs, sweeps_dir, to_train_config
 from medrlvr.sweeping.grid import grid
-from medrlvr.sweeping.optuna_search import distribution
+from medrlvr.sweeping.space import SearchSpace
 
 register_configs()
 SWEEPS = sorted(path.stem for path in (sweeps_dir() / "sweep").glob("*.yaml"))
@@ -51,18 +52,31 @@ def test_every_grid_point_validates(name):
         to_train_config(compose_sweep(name, job))
 
 
-def test_optuna_search_space_bounds_validate():
-    params = compose_sweep("optuna", hydra=True).hydra.sweeper.params
-    assert set(params) == {
-        "algo.kl_coef", "algo.clip_range", "algo.actor_lr", "algo.critic_lr",
-        "reward.format_error", "reward.penalty_coef", "reward.min_reasoning_words",
-    }
+def bound_value(dist, bound):
+    """A distribution's low or high end (first or last choice of a categorical)."""
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[0 if bound == "low" else -1]
+    return getattr(dist, bound)
+
+
+def test_optuna_search_space_covers_the_four_axes_and_its_bounds_validate():
+    sweeper = compose_sweep("optuna", hydra=True).hydra.sweeper
     parser = OverridesParser.create()
-    for bound in ("low", "high"):
-        space = {k: distribution(parser.parse_override(f"{k}={v}")) for k, v in params.items()}
-        overrides = [f"{k}={getattr(dist, bound)}" for k, dist in space.items()]
-        cfg = to_train_config(compose_sweep("optuna", overrides))
-        assert cfg.reward.name == "length_penalty"
+    space = SearchSpace.parse(parser, [f"{k}={v}" for k, v in sweeper.params.items()], sweeper.conditional)
+    assert space.names == [
+        "algo.kl_coef", "algo.clip_range", "data.option_count", "reward", "algo.actor_lr", "algo.critic_lr",
+        "reward.penalty_coef", "reward.min_reasoning_words", "reward.partial_format",
+    ]
+    rewards = space.params["reward"][1].choices
+    assert set(rewards) == {path.stem for path in (config_dir() / "reward").glob("*.yaml")}
+    for reward in rewards:
+        branch = space.branches["reward"].get(reward, {})
+        for bound in ("low", "high"):
+            entries = {**space.params, **branch}
+            values = {k: bound_value(dist, bound) for k, (_, dist) in entries.items()}
+            values["reward"] = reward
+            cfg = to_train_config(compose_sweep("optuna", [f"{k}={v}" for k, v in values.items()]))
+            assert cfg.reward.name == reward
 
 
 def test_plugins_are_discovered_in_the_hydra_plugins_package():

@@ -27,6 +27,8 @@ class OptunaSweeperConf:
 
     _target_: str = "hydra_plugins.medrlvr_sweeps.plugins.OptunaSweeper"
     params: Dict[str, str] = field(default_factory=dict)
+    # {categorical param: {its value: {param: search space}}}: parameters sampled only when the choice is that value.
+    conditional: Dict[str, Any] = field(default_factory=dict)
     objective: Optional[str] = None
     direction: str = "maximize"
     # The study stops asking once it holds n_trials trials (finished, failed or running): re-running resumes.

@@ -38,5 +38,11 @@ def load_split_report(cfg: DataConfig, split: str, seed: int = 0) -> LoadedSplit
 
 
 def load_split(cfg: DataConfig, split: str, seed: int = 0) -> list[MCQExample]:
-    """The examples of ``split`` of ``cfg.name`` after the option-count transform."""
+    """The examples of ``split`` of ``cfg.name`` after the option-count transform (training questions)."""
     return load_split_report(cfg, split, seed).examples
+
+
+def load_heldout_split(cfg: DataConfig, split: str) -> list[MCQExample]:
+    """The examples of an evaluation split as published: ``data.option_count`` changes the training questions
+    only, so that runs with different option counts are evaluated on the same questions."""
+    return _load(cfg, split).examples

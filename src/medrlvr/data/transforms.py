@@ -3,35 +3,56 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, replace
 
 from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 
 MIN_OPTIONS = 2
 MAX_OPTIONS = len(OPTION_LETTERS)
+# Metadata fields that say what kind of question it is, finest first: the bundled set's relation, MedMCQA's
+# topic and subject, MMLU-Pro's source subject, MedQA's exam step. Extra distractors come from the options of
+# questions of the same kind first, then of any question of the dataset.
+KIND_FIELDS = ("relation", "topic_name", "subject_name", "src", "meta_info")
+# Options that refer to other options ("All of the above", "Both A and B") lose their meaning once moved to
+# another question or reshuffled, so they are never drawn as extra distractors.
+REFERS_TO_OPTIONS = re.compile(
+    r"\b(?:all|none|both|neither|either)\b.*\b(?:above|following|options?|choices?)\b"
+    r"|\b[A-J]\s*(?:,|and|&|or)\s*[A-J]\b",
+    re.IGNORECASE,
+)
+
+Kind = tuple[tuple[str, str], ...]
+
+
+def question_kinds(example: MCQExample) -> list[Kind]:
+    """The kinds of ``example`` from its metadata, finest first (none when it says nothing). A kind is a
+    ``(field, value)`` pair together with the coarser ones, so that a topic is one within its subject."""
+    values = ((name, example.metadata.get(name)) for name in KIND_FIELDS)
+    fields = [(name, value) for name, value in values if isinstance(value, str) and value.strip()]
+    return [tuple(fields[start:]) for start in range(len(fields))]
 
 
 @dataclass(frozen=True)
 class _OptionPool:
-    """Distinct option texts (one spelling per case-insensitive text, sorted) of a list of examples."""
+    """Distinct option texts (one spelling per case-insensitive text, sorted) of a list of examples, by kind and
+    all together; options that refer to other options are left out."""
 
-    by_relation: dict[str, list[str]]
+    by_kind: dict[Kind, list[str]]
     everything: list[str]
 
     @classmethod
     def from_examples(cls, examples: list[MCQExample]) -> _OptionPool:
-        by_relation: dict[str, dict[str, str]] = {}
+        by_kind: dict[Kind, dict[str, str]] = {}
         everything: dict[str, str] = {}
         for example in examples:
-            relation = example.metadata.get("relation")
-            groups = [everything] if relation is None else [everything, by_relation.setdefault(relation, {})]
+            groups = [everything, *(by_kind.setdefault(kind, {}) for kind in question_kinds(example))]
             for text in example.options.values():
+                if REFERS_TO_OPTIONS.search(text):
+                    continue
                 for group in groups:
                     group[_key(text)] = min(group.get(_key(text), text), text)
-        return cls(
-            {relation: sorted(texts.values()) for relation, texts in by_relation.items()},
-            sorted(everything.values()),
-        )
+        return cls({kind: sorted(texts.values()) for kind, texts in by_kind.items()}, sorted(everything.values()))
 
 
 def _key(text: str) -> str:
@@ -56,11 +77,11 @@ def _draw(pool: list[str], taken: set[str], count: int, rng: random.Random) -> l
 def _extra_distractors(
     example: MCQExample, count: int, option_count: int, pool: _OptionPool, rng: random.Random
 ) -> list[str]:
-    """``count`` new distractors from other questions' options, same relation first."""
+    """``count`` new distractors from other questions' options: same kind first (finest kind first), then any."""
     taken = {_key(text) for text in example.options.values()}
-    relation = example.metadata.get("relation")
-    picked = _draw(pool.by_relation.get(relation, []), taken, count, rng) if relation is not None else []
-    picked += _draw(pool.everything, taken, count - len(picked), rng)
+    picked: list[str] = []
+    for texts in [*(pool.by_kind.get(kind, []) for kind in question_kinds(example)), pool.everything]:
+        picked += _draw(texts, taken, count - len(picked), rng)
     if len(picked) < count:
         raise ValueError(
             f"data.option_count={option_count}: question {example.id!r} has {len(example.options)} options and "
@@ -93,9 +114,10 @@ def set_option_count(examples: list[MCQExample], option_count: int | None, seed:
     """Give every example ``option_count`` options (``None``: return ``examples`` unchanged).
 
     The correct option is kept; surplus distractors are dropped at random, missing ones are drawn from the
-    option texts of the other questions (same ``metadata["relation"]`` first), never repeating a text already
-    among the options (case-insensitive). Options are then reshuffled with a generator seeded by ``seed`` and
-    the example, re-lettered from A, and the previous answer letter is kept in ``metadata["original_answer"]``.
+    option texts of the other questions of ``examples``: those of the same kind first (see ``KIND_FIELDS``),
+    never options referring to other options, never a text already among the options (case-insensitive).
+    Options are then reshuffled with a generator seeded by ``seed`` and the example, re-lettered from A, and
+    the previous answer letter is kept in ``metadata["original_answer"]``.
     """
     if option_count is None:
         return examples

@@ -7,6 +7,9 @@ Search spaces use Hydra's override grammar, as in ``hydra.sweeper.params``::
     reward.min_reasoning_words: range(10, 60, 10) # IntDistribution(step=10)
     reward: choice(default, length_penalty)       # CategoricalDistribution
 
+and ``hydra.sweeper.conditional`` holds parameters sampled only for one value of a categorical one (see
+:mod:`medrlvr.sweeping.space`).
+
 A plain value is passed to every trial unchanged. The study lives in ``storage`` (SQLite by default), so running
 the same command again resumes it: the sweeper asks new trials until the study holds ``n_trials`` (complete,
 failed or running). Several sweepers can share one study (e.g. one per machine). A crashed trial is told to the
@@ -19,68 +22,23 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from medrlvr.sweeping import tags as T
 from medrlvr.sweeping.base import LaunchingSweep
+from medrlvr.sweeping.space import SearchSpace
 from medrlvr.sweeping.tracking import SweepTracker, save_multirun_config, stable_key
 
 log = logging.getLogger(__name__)
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-
-
-def distribution(override: Override) -> BaseDistribution:
-    """The Optuna distribution of a sweep override (``interval``, ``range``, ``choice`` or ``a,b,c``)."""
-    value = override.value()
-    log_scale = "log" in getattr(value, "tags", set())
-    if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(list(value.list))
-    if isinstance(value, RangeSweep):
-        values = [float(v) if isinstance(v, float) else v for v in override.sweep_iterator()]
-        if not values:
-            raise ValueError(f"{override.input_line}: the range is empty")
-        if all(isinstance(v, int) for v in values):
-            return IntDistribution(values[0], values[-1], step=int(value.step), log=log_scale)
-        return FloatDistribution(values[0], values[-1], step=float(value.step), log=log_scale)
-    if isinstance(value, IntervalSweep):
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ValueError(f"{override.input_line}: not a search space (use interval(), range(), choice() or a,b,c)")
-
-
-def search_space(overrides: Sequence[Override]) -> tuple[dict[str, tuple[str, BaseDistribution]], list[str]]:
-    """Split overrides into ``{param: (override key, distribution)}`` and fixed overrides; later ones win."""
-    entries: dict[str, Any] = {}
-    for override in overrides:
-        name = override.key_or_group
-        entries.pop(name, None)
-        if override.is_sweep_override():
-            entries[name] = (override.get_key_element(), distribution(override))
-        else:
-            entries[name] = f"{override.get_key_element()}={override.get_value_element_as_str()}"
-    space = {name: entry for name, entry in entries.items() if isinstance(entry, tuple)}
-    fixed = [entry for entry in entries.values() if isinstance(entry, str)]
-    return space, fixed
-
-
-def override_value(value: Any) -> str:
-    """A sampled value as Hydra override text."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if value is None:
-        return "null"
-    return str(value)
 
 
 @contextmanager
@@ -110,6 +68,7 @@ class OptunaSweep(LaunchingSweep):
     def __init__(
         self,
         params: dict[str, str] | None = None,
+        conditional: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
         objective: str | None = None,
         direction: str = "maximize",
         n_trials: int = 20,
@@ -125,6 +84,7 @@ class OptunaSweep(LaunchingSweep):
         if n_trials < 1 or n_jobs < 1:
             raise ValueError(f"hydra.sweeper.n_trials and n_jobs must be >= 1, got {n_trials} and {n_jobs}")
         self.params = dict(params or {})
+        self.conditional = {parent: dict(by_value) for parent, by_value in (conditional or {}).items()}
         self.objective = objective
         self.direction = direction
         self.n_trials = n_trials
@@ -141,10 +101,7 @@ class OptunaSweep(LaunchingSweep):
         """Ask, run and tell trials until the study holds ``n_trials``; log the outcome to MLflow."""
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        space, fixed = search_space(parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + arguments))
-        if not space:
-            raise ValueError("hydra.sweeper.params holds no search space (interval(), range(), choice() or a,b,c)")
-        distributions = {name: dist for name, (_, dist) in space.items()}
+        space = SearchSpace.parse(parser, [f"{k}={v}" for k, v in self.params.items()] + arguments, self.conditional)
         storage = optuna.storages.RDBStorage(
             self.storage_url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period
         )
@@ -155,7 +112,7 @@ class OptunaSweep(LaunchingSweep):
             kind="optuna",
             objective=self.objective,
             direction=self.direction,
-            params=list(space),
+            params=space.names,
             extra_tags={T.STUDY: study.study_name, T.STORAGE: storage_label},
             resume_key=stable_key(storage_label, study.study_name),
         )
@@ -164,13 +121,8 @@ class OptunaSweep(LaunchingSweep):
             study.set_user_attr("mlflow_experiment", tracker.experiment_name)
             study.set_user_attr("mlflow_parent_run_id", tracker.parent_run_id)
             job_index = 0
-            while batch := self._ask(study, distributions):
-                jobs = [
-                    fixed
-                    + [f"{space[name][0]}={override_value(v)}" for name, v in trial.params.items()]
-                    + tracker.trial_overrides(trial.number)
-                    for trial in batch
-                ]
+            while batch := self._ask(study):
+                jobs = [space.overrides(space.sample(trial)) + tracker.trial_overrides(trial.number) for trial in batch]
                 try:
                     with heartbeat(storage, [trial._trial_id for trial in batch], self.heartbeat_interval):
                         results = self.launcher.launch(jobs, initial_job_idx=job_index)
@@ -206,8 +158,9 @@ class OptunaSweep(LaunchingSweep):
         log.info("Optuna study %r in %s: %d of %d trials so far", name, self.storage_url, held, self.n_trials)
         return study
 
-    def _ask(self, study: optuna.Study, distributions: dict[str, BaseDistribution]) -> list[optuna.Trial]:
-        """Up to ``n_jobs`` new trials, as many as the study still lacks (none when it is done).
+    def _ask(self, study: optuna.Study) -> list[optuna.Trial]:
+        """Up to ``n_jobs`` new trials, as many as the study still lacks (none when it is done); their parameters
+        are sampled define-by-run (:meth:`SearchSpace.sample`), as the conditional ones depend on the others.
 
         Trials whose sweeper stopped sending heartbeats are marked failed first.
         """
@@ -216,4 +169,4 @@ class OptunaSweep(LaunchingSweep):
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
             optuna.storages.fail_stale_trials(study)
             missing = self.n_trials - len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
-            return [study.ask(distributions) for _ in range(max(0, min(self.n_jobs, missing)))]
+            return [study.ask() for _ in range(max(0, min(self.n_jobs, missing)))]

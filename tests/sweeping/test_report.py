@@ -1,0 +1,49 @@
+"""The report keeps the best trial's test numbers apart from the table the trials are compared by."""
+
+from medrlvr.report import Sweep, Trial, best_trial_test, held_out_metrics, table
+
+METRICS = {
+    "eval/after/accuracy": 0.5,
+    "eval/after_ood/accuracy": 0.25,
+    "eval/after_ood/format_rate": 0.75,
+    "eval/before_ood/accuracy": 0.125,
+    "eval/after_ood/reasoning_words": 12.0,
+    "reward/mean": 0.1,
+}
+
+
+def trial(number, objective, metrics):
+    return Trial(
+        number=number, run_id=f"run{number}", status="FINISHED", params={"algo.kl_coef": str(number / 10)},
+        objective=objective, metrics={k: v for k, v in metrics.items() if k == "eval/after/accuracy"},
+        test_metrics=held_out_metrics(metrics), minutes=1.0, error="",
+    )
+
+
+def sweep(*trials):
+    return Sweep(
+        parent_run_id="p", experiment_name="sweep-kl_coef", name="kl_coef", kind="grid", objective="return_value",
+        direction="maximize", params=["algo.kl_coef"], trials=list(trials), tags={},
+    )
+
+
+def test_test_metrics_are_the_held_out_sets_accuracy_and_format_rate():
+    assert held_out_metrics(METRICS) == {
+        "eval/after_ood/accuracy": 0.25, "eval/after_ood/format_rate": 0.75, "eval/before_ood/accuracy": 0.125
+    }
+
+
+def test_best_trial_test_numbers_are_reported_apart_from_the_trials_table():
+    best, other = trial(1, 0.5, METRICS), trial(0, 0.25, {**METRICS, "eval/after_ood/accuracy": 0.9})
+    report = sweep(best, other)
+    text = best_trial_test(report)
+    assert text.splitlines()[0] == "Best trial #1 (run run1): objective (return value) 0.5; algo.kl_coef=0.1"
+    assert "| eval/after_ood/accuracy | 0.25 |" in text and "0.9" not in text and "reasoning_words" not in text
+    header, _ = table(report)
+    assert not any("_ood" in column for column in header)
+
+
+def test_a_best_trial_without_test_metrics_says_how_to_get_them():
+    text = best_trial_test(sweep(trial(0, 0.5, {"eval/after/accuracy": 0.5})))
+    assert "no test-set metrics (train with trainer.eval_ood=true" in text
+    assert best_trial_test(sweep()) == "No completed trial.\n"
