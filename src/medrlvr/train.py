@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import PreTrainedTokenizerBase
@@ -42,6 +44,7 @@ from medrlvr.training.distributed import rank_order
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
 from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.signals import StopSignals, Stopped
 from medrlvr.training.sft_module import SFTModule
 
 log = logging.getLogger(__name__)
@@ -155,8 +158,13 @@ def save_policy(
     return folder
 
 
-def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, float]:
-    """Run one training: evaluate, fit (RL iterations or SFT steps), evaluate, save. Returns final metrics."""
+def train(
+    cfg: TrainConfig, output_dir: Path, resolved_yaml: str, signals: StopSignals | None = None
+) -> dict[str, float]:
+    """Run one training: evaluate, fit (RL iterations or SFT steps), evaluate, save. Returns final metrics.
+
+    ``signals``, when the caller installed it, stops training on SIGINT or SIGTERM."""
+    signals = signals or StopSignals()
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
     check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())
@@ -168,7 +176,9 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     module, _ = builders.build_module(cfg, tokenizer, prompts, start)
     if rank_zero_only.rank != 0:  # other processes of a multi-process run (their rank comes from the launcher)
-        return _fit_and_evaluate(cfg, output_dir, module, prompts, tokenizer, None, train_examples, eval_sets, checkpoint)
+        return _fit_and_evaluate(
+            cfg, output_dir, module, prompts, tokenizer, None, train_examples, eval_sets, checkpoint, signals
+        )
     tags = {"algo": cfg.algo.name, "reward": cfg.reward.name, **{t: "1" for t in cfg.tags}}
     logger = builders.build_logger(cfg.logger, tags, run_id=checkpoint.run_id if checkpoint else None)
     run_id = open_run(logger)
@@ -181,7 +191,9 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
         log.info("resuming from %s (iteration %d)", checkpoint.path, start)
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
     with terminal_status(logger):
-        final = _fit_and_evaluate(cfg, output_dir, module, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint)
+        final = _fit_and_evaluate(
+            cfg, output_dir, module, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint, signals
+        )
     logger.finish()
     return final
 
@@ -196,9 +208,11 @@ def _fit_and_evaluate(
     train_examples: list[MCQExample],
     eval_sets: dict[str, list[MCQExample]],
     checkpoint: Checkpoint | None,
+    signals: StopSignals,
 ) -> dict[str, float]:
     """Evaluate (unless resuming; when fit starts), fit the remaining iterations with checkpoints (RL), evaluate,
-    save the policy.
+    save the policy. A signal during an iteration stops training after it (with a checkpoint) and raises
+    :class:`Stopped`.
 
     With several processes only the first has a ``logger`` (MLflow) and evaluates; all of them train.
     """
@@ -206,7 +220,8 @@ def _fit_and_evaluate(
     batch_size, steps = builders.training_schedule(cfg, len(train_examples))
     final: dict[str, float] = {}
     checkpoints = CheckpointCallback(
-        checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint
+        checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint,
+        signals,
     )
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
@@ -242,10 +257,13 @@ def _fit_and_evaluate(
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
     if start < steps:
         loader = prompt_loader(train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size)
-        with checkpoints.stop_on_signals():
-            trainer.fit(module, loader)
+        fit(trainer, module, loader, signals)
     if checkpoints.stop_signal is not None:
-        raise KeyboardInterrupt(f"interrupted after iteration {module.iteration}; checkpoint {checkpoints.last_saved}")
+        raise Stopped(
+            checkpoints.stop_signal,
+            f"interrupted after iteration {module.iteration} by {signal.Signals(checkpoints.stop_signal).name};"
+            f" checkpoint {checkpoints.last_saved}",
+        )
     final.update(before.metrics if before else {})
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and evaluate_here:
@@ -259,16 +277,32 @@ def _fit_and_evaluate(
     return final
 
 
+def fit(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader, signals: StopSignals) -> None:
+    """``trainer.fit``, ending normally when a signal stopped it: Lightning raises its ``SIGTERMException`` after
+    the iteration in which SIGTERM arrived, once the checkpoint is saved."""
+    try:
+        trainer.fit(module, loader)
+    except SIGTERMException:
+        if signals.requested is None:
+            raise
+    finally:
+        signals.deferring = False
+
+
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
     try:
         cfg = to_train_config(dict_cfg)
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
-        metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True))
+        with StopSignals().installed() as signals:
+            metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals)
     except tuple(EXIT_CODES) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind)))
+    except Stopped as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt as err:
         print(f"interrupted: {err}", file=sys.stderr)
         sys.exit(130)

@@ -1,5 +1,5 @@
 """Real processes: SIGKILL then resume equals an uninterrupted run; NaN updates are skipped or stop the run;
-Ctrl-C saves a checkpoint and marks the run KILLED."""
+Ctrl-C and SIGTERM save a checkpoint and mark the run KILLED."""
 
 import os
 import re
@@ -48,11 +48,11 @@ def history(client: MlflowClient, run) -> dict[str, list[tuple[int, float]]]:
             for key in run.data.metrics if not key.startswith(UNTIMED)}
 
 
-def start_and_wait_for(folder: Path, marker: Path, *overrides: str) -> subprocess.Popen:
+def start_and_wait_for(folder: Path, marker: Path, *overrides: str, script: list[str] | None = None) -> subprocess.Popen:
     folder.mkdir(exist_ok=True)
     log = (folder / "log.txt").open("w")
-    process = subprocess.Popen(command(folder, *overrides), cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    process = subprocess.Popen(command(folder, *overrides, script=script), cwd=folder, stdout=log,
+                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert process.poll() is None, (folder / "log.txt").read_text()[-3000:]
@@ -129,3 +129,34 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_killed(tmp_path):
     assert 1 <= int(stopped.group(1)) < 6 and saved[-1] == f"iter_{int(stopped.group(1)):05d}"
     _, run_info = only_run(tmp_path)
     assert run_info.info.status == "KILLED"
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_resume_continues_the_run(tmp_path):
+    settings = ("trainer.max_steps=3", "trainer.checkpoint_every=1", *QUICK)
+    process = start_and_wait_for(tmp_path, tmp_path / "out" / "checkpoints" / "iter_00001", *settings)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143
+    log = (tmp_path / "log.txt").read_text()
+    assert "received SIGTERM: stopping after this iteration" in log
+    stopped = re.search(r"interrupted: interrupted after iteration (\d+) by SIGTERM; checkpoint (\S+)", log)
+    assert stopped is not None, log[-2000:]
+    assert Path(stopped.group(2)).name == f"iter_{int(stopped.group(1)):05d}" and Path(stopped.group(2)).is_dir()
+    client, killed = only_run(tmp_path)
+    assert killed.info.status == "KILLED" and killed.data.tags["stop_signal"] == "SIGTERM"
+
+    resumed = run(tmp_path, *settings, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _, finished = only_run(tmp_path)  # the same run, continued
+    assert finished.info.run_id == killed.info.run_id and finished.info.status == "FINISHED"
+    assert [step for step, _ in history(client, finished)["reward/mean"]] == [1, 2, 3]
+
+
+def test_sigterm_during_the_first_evaluation_leaves_the_run_killed(tmp_path):
+    marker = tmp_path / "evaluating"
+    process = start_and_wait_for(tmp_path, marker, "trainer.max_steps=2", script=[INJECT, f"slow_eval:{marker}"])
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert "interrupted: received SIGTERM" in (tmp_path / "log.txt").read_text()
+    _, run_info = only_run(tmp_path)
+    assert run_info.info.status == "KILLED" and run_info.data.tags["stop_signal"] == "SIGTERM"
+    assert not (tmp_path / "out" / "checkpoints").exists()

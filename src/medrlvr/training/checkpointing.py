@@ -32,8 +32,6 @@ import os
 import random
 import shutil
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from medrlvr.training.signals import StopSignals
 from medrlvr.training.strategies import deepspeed_engine
 
 log = logging.getLogger(__name__)
@@ -362,7 +361,8 @@ def load_sharded_checkpoint(
 
 
 class CheckpointCallback(L.Callback):
-    """Saves after every ``every`` iterations and the last; on SIGINT saves and stops after the iteration.
+    """Saves after every ``every`` iterations and the last; on a signal (``signals``) saves and stops after the
+    iteration.
 
     Under DeepSpeed every process writes its shards (:func:`save_sharded_checkpoint`); otherwise the main
     process writes everything (:func:`save_checkpoint`). ``resume_from`` is loaded on every process when
@@ -370,27 +370,24 @@ class CheckpointCallback(L.Callback):
     ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state.
     """
 
-    def __init__(self, root: Path, every: int, keep: int, max_steps: int, resume_from: Checkpoint | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        every: int,
+        keep: int,
+        max_steps: int,
+        resume_from: Checkpoint | None = None,
+        signals: StopSignals | None = None,
+    ) -> None:
         self.root, self.every, self.keep, self.max_steps = root, every, keep, max_steps
         self.resume_from = resume_from
-        self.stop_signal: int | None = None
+        self.signals = signals or StopSignals()
         self.last_saved: Path | None = None
 
-    def request_stop(self, signum: int, frame: Any = None) -> None:
-        """Signal handler: finish the running iteration, checkpoint, stop; a second signal interrupts at once."""
-        self.stop_signal = signum
-        signal.signal(signum, signal.default_int_handler)
-        log.warning("received %s: stopping after this iteration and saving a checkpoint", signal.Signals(signum).name)
-
-    @contextmanager
-    def stop_on_signals(self) -> Iterator[None]:
-        """Route SIGINT (Ctrl-C) to :meth:`request_stop` for the duration of the block."""
-        previous = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT,)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+    @property
+    def stop_signal(self) -> int | None:
+        """The signal that stopped training, if any."""
+        return self.signals.requested
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         """Load ``resume_from`` on every process. Lightning calls this before the module's own
@@ -408,12 +405,19 @@ class CheckpointCallback(L.Callback):
             if type(callback).__name__ in extra:
                 callback.load_state_dict(extra[type(callback).__name__])
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """From the first iteration on, a signal waits for the end of the running iteration."""
+        self.signals.deferring = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.signals.deferring = False
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         iteration = pl_module.iteration
         due = (self.every > 0 and iteration % self.every == 0) or iteration == self.max_steps
         # a signal may reach only some processes: all of them save (a collective under DeepSpeed) and stop
         if trainer.strategy.reduce_boolean_decision(self.stop_signal is not None, all=False):
-            self.stop_signal = self.stop_signal or signal.SIGINT
+            self.signals.requested = self.stop_signal or signal.SIGTERM
         if due or self.stop_signal is not None:
             self.last_saved = self._save(trainer, pl_module, iteration)
         if self.stop_signal is not None:

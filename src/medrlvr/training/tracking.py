@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
+from medrlvr.training.signals import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,14 @@ def reopen(client: MlflowClient, run_id: str) -> None:
 
 @contextmanager
 def terminal_status(logger: MLFlowLogger) -> Iterator[None]:
-    """On KeyboardInterrupt mark the run KILLED; on any other exception FAILED with tags ``error`` and
+    """On a stop by signal (:class:`Stopped`, or a KeyboardInterrupt) mark the run KILLED with tag
+    ``stop_signal`` naming the signal; on any other exception FAILED with tags ``error`` and
     ``error_traceback``; then re-raise. (Success is marked by the caller with ``logger.finish()``.)"""
     try:
         yield
-    except KeyboardInterrupt:
+    except (Stopped, KeyboardInterrupt) as err:
+        name = err.signal_name if isinstance(err, Stopped) else "SIGINT"
+        logger.experiment.set_tag(logger.run_id, "stop_signal", name)
         logger.experiment.set_terminated(logger.run_id, "KILLED")
         raise
     except BaseException as err:
