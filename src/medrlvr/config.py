@@ -616,6 +616,8 @@ def register_configs() -> None:
     store.store(group="algo", name="sft_schema", node=SFTConfig)
     if not OmegaConf.has_resolver("medrlvr.sweeps_dir"):
         OmegaConf.register_new_resolver("medrlvr.sweeps_dir", lambda: str(sweeps_dir()))
+    if not OmegaConf.has_resolver("medrlvr.pid"):  # makes Hydra's run folders unique (see conf/config.yaml)
+        OmegaConf.register_new_resolver("medrlvr.pid", os.getpid)
 
 
 def to_train_config(cfg: DictConfig) -> TrainConfig:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import hydra
@@ -35,11 +36,12 @@ from medrlvr.training.checkpointing import (
     Checkpoint,
     CheckpointCallback,
     CheckpointError,
+    check_owner,
     checkpoint_root,
     resolve_resume,
 )
 from medrlvr.training.numerics import NumericsError
-from medrlvr.training.preflight import check_output_dir, check_tracking_uri
+from medrlvr.training.preflight import check_output_dir, check_tracking_uri, output_dir_lock
 from medrlvr.training.distributed import rank_order
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
 from medrlvr.training.tracking import open_run, reopen, terminal_status
@@ -169,6 +171,7 @@ def train(
     L.seed_everything(cfg.seed, workers=True)
     check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())
     checkpoint = resolve_resume(cfg.resume, output_dir)
+    check_owner(checkpoint_root(output_dir), checkpoint.run_id if checkpoint else None)
     start = checkpoint.iteration if checkpoint else 0
     train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
     eval_sets = evaluation_sets(cfg)
@@ -277,6 +280,11 @@ def _fit_and_evaluate(
     return final
 
 
+def output_dir_lock_on_main(output_dir: Path) -> AbstractContextManager[None]:
+    """The output folder's lock, taken by the first process only (the others of a multi-process run share it)."""
+    return output_dir_lock(output_dir) if rank_zero_only.rank == 0 else nullcontext()
+
+
 def fit(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader, signals: StopSignals) -> None:
     """``trainer.fit``, ending normally when a signal stopped it: Lightning raises its ``SIGTERMException`` after
     the iteration in which SIGTERM arrived, once the checkpoint is saved."""
@@ -295,7 +303,7 @@ def main(dict_cfg: DictConfig) -> float:
     try:
         cfg = to_train_config(dict_cfg)
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
-        with StopSignals().installed() as signals:
+        with output_dir_lock_on_main(output_dir), StopSignals().installed() as signals:
             metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals)
     except tuple(EXIT_CODES) as err:
         print(f"error: {err}", file=sys.stderr)

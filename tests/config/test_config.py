@@ -1,5 +1,6 @@
 """Config composition: every group option composes and validates; typos and wrong types fail clearly."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,10 @@ def test_micro_and_forward_batch_sizes_default_to_the_minibatch():
     assert cfg.algo.gradient_accumulation_steps == 1
     cfg = to_train_config(compose_train(["algo.micro_batch_size=4"]))
     assert (cfg.algo.forward_batch_size, cfg.algo.gradient_accumulation_steps) == (4, 4)
+
+
+def test_hydra_run_folders_of_runs_started_in_the_same_second_differ():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    # the time has second resolution; the process id tells apart runs started together
+    assert cfg.hydra.run.dir.endswith(f"_{os.getpid()}") and cfg.hydra.sweep.dir.endswith(f"_{os.getpid()}")

@@ -91,3 +91,18 @@ def test_all_checkpoints_damaged_refuses_to_resume(tmp_path, monkeypatch, capsys
     (tmp_path / "out" / "checkpoints" / "iter_00002").mkdir(parents=True)
     code, err = run_main(tmp_path, monkeypatch, capsys, "resume=auto")
     assert code == 2 and err == f"error: resume=auto: every checkpoint in {tmp_path / 'out' / 'checkpoints'} is damaged"
+
+
+def test_a_fresh_run_in_a_folder_with_another_runs_checkpoints_is_refused(tmp_path, monkeypatch, capsys):
+    old = tmp_path / "out" / "checkpoints" / "iter_00002"
+    old.mkdir(parents=True)
+    (old / "state.json").write_text('{"iteration": 2, "run_id": "0123abcd"}')
+    code, err = run_main(tmp_path, monkeypatch, capsys)
+    assert code == 2 and err == (
+        f"error: trainer.output_dir: {old.parent} holds checkpoints of MLflow run 0123abcd (newest iter_00002):"
+        " continue that run with resume=auto, or start a new one in another trainer.output_dir (or delete that folder)"
+    )
+    assert sorted(p.name for p in old.parent.iterdir()) == ["iter_00002"]
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []

@@ -151,9 +151,14 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resume_continues_the_run(tmp_p
     assert [step for step, _ in history(client, finished)["reward/mean"]] == [1, 2, 3]
 
 
-def test_sigterm_during_the_first_evaluation_leaves_the_run_killed(tmp_path):
+def test_a_busy_folder_refuses_a_second_run_and_sigterm_during_evaluation_leaves_the_run_killed(tmp_path):
     marker = tmp_path / "evaluating"
     process = start_and_wait_for(tmp_path, marker, "trainer.max_steps=2", script=[INJECT, f"slow_eval:{marker}"])
+    second = run(tmp_path, "trainer.max_steps=2")
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"error: trainer.output_dir: {tmp_path / 'out'} is in use by another training (process {process.pid} on "
+    )
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143
     assert "interrupted: received SIGTERM" in (tmp_path / "log.txt").read_text()

@@ -15,6 +15,7 @@ from medrlvr.training.checkpointing import (
     OPTIMIZER,
     TRAINABLE,
     CheckpointError,
+    check_owner,
     latest_checkpoint,
     load_checkpoint,
     load_sharded_checkpoint,
@@ -140,3 +141,25 @@ def test_lora_checkpoints_hold_only_adapters_and_value_head(tmp_path, tokenizer)
     assert names and all("lora_" in n or n.startswith("value_head.") for n in names)
     assert any("layers.1." in n for n in names) and not any("layers.0." in n for n in names)
     assert json.loads((path / MANIFEST).read_text())["files"][TRAINABLE]["bytes"] < 200_000
+
+
+def test_pruning_keeps_the_checkpoints_of_other_runs(tmp_path):
+    model, optimizer = model_and_optimizer()
+    for iteration in (5, 6):
+        save_checkpoint(tmp_path, iteration, model, optimizer, run_id="old", keep=2)
+    for iteration in (1, 2):
+        save_checkpoint(tmp_path, iteration, model, optimizer, run_id="new", keep=1)
+    owners = {p.name: json.loads((p / "state.json").read_text())["run_id"] for p in tmp_path.iterdir()}
+    # the old run's checkpoints are newer, but not the new run's to delete; the new run keeps its newest
+    assert owners == {"iter_00002": "new", "iter_00005": "old", "iter_00006": "old"}
+
+
+def test_a_folder_with_another_runs_checkpoints_is_refused(tmp_path):
+    model, optimizer = model_and_optimizer()
+    save_checkpoint(tmp_path, 4, model, optimizer, run_id="old")
+    check_owner(tmp_path, "old")  # resuming the run that owns the folder
+    check_owner(tmp_path / "empty", None)  # a fresh run in a fresh folder
+    with pytest.raises(CheckpointError, match=r"holds checkpoints of MLflow run old \(newest iter_00004\): continue"):
+        check_owner(tmp_path, None)
+    with pytest.raises(CheckpointError, match=r"not of the run being resumed \(other\)"):
+        check_owner(tmp_path, "other")

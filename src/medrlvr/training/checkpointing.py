@@ -185,16 +185,48 @@ def _commit(staging: Path, final: Path, state: dict[str, Any], keep: int) -> Pat
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    prune(root, keep)
+    prune(root, keep, state["run_id"])
     return final
 
 
-def prune(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints and any leftover temporary folders."""
+def prune(root: Path, keep: int, run_id: str | None) -> None:
+    """Delete all but the newest ``keep`` checkpoints of MLflow run ``run_id`` (and those whose ``state.json``
+    cannot be read), and any leftover temporary folders. Checkpoints of other runs are never touched."""
     for leftover in root.glob(".tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    for old in _candidates(root)[keep:]:
+    own = [folder for folder in _candidates(root) if _owner(folder) in (run_id, _UNREADABLE)]
+    for old in own[keep:]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_UNREADABLE = object()
+
+
+def _owner(folder: Path) -> object:
+    """The MLflow run id in ``folder``'s ``state.json`` (None when written without one), or ``_UNREADABLE``."""
+    try:
+        return json.loads((folder / STATE).read_text())["run_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return _UNREADABLE
+
+
+def check_owner(root: Path, run_id: str | None) -> None:
+    """Refuse (CheckpointError) a training that would write checkpoints into ``root`` beside those of another
+    MLflow run: a fresh run (``run_id`` None) needs a folder without checkpoints, a resumed one a folder
+    holding only its own. Checkpoints whose ``state.json`` cannot be read are not counted."""
+    others = {folder.name: owner for folder in _candidates(root) if (owner := _owner(folder)) not in (run_id, _UNREADABLE)}
+    if not others:
+        return
+    newest, owner = next(iter(others.items()))
+    if run_id is None:
+        raise CheckpointError(
+            f"trainer.output_dir: {root} holds checkpoints of MLflow run {owner} (newest {newest}): continue that"
+            " run with resume=auto, or start a new one in another trainer.output_dir (or delete that folder)"
+        )
+    raise CheckpointError(
+        f"trainer.output_dir: {root} holds checkpoints of MLflow run {owner} (newest {newest}), not of the run"
+        f" being resumed ({run_id}): resume into another trainer.output_dir"
+    )
 
 
 def _candidates(root: Path) -> list[Path]:

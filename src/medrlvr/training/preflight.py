@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
@@ -22,6 +27,33 @@ def check_output_dir(path: Path) -> Path:
     except OSError as err:
         raise ConfigError(f"trainer.output_dir: cannot write to {path} ({err.strerror or err})") from err
     return path
+
+
+OUTPUT_LOCK = ".lock"
+
+
+@contextmanager
+def output_dir_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path/.lock`` for the block, so one training at a time writes to ``path``.
+
+    The lock file names its holder (process id and host); a second training on the same folder stops at once
+    with a ConfigError naming it. The operating system releases the lock when the process ends, however it ends.
+    """
+    fd = os.open(path / OUTPUT_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            raise ConfigError(
+                f"trainer.output_dir: {path} is in use by another training ({holder});"
+                " wait for it to end or choose another trainer.output_dir"
+            ) from err
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
