@@ -9,6 +9,7 @@ import signal
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -46,6 +47,7 @@ from medrlvr.training.distributed import rank_order
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
 from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.resume import Change, check_resume_config, describe
 from medrlvr.training.signals import StopSignals, Stopped
 from medrlvr.training.sft_module import SFTModule
 
@@ -160,6 +162,21 @@ def save_policy(
     return folder
 
 
+def run_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain values: the run's params, and the config saved in each checkpoint."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def record_overrides(logger: MLFlowLogger, overrides: dict[str, Change], resolved_yaml: str, start: int) -> None:
+    """Record settings changed on resume (the params keep the first values): tag ``resume/overrides`` and the
+    new config as the artifact ``config_resumed_at_iter_XXXXX.yaml``."""
+    if not overrides:
+        return
+    log.info("resuming with changed settings: %s", describe(overrides))
+    logger.experiment.set_tag(logger.run_id, "resume/overrides", describe(overrides)[:5000])
+    logger.experiment.log_text(logger.run_id, resolved_yaml, f"config_resumed_at_iter_{start:05d}.yaml")
+
+
 def train(
     cfg: TrainConfig, output_dir: Path, resolved_yaml: str, signals: StopSignals | None = None
 ) -> dict[str, float]:
@@ -172,6 +189,7 @@ def train(
     check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())
     checkpoint = resolve_resume(cfg.resume, output_dir)
     check_owner(checkpoint_root(output_dir), checkpoint.run_id if checkpoint else None)
+    overrides = check_resume_config(checkpoint, run_config(cfg)) if checkpoint else {}
     start = checkpoint.iteration if checkpoint else 0
     train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
     eval_sets = evaluation_sets(cfg)
@@ -187,11 +205,12 @@ def train(
     run_id = open_run(logger)
     mark_model_training(logger.experiment, logger.experiment_id)
     if checkpoint is None:
-        logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+        logger.log_hyperparams(run_config(cfg))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
     else:
         reopen(logger.experiment, run_id)
         log.info("resuming from %s (iteration %d)", checkpoint.path, start)
+        record_overrides(logger, overrides, resolved_yaml, start)
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
     with terminal_status(logger):
         final = _fit_and_evaluate(
@@ -224,7 +243,7 @@ def _fit_and_evaluate(
     final: dict[str, float] = {}
     checkpoints = CheckpointCallback(
         checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint,
-        signals,
+        signals, run_config(cfg),
     )
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),

@@ -132,6 +132,8 @@ def test_ctrl_c_saves_a_checkpoint_and_marks_the_run_killed(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_exits_143_and_resume_continues_the_run(tmp_path):
+    """Also: the resume changes a setting that may change (recorded on the run); a later resume that changes
+    the data is refused before the run is touched."""
     settings = ("trainer.max_steps=3", "trainer.checkpoint_every=1", *QUICK)
     process = start_and_wait_for(tmp_path, tmp_path / "out" / "checkpoints" / "iter_00001", *settings)
     process.send_signal(signal.SIGTERM)
@@ -144,11 +146,23 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_resume_continues_the_run(tmp_p
     client, killed = only_run(tmp_path)
     assert killed.info.status == "KILLED" and killed.data.tags["stop_signal"] == "SIGTERM"
 
-    resumed = run(tmp_path, *settings, "resume=auto")
+    resumed = run(tmp_path, *settings, "algo.kl_coef=0.05", "resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _, finished = only_run(tmp_path)  # the same run, continued
     assert finished.info.run_id == killed.info.run_id and finished.info.status == "FINISHED"
     assert [step for step, _ in history(client, finished)["reward/mean"]] == [1, 2, 3]
+    assert finished.data.tags["resume/overrides"] == "algo.kl_coef: 0.01 -> 0.05"
+    artifacts = {a.path for a in client.list_artifacts(finished.info.run_id)}
+    assert {"config.yaml", f"config_resumed_at_iter_{int(stopped.group(1)):05d}.yaml"} <= artifacts
+
+    refused = run(tmp_path, *settings, "algo.kl_coef=0.05", "data.batch_size=4", "resume=auto")
+    assert refused.returncode == 2
+    state = tmp_path / "out" / "checkpoints" / "iter_00003" / "state.json"
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        f"error: resume: settings differ from the checkpoint's ({state}): data.batch_size: 2 -> 4;"
+    )
+    _, unchanged = only_run(tmp_path)
+    assert unchanged.info.status == "FINISHED"  # not reopened
 
 
 def test_a_busy_folder_refuses_a_second_run_and_sigterm_during_evaluation_leaves_the_run_killed(tmp_path):
@@ -165,3 +179,4 @@ def test_a_busy_folder_refuses_a_second_run_and_sigterm_during_evaluation_leaves
     _, run_info = only_run(tmp_path)
     assert run_info.info.status == "KILLED" and run_info.data.tags["stop_signal"] == "SIGTERM"
     assert not (tmp_path / "out" / "checkpoints").exists()
+

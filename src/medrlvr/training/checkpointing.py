@@ -16,7 +16,8 @@ under DeepSpeed every process writes, through DeepSpeed's own ``save_checkpoint`
 and in both cases the first process adds
 
 - ``state.json``: iteration, MLflow run id, layout (format, processes, ZeRO stage), RNG states (one
-  process) and callback state;
+  process), callback state and the run's resolved config (checked on resume, see
+  :mod:`medrlvr.training.resume`);
 - ``manifest.json``, written last: size and SHA-256 of every other file in the folder.
 
 Writes go to a hidden temporary folder that is fsynced and renamed into place, so a folder named
@@ -124,8 +125,10 @@ def save_checkpoint(
     run_id: str | None,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``root/iter_<iteration>`` atomically, then delete all but the newest ``keep`` checkpoints.
+    ``config`` (the run's resolved config) is stored in ``state.json``, to be checked on resume.
 
     Raises :class:`CheckpointError` (writing nothing) if a trainable tensor holds NaN or inf.
     """
@@ -139,7 +142,10 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    state = {"iteration": iteration, "run_id": run_id, "layout": FULL_LAYOUT, "rng": rng_state(), "extra": extra or {}}
+    state = {
+        "iteration": iteration, "run_id": run_id, "layout": FULL_LAYOUT, "rng": rng_state(), "extra": extra or {},
+        "config": config,
+    }
     return _commit(staging, final, state, keep)
 
 
@@ -334,6 +340,7 @@ def save_sharded_checkpoint(
     run_id: str | None,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``root/iter_<iteration>`` from a DeepSpeed ``engine`` atomically (collective: every process calls).
 
@@ -362,6 +369,7 @@ def save_sharded_checkpoint(
             "layout": _sharded_layout(engine, strategy.world_size),
             "trainable": sorted(name for name, p in model.named_parameters() if p.requires_grad),
             "extra": extra or {},
+            "config": config,
         }
         _commit(staging, final, state, keep)
     strategy.barrier()
@@ -399,7 +407,8 @@ class CheckpointCallback(L.Callback):
     Under DeepSpeed every process writes its shards (:func:`save_sharded_checkpoint`); otherwise the main
     process writes everything (:func:`save_checkpoint`). ``resume_from`` is loaded on every process when
     training starts (the engine and the optimizer exist by then). The numerics guard and callbacks with a
-    ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state.
+    ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state, ``config`` (the run's
+    resolved config) in its ``config`` state.
     """
 
     def __init__(
@@ -410,10 +419,12 @@ class CheckpointCallback(L.Callback):
         max_steps: int,
         resume_from: Checkpoint | None = None,
         signals: StopSignals | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.root, self.every, self.keep, self.max_steps = root, every, keep, max_steps
         self.resume_from = resume_from
         self.signals = signals or StopSignals()
+        self.config = config
         self.last_saved: Path | None = None
 
     @property
@@ -464,11 +475,13 @@ class CheckpointCallback(L.Callback):
         engine = deepspeed_engine(pl_module)
         if engine is not None:
             path = save_sharded_checkpoint(
-                self.root, iteration, engine, trainer.strategy, pl_module.model, run_id, extra, self.keep
+                self.root, iteration, engine, trainer.strategy, pl_module.model, run_id, extra, self.keep, self.config
             )
         elif trainer.is_global_zero:
             optimizer = pl_module.optimizers().optimizer
-            path = save_checkpoint(self.root, iteration, pl_module.model, optimizer, run_id, extra, self.keep)
+            path = save_checkpoint(
+                self.root, iteration, pl_module.model, optimizer, run_id, extra, self.keep, self.config
+            )
         else:
             return None
         if trainer.is_global_zero:
