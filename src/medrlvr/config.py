@@ -7,6 +7,7 @@ turns the composed config into objects.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,13 @@ class ConfigError(ValueError):
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+MAX_SEED = 2**32 - 1  # NumPy's limit (Lightning's seed_everything seeds it)
+
+
+def _check_seed(seed: int, key: str = "seed") -> None:
+    _check(0 <= seed <= MAX_SEED, key, f"must be between 0 and {MAX_SEED}, got {seed}")
 
 
 @dataclass
@@ -357,8 +365,22 @@ class RolloutConfig:
         )
         _check(self.num_samples >= 1, "rollout.num_samples", f"must be >= 1, got {self.num_samples}")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
-        _check(self.temperature > 0, "rollout.temperature", f"must be > 0 for training rollouts, got {self.temperature}")
+        _check(
+            self.eval_max_new_tokens >= 1, "rollout.eval_max_new_tokens", f"must be >= 1, got {self.eval_max_new_tokens}"
+        )
+        _check(
+            0 < self.temperature < math.inf,
+            "rollout.temperature",
+            f"must be > 0 and finite for training rollouts, got {self.temperature}",
+        )
         _check(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, "rollout.top_k", f"must be >= 0 (0 = off), got {self.top_k}")
+        _check(
+            self.generation_batch_size >= 1,
+            "rollout.generation_batch_size",
+            f"must be >= 1, got {self.generation_batch_size}",
+        )
+        _check(all(self.stop_strings), "rollout.stop_strings", f"must not hold an empty string, got {self.stop_strings}")
 
 
 STRATEGIES = ("auto", "ddp", "deepspeed")
@@ -499,6 +521,7 @@ class TrainConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _check(
             isinstance(self.algo, AlgoConfig) or self.trainer.strategy != "deepspeed" or self.trainer.deepspeed.stage < 3,
             "trainer.deepspeed.stage",
@@ -569,7 +592,8 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null (all questions), got {self.limit}")
         _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
-        _check(self.temperature >= 0, "temperature", f"must be >= 0 (0 = greedy), got {self.temperature}")
+        _check(0 <= self.temperature < math.inf, "temperature", f"must be >= 0 (0 = greedy) and finite, got {self.temperature}")
+        _check_seed(self.seed)
         _check(
             self.num_samples == 1 or self.temperature > 0,
             "temperature",

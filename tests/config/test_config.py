@@ -68,6 +68,15 @@ def test_wrong_type_fails_naming_the_key():
         ("algo.forward_batch_size=0", "algo.forward_batch_size"),
         ("model.logits_chunk_size=0", "model.logits_chunk_size"),
         ("reward.name=fancy", "reward.name"),
+        ("rollout.eval_max_new_tokens=0", "rollout.eval_max_new_tokens"),
+        ("rollout.top_k=-1", "rollout.top_k"),
+        ("rollout.temperature=inf", "rollout.temperature"),
+        ("rollout.temperature=nan", "rollout.temperature"),
+        ("rollout.top_p=nan", "rollout.top_p"),
+        ("rollout.generation_batch_size=0", "rollout.generation_batch_size"),
+        ("rollout.stop_strings=['</answer>','']", "rollout.stop_strings"),
+        ("seed=-1", "seed"),
+        ("seed=4294967296", "seed"),
     ],
 )
 def test_out_of_range_values_fail_naming_the_key(override, key):

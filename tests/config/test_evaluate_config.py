@@ -46,3 +46,10 @@ def test_sampling_override_needs_a_temperature():
     with pytest.raises(ConfigError, match="temperature"):
         compose_evaluate(["num_samples=4"])
     assert compose_evaluate(["num_samples=4", "temperature=0.7"]).num_samples == 4
+
+
+@pytest.mark.parametrize("override, key", [("temperature=inf", "temperature"), ("seed=-1", "seed"),
+                                           ("rollout.eval_max_new_tokens=0", "rollout.eval_max_new_tokens")])
+def test_out_of_range_values_fail_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=rf"^{key.replace('.', chr(92) + '.')}: "):
+        compose_evaluate([override])
