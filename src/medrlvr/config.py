@@ -87,7 +87,9 @@ class PromptConfig:
 class DataConfig:
     """A dataset and its splits. ``ood_split`` names a split that is out of distribution for a model trained
     on ``train_split`` (bundled: ``ood``): ``medrlvr.evaluate`` adds it by default and ``trainer.eval_ood``
-    evaluates it before and after training."""
+    evaluates it before and after training. A question whose prompt plus ``rollout.max_new_tokens`` (evaluation:
+    ``rollout.eval_max_new_tokens``) exceeds the model's context is refused, or left out (with a warning) when
+    ``skip_long_prompts``."""
 
     name: str = "bundled"
     train_split: str = "train"
@@ -101,6 +103,7 @@ class DataConfig:
     hub_name: Optional[str] = None
     variant: Optional[str] = None
     skip_invalid_rows: bool = False
+    skip_long_prompts: bool = False
     answer_index_base: Optional[int] = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
 

@@ -39,6 +39,7 @@ from medrlvr.config import (
     default_tracking_uri,
     register_configs,
 )
+from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.registry import load_split_report
 from medrlvr.data.schema import OPTION_LETTERS
 from medrlvr.evaluation import EvalResult, evaluate
@@ -177,6 +178,7 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datasets = dataset_configs(cfg)
     tokenizer, model = load_model(cfg)
+    context = getattr(model.config, "max_position_embeddings", None)
     engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer, cfg.seed)
     results: dict[str, dict[str, Any]] = {}
     evaluated: dict[str, EvalResult] = {}
@@ -184,6 +186,11 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
         loaded = load_split_report(data, data.test_split, cfg.seed)
         examples = loaded.examples[: cfg.limit] if cfg.limit else loaded.examples
         prompts = builders.build_prompt_builder(data.prompt, tokenizer)
+        if context is not None:
+            examples = fit_to_context(
+                examples, builders.prompt_token_counter(prompts), context, cfg.rollout.eval_max_new_tokens,
+                "rollout.eval_max_new_tokens", data.skip_long_prompts,
+            )
         log.info("evaluating %s: %d questions from %s (torch threads: %d)", name, len(examples), loaded.origin, threads)
         result = evaluate(
             engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),

@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
+from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
 from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
@@ -97,6 +98,27 @@ def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
     splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
     sets = {suffix: load_heldout_split(cfg.data, split)[: cfg.data.eval_size] for suffix, split in splits.items()}
     return {suffix: examples for suffix, examples in sets.items() if examples}
+
+
+def within_context(
+    cfg: TrainConfig, prompts: PromptBuilder, train_examples: list[MCQExample], eval_sets: dict[str, list[MCQExample]]
+) -> tuple[list[MCQExample], dict[str, list[MCQExample]]]:
+    """The training and evaluation questions whose prompt fits the model's context with
+    ``rollout.max_new_tokens`` (evaluation: ``rollout.eval_max_new_tokens``); see :func:`fit_to_context`."""
+    context = builders.model_context(cfg.model, cfg.rollout)
+    if context is None:
+        log.warning("model.name_or_path=%s: its config gives no context length; prompt lengths are not checked",
+                    cfg.model.name_or_path)
+        return train_examples, eval_sets
+    tokens, skip, rollout = builders.prompt_token_counter(prompts), cfg.data.skip_long_prompts, cfg.rollout
+    train = fit_to_context(train_examples, tokens, context, rollout.max_new_tokens, "rollout.max_new_tokens", skip)
+    evals = {
+        suffix: fit_to_context(
+            examples, tokens, context, rollout.eval_max_new_tokens, "rollout.eval_max_new_tokens", skip
+        )
+        for suffix, examples in eval_sets.items()
+    }
+    return train, evals
 
 
 def run_evaluation(
@@ -195,6 +217,7 @@ def train(
     eval_sets = evaluation_sets(cfg)
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
+    train_examples, eval_sets = within_context(cfg, prompts, train_examples, eval_sets)
     module, _ = builders.build_module(cfg, tokenizer, prompts, start)
     if rank_zero_only.rank != 0:  # other processes of a multi-process run (their rank comes from the launcher)
         return _fit_and_evaluate(

@@ -1,7 +1,9 @@
 """Bad input on the CLI: a one-line ``error:`` message naming the culprit, a non-zero exit, and nothing
 half-written (no MLflow run, no checkpoint). Listed in docs/reliability.md."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +108,18 @@ def test_a_fresh_run_in_a_folder_with_another_runs_checkpoints_is_refused(tmp_pa
     if (tmp_path / "mlflow.db").exists():
         client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
         assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_a_question_longer_than_the_model_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "long.jsonl"
+    options = {"A": "v", "B": "w", "C": "x", "D": "y", "E": "z"}
+    rows = [{"id": "short", "question": "Q?", "options": options, "answer_idx": "A"},
+            {"id": "long", "question": "symptom " * 3000 + "?", "options": options, "answer_idx": "B"}]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, err = run_main(tmp_path, monkeypatch, capsys, "data=medqa_5opt", f"data.path={data}")
+    assert code == 2
+    assert re.fullmatch(
+        r"error: .*: question long: prompt of \d+ tokens \+ rollout.max_new_tokens=8 exceeds the model's context"
+        r" of 2048 tokens \(set data.skip_long_prompts=true to leave such questions out\)", err
+    ), err
+    assert_nothing_written(tmp_path)

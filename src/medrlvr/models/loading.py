@@ -134,3 +134,16 @@ def load_causal_lm(
 def hidden_size_of(name_or_path: str, cache_dir: Path | None = None) -> int:
     """Hidden size of a model without loading its weights."""
     return AutoConfig.from_pretrained(resolve_model_path(name_or_path, cache_dir)).hidden_size
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length_of(name_or_path: str, cache_dir: Path | None = None) -> int | None:
+    """The most tokens (prompt + response) the model takes, from its config without loading weights; None
+    when the config does not say."""
+    if name_or_path == TINY_MODEL:
+        return tiny_config(vocab_size=1).max_position_embeddings
+    config = AutoConfig.from_pretrained(resolve_model_path(name_or_path, cache_dir))
+    config = getattr(config, "text_config", None) or config
+    return next((int(getattr(config, key)) for key in CONTEXT_KEYS if getattr(config, key, None)), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -22,7 +23,8 @@ from medrlvr.config import (
 )
 from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilder
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
-from medrlvr.models.loading import load_causal_lm, load_tokenizer
+from medrlvr.data.schema import MCQExample
+from medrlvr.models.loading import context_length_of, load_causal_lm, load_tokenizer
 from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
 from medrlvr.rewards.parsing import ParseRules
 from medrlvr.rollout.base import EngineBuilder, RolloutEngine
@@ -160,6 +162,19 @@ def training_schedule(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
     batch_size = cfg.algo.batch_size or cfg.data.batch_size
     steps = math.ceil(cfg.algo.epochs * num_train / batch_size) if cfg.algo.epochs else cfg.trainer.max_steps
     return batch_size, steps
+
+
+def model_context(model: ModelConfig, rollout: RolloutConfig) -> int | None:
+    """Tokens a prompt and its completion may take together: ``rollout.vllm.max_model_len`` under vLLM when set,
+    else the model's context (None when its config does not say)."""
+    if rollout.backend == "vllm" and rollout.vllm.max_model_len:
+        return rollout.vllm.max_model_len
+    return context_length_of(model.name_or_path, _cache(model))
+
+
+def prompt_token_counter(prompts: PromptBuilder) -> Callable[[MCQExample], int]:
+    """The number of tokens of an example's prompt, as the rollout engines tokenize it."""
+    return lambda example: len(prompts.tokenizer(prompts(example), add_special_tokens=False).input_ids)
 
 
 def build_prompt_builder(cfg: PromptConfig, tokenizer: PreTrainedTokenizerBase) -> PromptBuilder:
