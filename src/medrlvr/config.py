@@ -369,7 +369,9 @@ class RolloutConfig:
         _check(self.num_samples >= 1, "rollout.num_samples", f"must be >= 1, got {self.num_samples}")
         _check(self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}")
         _check(
-            self.eval_max_new_tokens >= 1, "rollout.eval_max_new_tokens", f"must be >= 1, got {self.eval_max_new_tokens}"
+            self.eval_max_new_tokens >= 1,
+            "rollout.eval_max_new_tokens",
+            f"must be >= 1, got {self.eval_max_new_tokens}",
         )
         _check(
             0 < self.temperature < math.inf,
@@ -383,7 +385,7 @@ class RolloutConfig:
             "rollout.generation_batch_size",
             f"must be >= 1, got {self.generation_batch_size}",
         )
-        _check(all(self.stop_strings), "rollout.stop_strings", f"must not hold an empty string, got {self.stop_strings}")
+        _check(all(self.stop_strings), "rollout.stop_strings", f"must not hold an empty string: {self.stop_strings}")
 
 
 STRATEGIES = ("auto", "ddp", "deepspeed")
@@ -595,7 +597,11 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null (all questions), got {self.limit}")
         _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
-        _check(0 <= self.temperature < math.inf, "temperature", f"must be >= 0 (0 = greedy) and finite, got {self.temperature}")
+        _check(
+            0 <= self.temperature < math.inf,
+            "temperature",
+            f"must be >= 0 (0 = greedy) and finite, got {self.temperature}",
+        )
         _check_seed(self.seed)
         _check(
             self.num_samples == 1 or self.temperature > 0,

@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
+from medrlvr.cli import error_boundary
 from medrlvr.config import (
     ConfigError,
     DataConfig,
@@ -47,7 +48,7 @@ from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.train import set_threads
 from medrlvr.training import builders
-from medrlvr.training.preflight import check_tracking_uri
+from medrlvr.training.preflight import check_output_dir, check_tracking_uri
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -98,6 +99,10 @@ def load_model(cfg: EvaluateConfig) -> tuple[PreTrainedTokenizerBase, torch.nn.M
     folder = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else None
     if folder is not None and not folder.is_dir():
         raise ConfigError(f"checkpoint: no such folder: {folder}")
+    if folder is not None and not (folder / "config.json").is_file():
+        raise ConfigError(
+            f"checkpoint: {folder} is not a saved policy (no config.json): pass the policy/ folder a training wrote"
+        )
     has_tokenizer = folder is not None and (folder / "tokenizer_config.json").is_file()
     tokenizer = load_tokenizer(str(folder) if has_tokenizer else cfg.model.name_or_path, cache)
     model = load_causal_lm(str(folder or cfg.model.name_or_path), tokenizer, getattr(torch, cfg.model.dtype), cache, cfg.seed)
@@ -227,10 +232,10 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
 @hydra.main(config_path=str(config_dir()), config_name="evaluate", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns the first dataset's accuracy."""
-    cfg: EvaluateConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
-    output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    report = run(cfg, output_dir)
+    with error_boundary():
+        cfg: EvaluateConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
+        folder = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
+        report = run(cfg, check_output_dir(folder, "output_dir"))
     return next(iter(report["datasets"].values()))["metrics"]["accuracy"]
 
 

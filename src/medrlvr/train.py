@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,27 +22,25 @@ from torch.utils.data import DataLoader, RandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
-from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
+from medrlvr.cli import error_boundary
+from medrlvr.config import TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
-from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
+from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.evaluation import evaluate
 from medrlvr.mlflow_ui import mark_model_training
-from medrlvr.models.loading import ModelLoadError
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
 from medrlvr.training.checkpointing import (
     Checkpoint,
     CheckpointCallback,
-    CheckpointError,
     check_owner,
     checkpoint_root,
     resolve_resume,
 )
-from medrlvr.training.numerics import NumericsError
-from medrlvr.training.preflight import check_output_dir, check_tracking_uri, output_dir_lock
+from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
 from medrlvr.training.distributed import rank_order
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
 from medrlvr.training.tracking import open_run, reopen, terminal_status
@@ -54,12 +51,6 @@ from medrlvr.training.sft_module import SFTModule
 
 log = logging.getLogger(__name__)
 register_configs()
-# Errors caused by the user's input: printed as one line, with this exit code, without a traceback.
-EXIT_CODES: dict[type[Exception], int] = {
-    ConfigError: 2, DatasetError: 2, ModelLoadError: 2, CheckpointError: 2, NumericsError: 1
-}
-
-
 def set_threads(num_threads: int) -> int:
     """Size torch's thread pool to the free cores (0 = every core this process may use)."""
     threads = num_threads or len(os.sched_getaffinity(0))
@@ -208,10 +199,13 @@ def train(
     signals = signals or StopSignals()
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
-    check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())
+    tracking_uri = cfg.logger.tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)
     checkpoint = resolve_resume(cfg.resume, output_dir)
     check_owner(checkpoint_root(output_dir), checkpoint.run_id if checkpoint else None)
     overrides = check_resume_config(checkpoint, run_config(cfg)) if checkpoint else {}
+    if checkpoint is not None and checkpoint.run_id is not None and rank_zero_only.rank == 0:
+        check_run_in_store(tracking_uri, checkpoint.run_id, checkpoint.path)
     start = checkpoint.iteration if checkpoint else 0
     train_examples = load_split(cfg.data, cfg.data.train_split, cfg.seed)
     eval_sets = evaluation_sets(cfg)
@@ -342,20 +336,11 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader, signa
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
-    try:
+    with error_boundary():
         cfg = to_train_config(dict_cfg)
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
         with output_dir_lock_on_main(output_dir), StopSignals().installed() as signals:
             metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals)
-    except tuple(EXIT_CODES) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(next(code for kind, code in EXIT_CODES.items() if isinstance(err, kind)))
-    except Stopped as err:
-        print(f"interrupted: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt as err:
-        print(f"interrupted: {err}", file=sys.stderr)
-        sys.exit(130)
     return metrics.get("eval/after/accuracy", metrics.get("reward/accuracy", 0.0))
 
 

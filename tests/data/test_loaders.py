@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medrlvr.config import DataConfig
+from medrlvr.config import ConfigError, DataConfig
 from medrlvr.data.registry import load_split, load_split_report
 from medrlvr.data.schema import DatasetError
 
@@ -141,12 +141,12 @@ def test_folder_without_the_split_lists_what_it_holds():
         load_split(cfg("medqa", path=str(FIXTURES / "medqa_4opt")), "validation")
 
 
-def test_unknown_variant_and_missing_path_are_clear():
-    with pytest.raises(ValueError, match="data.variant: '6_options' is not a variant of medqa"):
+def test_unknown_variant_and_missing_path_are_config_errors_naming_the_key():
+    with pytest.raises(ConfigError, match="data.variant: '6_options' is not a variant of medqa"):
         load_split(cfg("medqa", variant="6_options", path=str(FIXTURES / "medqa_5opt")), "test")
-    with pytest.raises(FileNotFoundError, match="data.path: no such file or folder"):
+    with pytest.raises(ConfigError, match="data.path: no such file or folder"):
         load_split(cfg("medqa", path="/nonexistent/medqa"), "test")
-    with pytest.raises(ValueError, match="data.name=medqa data.variant=5_options has no default hub dataset"):
+    with pytest.raises(ConfigError, match="data.name=medqa data.variant=5_options has no default hub dataset"):
         load_split(cfg("medqa", variant="5_options"), "test")
 
 
@@ -281,3 +281,16 @@ def test_option_count_transform_applies_to_sources():
 def test_bundled_refuses_a_path():
     with pytest.raises(ValueError, match="do not apply to data=bundled"):
         load_split(cfg("bundled", path="x.jsonl"), "test")
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    good = '{"question": "Q?", "options": {"A": "v", "B": "w", "C": "x", "D": "y", "E": "z"}, "answer_idx": "A"}'
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes((good + "\n" + good.replace("Q?", "Caf\xe9?") + "\n").encode("latin-1"))
+    with pytest.raises(DatasetError, match=rf"^{path}, row 2: not UTF-8 text \(invalid continuation byte\)"):
+        load_split(cfg("medqa", path=str(path)), "test")
+
+
+def test_bundled_data_with_a_path_is_a_config_error():
+    with pytest.raises(ConfigError, match="data.path/hub_name/variant do not apply to data=bundled"):
+        load_split(cfg("bundled", path="/some/file.jsonl"), "train")

@@ -59,6 +59,10 @@ def test_out_of_range_value_prints_one_line_on_the_real_cli(tmp_path):
         ("model.name_or_path=/no/such/model", "error: model path does not exist: /no/such/model"),
         ("logger.tracking_uri=http://127.0.0.1:9", "error: logger.tracking_uri: cannot reach the MLflow server at http://127.0.0.1:9"),
         ("resume=/no/such/checkpoint", "error: resume: no complete checkpoint in /no/such/checkpoint"),
+        ("data.path=/no/such/file.jsonl", "error: data.path/hub_name/variant do not apply to data=bundled"),
+        ("logger.tracking_uri=file:///no/such/mlruns",
+         "error: logger.tracking_uri: cannot use the MLflow store file:///no/such/mlruns ("),
+        ("seed=-1", "error: seed: must be between 0 and 4294967295, got -1"),
     ],
 )
 def test_bad_values_exit_2_with_a_clear_message(tmp_path, monkeypatch, capsys, override, message):
@@ -122,4 +126,19 @@ def test_a_question_longer_than_the_model_is_refused_naming_it(tmp_path, monkeyp
         r"error: .*: question long: prompt of \d+ tokens \+ rollout.max_new_tokens=8 exceeds the model's context"
         r" of 2048 tokens \(set data.skip_long_prompts=true to leave such questions out\)", err
     ), err
+    assert_nothing_written(tmp_path)
+
+
+def test_a_data_file_that_is_not_utf8_names_file_and_line(tmp_path, monkeypatch, capsys):
+    good = '{"question": "Q?", "options": {"A": "v", "B": "w", "C": "x", "D": "y", "E": "z"}, "answer_idx": "A"}'
+    data = tmp_path / "latin1.jsonl"
+    data.write_bytes((good + "\n" + good.replace("Q?", "Caf\xe9?") + "\n").encode("latin-1"))
+    code, err = run_main(tmp_path, monkeypatch, capsys, "data=medqa_5opt", f"data.path={data}")
+    assert code == 2 and err.startswith(f"error: {data}, row 2: not UTF-8 text")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_missing_data_path_names_the_key(tmp_path, monkeypatch, capsys):
+    code, err = run_main(tmp_path, monkeypatch, capsys, "data=medqa_5opt", "data.path=/no/such/medqa.jsonl")
+    assert code == 2 and err == "error: data.path: no such file or folder: /no/such/medqa.jsonl"
     assert_nothing_written(tmp_path)

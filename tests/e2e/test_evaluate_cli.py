@@ -47,3 +47,19 @@ def test_evaluate_two_datasets_with_sampling_nested_in_mlflow(tmp_path):
     assert run.data.params["num_samples"] == "2" and run.data.params["model/name_or_path"] == "tiny"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"evaluation.json", "records"} <= artifacts
+
+
+def test_a_checkpoint_folder_that_is_not_a_policy_is_one_line_and_exit_2(tmp_path):
+    not_a_policy = tmp_path / "out" / "checkpoints"
+    not_a_policy.mkdir(parents=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "medrlvr.evaluate", "model=tiny", f"checkpoint={not_a_policy}", "num_threads=1",
+         f"logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", f"output_dir={tmp_path / 'eval'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: checkpoint: {not_a_policy} is not a saved policy (no config.json): pass the policy/ folder a"
+        " training wrote"
+    )
+    assert "Traceback" not in result.stderr

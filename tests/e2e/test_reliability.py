@@ -48,7 +48,9 @@ def history(client: MlflowClient, run) -> dict[str, list[tuple[int, float]]]:
             for key in run.data.metrics if not key.startswith(UNTIMED)}
 
 
-def start_and_wait_for(folder: Path, marker: Path, *overrides: str, script: list[str] | None = None) -> subprocess.Popen:
+def start_and_wait_for(
+    folder: Path, marker: Path, *overrides: str, script: list[str] | None = None
+) -> subprocess.Popen:
     folder.mkdir(exist_ok=True)
     log = (folder / "log.txt").open("w")
     process = subprocess.Popen(command(folder, *overrides, script=script), cwd=folder, stdout=log,

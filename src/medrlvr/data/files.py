@@ -106,10 +106,30 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def read_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Every row of a JSONL, JSON, Parquet or CSV file as ``(row_number, row)``."""
+    """Every row of a JSONL, JSON, Parquet or CSV file as ``(row_number, row)``; DatasetError naming the file
+    (and the first bad line) when it is missing or not UTF-8 text."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"dataset file not found: {path}")
+        raise DatasetError(str(path), None, None, "dataset file not found")
+    try:
+        yield from _rows_by_type(path)
+    except UnicodeDecodeError as err:
+        line = _first_undecodable_line(path)
+        raise DatasetError(
+            str(path), line, None, f"not UTF-8 text ({err.reason}); convert the file to UTF-8 (e.g. with iconv)"
+        ) from err
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return number
+    return None
+
+
+def _rows_by_type(path: Path) -> Iterator[tuple[int, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         with path.open(encoding="utf-8") as handle:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medrlvr.config import DataConfig
+from medrlvr.config import ConfigError, DataConfig
 from medrlvr.data.files import read_rows, split_files
 from medrlvr.data.schema import DatasetError, MCQExample
 
@@ -77,7 +77,7 @@ def local_rows(path: str | Path, split: str) -> tuple[list[Row], str]:
     elif path.is_dir():
         files = split_files(path, split)
     else:
-        raise FileNotFoundError(f"data.path: no such file or folder: {path}")
+        raise ConfigError(f"data.path: no such file or folder: {path}")
     rows = [(str(file), number, row) for file in files for number, row in read_rows(file)]
     origin = str(files[0]) if len(files) == 1 else f"{path} ({len(files)} files)"
     return rows, origin
@@ -105,7 +105,7 @@ def resolve_hub_name(spec: SourceSpec, cfg: DataConfig) -> str:
         return cfg.hub_name
     if cfg.variant in spec.hub_names:
         return spec.hub_names[cfg.variant]
-    raise ValueError(
+    raise ConfigError(
         f"data.name={spec.name}"
         + (f" data.variant={cfg.variant}" if cfg.variant else "")
         + " has no default hub dataset: set data.path to a local file or folder, or data.hub_name"
@@ -143,7 +143,7 @@ def load_source_split(spec: SourceSpec, cfg: DataConfig, split: str) -> LoadedSp
     """One split of ``spec``: from ``data.path`` when set, else from the hub."""
     if cfg.variant is not None and cfg.variant not in spec.variants:
         allowed = ", ".join(spec.variants) if spec.variants else "none (leave it null)"
-        raise ValueError(f"data.variant: {cfg.variant!r} is not a variant of {spec.name}; allowed: {allowed}")
+        raise ConfigError(f"data.variant: {cfg.variant!r} is not a variant of {spec.name}; allowed: {allowed}")
     if cfg.path:
         rows, origin = local_rows(cfg.path, split)
         if Path(cfg.path).expanduser().is_file():

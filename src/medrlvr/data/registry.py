@@ -7,7 +7,7 @@ null, from the Hugging Face hub.
 
 from __future__ import annotations
 
-from medrlvr.config import DataConfig
+from medrlvr.config import ConfigError, DataConfig
 from medrlvr.data import medmcqa, medqa, mmlu_pro
 from medrlvr.data.bundled import BUNDLED_DIR, load_bundled, split_path
 from medrlvr.data.loading import LoadedSplit, SourceSpec, load_source_split
@@ -21,13 +21,13 @@ DATASETS = ("bundled", *SOURCES)
 def _load(cfg: DataConfig, split: str) -> LoadedSplit:
     if cfg.name == "bundled":
         if cfg.path or cfg.hub_name or cfg.variant:
-            raise ValueError(
+            raise ConfigError(
                 "data.path/hub_name/variant do not apply to data=bundled; for your own MedQA-schema file use "
                 "data=medqa_5opt data.path=FILE"
             )
         return LoadedSplit(load_bundled(split), str(split_path(split, BUNDLED_DIR)))
     if cfg.name not in SOURCES:
-        raise ValueError(f"data.name: unknown dataset {cfg.name!r}; available: {list(DATASETS)}")
+        raise ConfigError(f"data.name: unknown dataset {cfg.name!r}; available: {list(DATASETS)}")
     return load_source_split(SOURCES[cfg.name], cfg, split)
 
 

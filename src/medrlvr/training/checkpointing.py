@@ -220,7 +220,8 @@ def check_owner(root: Path, run_id: str | None) -> None:
     """Refuse (CheckpointError) a training that would write checkpoints into ``root`` beside those of another
     MLflow run: a fresh run (``run_id`` None) needs a folder without checkpoints, a resumed one a folder
     holding only its own. Checkpoints whose ``state.json`` cannot be read are not counted."""
-    others = {folder.name: owner for folder in _candidates(root) if (owner := _owner(folder)) not in (run_id, _UNREADABLE)}
+    owners = {folder.name: _owner(folder) for folder in _candidates(root)}
+    others = {name: owner for name, owner in owners.items() if owner not in (run_id, _UNREADABLE)}
     if not others:
         return
     newest, owner = next(iter(others.items()))

@@ -18,14 +18,14 @@ from mlflow.tracking import MlflowClient
 from medrlvr.config import ConfigError
 
 
-def check_output_dir(path: Path) -> Path:
-    """Create ``path`` if needed and prove it is writable; ConfigError naming the folder otherwise."""
+def check_output_dir(path: Path, key: str = "trainer.output_dir") -> Path:
+    """Create ``path`` if needed and prove it is writable; ConfigError naming ``key`` and the folder otherwise."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise ConfigError(f"trainer.output_dir: cannot write to {path} ({err.strerror or err})") from err
+        raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from err
     return path
 
 
@@ -58,11 +58,33 @@ def output_dir_lock(path: Path) -> Iterator[None]:
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (ConfigError) when the MLflow store cannot be used: an HTTP tracking server that does not
-    answer (instead of retrying for minutes), or a SQLite store that cannot be created."""
+    answer (instead of retrying for minutes), a SQLite store that cannot be created, or any other store MLflow
+    refuses (e.g. a ``file://`` store, which MLflow 3 no longer writes by default)."""
     if uri.startswith("sqlite:///"):
         create_sqlite_store(uri)
     elif uri.startswith(("http://", "https://")):
         check_tracking_server(uri, timeout)
+    else:
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)
+        except Exception as err:
+            raise ConfigError(f"logger.tracking_uri: cannot use the MLflow store {uri} ({first_line(err)})") from err
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (MLflow's run over several lines)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def check_run_in_store(uri: str, run_id: str, checkpoint: Path) -> None:
+    """ConfigError when the MLflow run a checkpoint continues is not in the store at ``uri``."""
+    try:
+        MlflowClient(uri).get_run(run_id)
+    except Exception as err:
+        raise ConfigError(
+            f"logger.tracking_uri: the run of checkpoint {checkpoint} ({run_id}) is not in the MLflow store {uri}"
+            f" ({first_line(err)}); resume with the tracking URI the run was started with"
+        ) from err
 
 
 def check_tracking_server(uri: str, timeout: float) -> None:
