@@ -42,7 +42,9 @@ from medrlvr.config import (
 )
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.registry import load_split_report
-from medrlvr.data.schema import OPTION_LETTERS
+from medrlvr.data.loading import LoadedSplit
+from medrlvr.data.prompts import PromptBuilder
+from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 from medrlvr.evaluation import EvalResult, evaluate
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
@@ -176,26 +178,37 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
     return logger.run_id
 
 
+def within_context(
+    cfg: EvaluateConfig, data: DataConfig, loaded: LoadedSplit, tokenizer: PreTrainedTokenizerBase, context: int | None
+) -> tuple[list[MCQExample], PromptBuilder]:
+    """The first ``limit`` questions of ``loaded`` whose prompt plus ``rollout.eval_max_new_tokens`` fits the
+    model's ``context`` (see :func:`fit_to_context`), and their prompt builder."""
+    examples = loaded.examples[: cfg.limit] if cfg.limit else loaded.examples
+    prompts = builders.build_prompt_builder(data.prompt, tokenizer)
+    if context is not None:
+        examples = fit_to_context(
+            examples, builders.prompt_token_counter(prompts), context, cfg.rollout.eval_max_new_tokens,
+            "rollout.eval_max_new_tokens", data.skip_long_prompts,
+        )
+    return examples, prompts
+
+
 def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
     """Evaluate ``cfg``'s model on each dataset; print, write and log the report, and return it."""
     check_tracking_uri(cfg.logger.tracking_uri or default_tracking_uri())  # before the evaluation, not after
     threads = set_threads(cfg.num_threads)
     L.seed_everything(cfg.seed, workers=True)
     datasets = dataset_configs(cfg)
+    splits = {name: load_split_report(data, data.test_split, cfg.seed) for name, data in datasets.items()}
     tokenizer, model = load_model(cfg)
     context = getattr(model.config, "max_position_embeddings", None)
+    # every dataset is read and checked against the model's context before any is evaluated
+    questions = {name: within_context(cfg, data, splits[name], tokenizer, context) for name, data in datasets.items()}
     engine = builders.build_rollout_engine(cfg.rollout, model, tokenizer, cfg.seed)
     results: dict[str, dict[str, Any]] = {}
     evaluated: dict[str, EvalResult] = {}
     for name, data in datasets.items():
-        loaded = load_split_report(data, data.test_split, cfg.seed)
-        examples = loaded.examples[: cfg.limit] if cfg.limit else loaded.examples
-        prompts = builders.build_prompt_builder(data.prompt, tokenizer)
-        if context is not None:
-            examples = fit_to_context(
-                examples, builders.prompt_token_counter(prompts), context, cfg.rollout.eval_max_new_tokens,
-                "rollout.eval_max_new_tokens", data.skip_long_prompts,
-            )
+        loaded, (examples, prompts) = splits[name], questions[name]
         log.info("evaluating %s: %d questions from %s (torch threads: %d)", name, len(examples), loaded.origin, threads)
         result = evaluate(
             engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
