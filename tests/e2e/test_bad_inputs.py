@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+
+from medrlvr.training.checkpointing import save_checkpoint
 
 
 pytestmark = pytest.mark.slow
@@ -142,3 +145,17 @@ def test_a_missing_data_path_names_the_key(tmp_path, monkeypatch, capsys):
     code, err = run_main(tmp_path, monkeypatch, capsys, "data=medqa_5opt", "data.path=/no/such/medqa.jsonl")
     assert code == 2 and err == "error: data.path: no such file or folder: /no/such/medqa.jsonl"
     assert_nothing_written(tmp_path)
+
+
+def test_a_checkpoint_whose_run_is_in_another_store_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    model = torch.nn.Linear(2, 1)
+    folder = save_checkpoint(tmp_path / "out" / "checkpoints", 2, model, torch.optim.AdamW(model.parameters()),
+                             run_id="feedface")  # written without a config: resumed unchecked
+    code, err = run_main(tmp_path, monkeypatch, capsys, "resume=auto")
+    assert code == 2 and err.startswith(
+        f"error: logger.tracking_uri: the run of checkpoint {folder} (feedface) is not in the MLflow store"
+        f" sqlite:///{tmp_path / 'mlflow.db'} ("
+    )
+    assert err.endswith("resume with the tracking URI the run was started with")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
