@@ -453,9 +453,6 @@ class CheckpointCallback(L.Callback):
         """From the first iteration on, a signal waits for the end of the running iteration."""
         self.signals.deferring = True
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        self.signals.deferring = False
-
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         iteration = pl_module.iteration
         due = (self.every > 0 and iteration % self.every == 0) or iteration == self.max_steps
