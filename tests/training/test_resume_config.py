@@ -6,7 +6,7 @@ import pytest
 
 from medrlvr.config import ConfigError
 from medrlvr.training.checkpointing import Checkpoint
-from medrlvr.training.resume import check_resume_config, differences
+from medrlvr.training.resume import ABSENT, check_resume_config, describe, differences
 
 SAVED = {"model": {"lora_rank": 0}, "algo": {"kl_coef": 0.01, "clip_range": 0.2}, "trainer": {"max_steps": 2},
          "rollout": {"stop_strings": ["</answer>"]}, "resume": None}
@@ -37,7 +37,8 @@ def test_other_changes_are_refused_naming_each_key_with_both_values():
 
 
 def test_a_key_on_one_side_only_is_a_difference():
-    assert differences({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}}) == {"a.c": ("(absent)", 2)}
+    changes = differences({"a": {"b": 1}}, {"a": {"b": 1, "c": 2}})
+    assert changes == {"a.c": (ABSENT, 2)} and describe(changes) == "a.c: (absent) -> 2"
 
 
 def test_a_checkpoint_without_a_config_is_not_checked(caplog):

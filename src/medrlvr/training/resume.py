@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run may change: the length of the run, the KL coefficients and learning rates (no state
 # depends on them), and logging, evaluation and checkpointing. `resume` itself and the output folder are how
-# a run is resumed.
+# a run is resumed; a changed tracking URI must hold the run (checked before the run is reopened).
 CHANGEABLE = (
     "trainer.max_steps",
     "algo.kl_coef",
@@ -33,6 +33,7 @@ CHANGEABLE = (
     "trainer.eval_after",
     "trainer.save_model",
     "trainer.output_dir",
+    "logger.tracking_uri",
     "logger.samples_per_table",
     "logger.log_model",
     "resume",
@@ -52,16 +53,22 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+class _Absent:
+    """The value of a key one of two configs does not have."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT = _Absent()
+
+
 def differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Change]:
-    """Every flattened key whose value differs (missing on one side counts as a difference), sorted."""
+    """``(old, new)`` by flattened key, sorted, for every key whose value differs (or is :data:`ABSENT` on one
+    side)."""
     before, after = flatten(old), flatten(new)
-    missing = object()
-    changed = {key: (before.get(key, missing), after.get(key, missing)) for key in before.keys() | after.keys()}
-    return {
-        key: tuple("(absent)" if v is missing else v for v in values)  # type: ignore[misc]
-        for key, values in sorted(changed.items())
-        if values[0] != values[1]
-    }
+    pairs = {key: (before.get(key, ABSENT), after.get(key, ABSENT)) for key in sorted(before.keys() | after.keys())}
+    return {key: (a, b) for key, (a, b) in pairs.items() if a != b}
 
 
 def describe(changes: dict[str, Change]) -> str:
