@@ -54,6 +54,8 @@ class ModelConfig:
         _check(self.dtype in ("float32", "bfloat16", "float16"), "model.dtype", f"unknown dtype {self.dtype!r}")
         _check(self.lora_rank >= 0, "model.lora_rank", f"must be >= 0 (0 = full fine-tuning), got {self.lora_rank}")
         _check(self.lora_top_layers >= 0, "model.lora_top_layers", "must be >= 0 (0 = every layer)")
+        _check(self.lora_alpha > 0, "model.lora_alpha", f"must be > 0, got {self.lora_alpha}")
+        _check(0 <= self.lora_dropout < 1, "model.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         _check(
             self.critic in ("separate", "shared", "none"),
             "model.critic",
@@ -389,6 +391,12 @@ class RolloutConfig:
 
 
 STRATEGIES = ("auto", "ddp", "deepspeed")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+# Lightning's precision names (and their short aliases)
+PRECISIONS = (
+    "32-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true", "transformer-engine",
+    "transformer-engine-float16", "32", "bf16", "16", "64",
+)
 
 
 @dataclass
@@ -446,6 +454,16 @@ class TrainerConfig:
         _check(self.devices >= 1 or self.devices == -1, "trainer.devices", f"must be >= 1 or -1 (all), got {self.devices}")
         _check(self.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {self.num_nodes}")
         _check(
+            self.accelerator in ACCELERATORS,
+            "trainer.accelerator",
+            f"unknown accelerator {self.accelerator!r}; choose one of {', '.join(ACCELERATORS)}",
+        )
+        _check(
+            self.precision in PRECISIONS,
+            "trainer.precision",
+            f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS[:8])}",
+        )
+        _check(
             self.strategy in STRATEGIES,
             "trainer.strategy",
             f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}",
@@ -467,6 +485,9 @@ class LoggerConfig:
     sweep: Optional[str] = None
     trial: Optional[int] = None
     parent_run_id: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_table >= 1, "logger.samples_per_table", f"must be >= 1, got {self.samples_per_table}")
 
 
 @dataclass

@@ -76,6 +76,11 @@ def test_wrong_type_fails_naming_the_key():
         ("rollout.generation_batch_size=0", "rollout.generation_batch_size"),
         ("rollout.stop_strings=['</answer>','']", "rollout.stop_strings"),
         ("seed=-1", "seed"),
+        ("model.lora_dropout=1", "model.lora_dropout"),
+        ("model.lora_alpha=0", "model.lora_alpha"),
+        ("trainer.precision=fp8", "trainer.precision"),
+        ("trainer.accelerator=npu", "trainer.accelerator"),
+        ("logger.samples_per_table=0", "logger.samples_per_table"),
         ("seed=4294967296", "seed"),
     ],
 )
