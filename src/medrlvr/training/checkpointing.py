@@ -195,6 +195,9 @@ def _commit(staging: Path, final: Path, state: dict[str, Any], keep: int) -> Pat
     return final
 
 
+_UNREADABLE = object()  # the owner of a checkpoint whose state.json cannot be read
+
+
 def prune(root: Path, keep: int, run_id: str | None) -> None:
     """Delete all but the newest ``keep`` checkpoints of MLflow run ``run_id`` (and those whose ``state.json``
     cannot be read), and any leftover temporary folders. Checkpoints of other runs are never touched."""
@@ -203,9 +206,6 @@ def prune(root: Path, keep: int, run_id: str | None) -> None:
     own = [folder for folder in _candidates(root) if _owner(folder) in (run_id, _UNREADABLE)]
     for old in own[keep:]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-_UNREADABLE = object()
 
 
 def _owner(folder: Path) -> object:
