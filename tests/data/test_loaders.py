@@ -99,6 +99,8 @@ def test_medqa_json_array(tmp_path):
         (medqa_row(question="   "), "question", "empty question"),
         (medqa_row(options={"A": "x", "B": "", "C": "z"}, answer_idx="A", answer="x"), "options", "option B is empty"),
         (medqa_row(answer="Vitamin D"), "answer", "differs from option B"),
+        (medqa_row(answer="A. Vitamin C"), "answer", "differs from option B"),  # another letter in front
+        (medqa_row(answer="B. Vitamin C plus"), "answer", "differs from option B"),
         (medqa_row(options={"A": "x", "C": "y"}, answer_idx="A", answer="x"), "options", "must run A, B, C"),
         (medqa_row(answer_idx=1), "answer_idx", "must be an option letter"),
     ],
@@ -109,6 +111,13 @@ def test_medqa_bad_rows_name_file_row_and_field(tmp_path, row, field, problem):
         load_split(cfg("medqa", path=str(path)), "test")
     assert (err.value.source, err.value.row, err.value.field_name) == (str(path), 2, field)
     assert problem in str(err.value) and str(path) in str(err.value) and "row 2" in str(err.value)
+
+
+@pytest.mark.parametrize("answer", ["B. Vitamin C\n", "(B) Vitamin C", "B: vitamin  C", "B) Vitamin C", " Vitamin C\n"])
+def test_medqa_answer_text_in_another_format_of_the_same_option_is_accepted(tmp_path, answer):
+    path = jsonl(tmp_path / "test.jsonl", [medqa_row(answer=answer)])
+    (example,) = load_split(cfg("medqa", path=str(path)), "test")
+    assert example.answer == "B" and example.options["B"] == "Vitamin C"
 
 
 def test_medqa_duplicate_option_letters_are_caught_although_json_would_drop_one(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,22 @@ from medrlvr.data.schema import DatasetError, MCQExample, validate_example
 
 REQUIRED_FIELDS = ("question", "options", "answer_idx")
 VARIANTS = {"4_options": 4, "5_options": 5}
+
+
+
+def same_answer_text(answer_text: object, option_text: object, letter: str) -> bool:
+    """Whether a row's ``answer`` field names the same option as ``answer_idx``'s text, up to formatting.
+
+    Both are compared after collapsing whitespace (line breaks included) and ignoring case; the answer may
+    repeat its own letter in front (``"C. text"``, ``"C) text"``, ``"(C) text"``, ``"C: text"``), as some
+    published copies of MedQA write it. Any other difference is a disagreement.
+    """
+    def normal(text: object) -> str:
+        return " ".join(str(text).split()).casefold()
+
+    given, letter = normal(answer_text), re.escape(letter.casefold())
+    prefix = re.match(rf"(\({letter}\)|{letter}[.):])\s*", given)
+    return given == normal(option_text) or (prefix is not None and given[prefix.end():] == normal(option_text))
 
 
 def example_from_medqa_row(
@@ -55,7 +72,7 @@ def example_from_medqa_row(
     if not isinstance(row["answer_idx"], str):
         raise DatasetError(source, row_number, "answer_idx", f"must be an option letter, got {row['answer_idx']!r}")
     answer = row["answer_idx"].strip()
-    if row.get("answer") is not None and answer in options and str(row["answer"]).strip() != str(options[answer]).strip():
+    if row.get("answer") is not None and answer in options and not same_answer_text(row["answer"], options[answer], answer):
         raise DatasetError(
             source, row_number, "answer", f"text {row['answer']!r} differs from option {answer}: {options[answer]!r}"
         )
