@@ -68,3 +68,16 @@ def test_a_run_stays_running_after_fit_until_finish(tmp_path, monkeypatch):
     logger.finish()
     run = client.get_run(logger.run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["eval/after/accuracy"] == 0.5
+
+
+def test_runs_with_the_same_seed_get_different_names():
+    import random
+    import re
+
+    from medrlvr.training.builders import fresh_run_name
+
+    names = []
+    for _ in range(2):
+        random.seed(42)  # what seed_everything does before the run is opened
+        names.append(fresh_run_name("ppo"))
+    assert names[0] != names[1] and all(re.fullmatch(r"ppo-\d{8}-\d{6}-[0-9a-f]{4}", n) for n in names)

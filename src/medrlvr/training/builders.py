@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -219,12 +221,18 @@ def build_logger(cfg: LoggerConfig, tags: dict[str, str], run_id: str | None = N
     uri = cfg.tracking_uri or default_tracking_uri()
     return ResumableMLFlowLogger(
         experiment_name=cfg.experiment_name,
-        run_name=cfg.run_name or trial_run_name(cfg),
+        run_name=cfg.run_name or trial_run_name(cfg) or fresh_run_name(tags.get("algo", "run")),
         tracking_uri=uri,
         tags={**tags, **trial_tags(cfg, hydra_task_overrides())},
         artifact_location=artifact_location(uri),
         run_id=run_id,
     )
+
+
+def fresh_run_name(prefix: str) -> str:
+    """``<prefix>-<YYYYmmdd-HHMMSS>-<4 hex digits>``: distinct for every run. MLflow's own random names are
+    drawn from Python's generator, which the run's seed has fixed, so every run with one seed got one name."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def _cache(cfg: ModelConfig) -> Path | None:
