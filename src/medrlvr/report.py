@@ -73,6 +73,11 @@ class Sweep:
         return [trial for trial in self.trials if trial.objective is not None]
 
     @property
+    def all_equal(self) -> bool:
+        """Whether every completed trial has the same objective (then nothing can be told apart)."""
+        return len(self.completed) > 1 and len({trial.objective for trial in self.completed}) == 1
+
+    @property
     def objective_label(self) -> str:
         return "objective (return value)" if self.objective == T.RETURN_VALUE else self.objective
 
@@ -231,7 +236,8 @@ def plot_objective(sweep: Sweep, out_dir: Path) -> list[Path]:
             ax.set_xlim(-0.5, len(labels) - 0.5)
         ax.set_xlabel(key)
         ax.set_ylabel(sweep.objective_label)
-        ax.set_title(f"{sweep.name}: {len(points)} completed trials", fontsize=10)
+        same = f"; all score {sweep.completed[0].objective:g}" if sweep.all_equal else ""
+        ax.set_title(f"{sweep.name}: {len(points)} completed trials{same}", fontsize=10)
         ax.grid(alpha=0.3)
         paths.append(_save(fig, out_dir / f"objective_vs_{_slug(key)}.png"))
     return paths
@@ -290,6 +296,9 @@ def plot_importances(sweep: Sweep, out_dir: Path, storage: str | None = None) ->
     import optuna
 
     if sweep.kind != "optuna" or len(sweep.completed) < 2:
+        return None
+    if sweep.all_equal:
+        print(f"every completed trial scored {sweep.completed[0].objective:g}: no parameter importances to plot")
         return None
     study = optuna.load_study(study_name=sweep.tags[T.STUDY], storage=storage or sweep.tags[T.STORAGE])
     importances = optuna.importance.get_param_importances(study)

@@ -47,3 +47,15 @@ def test_a_best_trial_without_test_metrics_says_how_to_get_them():
     text = best_trial_test(sweep(trial(0, 0.5, {"eval/after/accuracy": 0.5})))
     assert "no test-set metrics (train with trainer.eval_ood=true" in text
     assert best_trial_test(sweep()) == "No completed trial.\n"
+
+
+def test_equal_objectives_are_said_and_get_no_importance_plot(tmp_path, capsys):
+    from dataclasses import replace
+
+    from medrlvr.report import plot_importances
+
+    flat = replace(sweep(trial(0, 0.25, METRICS), trial(1, 0.25, METRICS)), kind="optuna")
+    assert flat.all_equal and not sweep(trial(0, 0.25, METRICS), trial(1, 0.5, METRICS)).all_equal
+    assert not sweep(trial(0, 0.25, METRICS)).all_equal  # one trial: nothing to compare
+    assert plot_importances(flat, tmp_path) is None  # returns before opening any Optuna study
+    assert "every completed trial scored 0.25" in capsys.readouterr().out
