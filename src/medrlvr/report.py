@@ -14,6 +14,7 @@ import argparse
 import csv
 import math
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from medrlvr.config import default_tracking_uri
+from medrlvr.config import ConfigError, default_tracking_uri
 from medrlvr.sweeping import tags as T
 from medrlvr.sweeping.objective import HELD_OUT_METRIC
 
@@ -87,12 +89,12 @@ def find_parent_run(client: MlflowClient, experiment_name: str) -> str:
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise SystemExit(f"no MLflow experiment {experiment_name!r} in {client.tracking_uri}; experiments: {names}")
+        raise ConfigError(f"no MLflow experiment {experiment_name!r} in {client.tracking_uri}; experiments: {names}")
     runs = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.{T.ROLE} = 'parent'", order_by=["attributes.start_time DESC"]
     )
     if not runs:
-        raise SystemExit(f"experiment {experiment_name!r} holds no sweep (no run tagged {T.ROLE}=parent)")
+        raise ConfigError(f"experiment {experiment_name!r} holds no sweep (no run tagged {T.ROLE}=parent)")
     return runs[0].info.run_id
 
 
@@ -350,7 +352,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--optuna-storage", help="Optuna storage URL when it differs from the one the sweep used")
     args = parser.parse_args(argv)
     client = MlflowClient(args.tracking_uri or default_tracking_uri())
-    sweep = load_sweep(client, args.parent or find_parent_run(client, args.experiment))
+    try:
+        sweep = load_sweep(client, args.parent or find_parent_run(client, args.experiment))
+    except (ConfigError, MlflowException) as err:  # no such experiment, sweep or run
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
     out_dir = args.out or Path("reports") / _slug(args.experiment)
     log_summary(client, sweep)
     text, paths = write_report(client, sweep, out_dir, args.top, args.optuna_storage)

@@ -59,3 +59,18 @@ def test_equal_objectives_are_said_and_get_no_importance_plot(tmp_path, capsys):
     assert not sweep(trial(0, 0.25, METRICS)).all_equal  # one trial: nothing to compare
     assert plot_importances(flat, tmp_path) is None  # returns before opening any Optuna study
     assert "every completed trial scored 0.25" in capsys.readouterr().out
+
+
+def test_cli_names_a_missing_experiment_or_run_in_one_line(tmp_path, capsys):
+    import pytest
+
+    from medrlvr.report import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for argv in (["typo", "--tracking-uri", uri], ["typo", "--tracking-uri", uri, "--parent", "0123abcd"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own log lines
+        assert err.startswith("error: ")
+        assert "typo" in err or "0123abcd" in err
