@@ -35,6 +35,7 @@ from medrlvr.config import (
     DataConfig,
     EvaluateConfig,
     LoggerConfig,
+    PromptConfig,
     config_dir,
     default_tracking_uri,
     register_configs,
@@ -44,6 +45,7 @@ from medrlvr.data.schema import OPTION_LETTERS
 from medrlvr.evaluation import EvalResult, evaluate
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
+from medrlvr.policy_config import POLICY_CONFIG, apply_policy_config, read_policy_config
 from medrlvr.train import set_threads
 from medrlvr.training import builders
 from medrlvr.training.preflight import check_tracking_uri
@@ -62,19 +64,34 @@ TABLE_COLUMNS = (
 )
 
 
-def compose_data(name: str, overrides: dict[str, Any] | None = None) -> DataConfig:
-    """``conf/data/<name>.yaml`` with ``overrides``, validated against :class:`DataConfig`."""
+def checkpoint_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """Take the prompt, format semantics, generation settings and dtype of ``checkpoint``'s training config
+    (``policy/medrlvr_config.yaml``) into ``cfg``, except where ``overrides`` set them; print and return them."""
+    folder = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else None
+    saved = read_policy_config(folder) if folder is not None and folder.is_dir() else None
+    if saved is None:
+        return {}
+    taken = apply_policy_config(cfg, saved, overrides)
+    print(f"from {folder / POLICY_CONFIG}: " + " ".join(f"{key}={value!r}" for key, value in taken.items()))
+    return taken
+
+
+def compose_data(name: str, overrides: dict[str, Any] | None = None, prompt: PromptConfig | None = None) -> DataConfig:
+    """``conf/data/<name>.yaml`` with ``prompt`` (the evaluation's ``data.prompt``) and ``overrides``, validated
+    against :class:`DataConfig`."""
     path = config_dir() / "data" / f"{name}.yaml"
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"datasets: no data config {name!r}; available: {available}")
-    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(path), overrides or {})
+    base = OmegaConf.structured(DataConfig(prompt=prompt) if prompt is not None else DataConfig)
+    merged = OmegaConf.merge(base, OmegaConf.load(path), overrides or {})
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
-    """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping,
-    else the ``data`` group's choice, followed (as ``<name>_ood``) by its ``ood_split`` when it has one."""
+    """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping, each
+    with ``data.prompt`` unless its overrides set one; else the ``data`` group's choice, followed (as
+    ``<name>_ood``) by its ``ood_split`` when it has one."""
     spec = cfg.datasets
     if spec is None:
         data = cfg.data
@@ -84,9 +101,9 @@ def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
     if isinstance(spec, str):
         spec = [spec]
     if isinstance(spec, list):
-        return {str(name): compose_data(str(name)) for name in spec}
+        return {str(name): compose_data(str(name), prompt=cfg.data.prompt) for name in spec}
     if isinstance(spec, dict):
-        return {str(name): compose_data(str(name), overrides) for name, overrides in spec.items()}
+        return {str(name): compose_data(str(name), overrides, cfg.data.prompt) for name, overrides in spec.items()}
     raise ConfigError(f"datasets: expected a list of data config names or a mapping, got {spec!r}")
 
 
@@ -154,7 +171,10 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
     params = {
         "checkpoint": cfg.checkpoint, "model/name_or_path": cfg.model.name_or_path, "num_samples": cfg.num_samples,
         "temperature": cfg.temperature, "limit": cfg.limit, "max_new_tokens": cfg.rollout.eval_max_new_tokens,
-        "datasets": ",".join(results), "seed": cfg.seed,
+        "datasets": ",".join(results), "seed": cfg.seed, "model/dtype": cfg.model.dtype,
+        "rollout/backend": cfg.rollout.backend, "reward/format": cfg.reward.format,
+        "reward/match_option_text": cfg.reward.match_option_text,
+        **{f"prompt/{key}": value for key, value in dataclasses.asdict(cfg.data.prompt).items()},
     }
     params.update({f"{name}/data": r["data"] for name, r in results.items()})
     params.update({f"{name}/origin": r["origin"] for name, r in results.items()})
@@ -220,6 +240,7 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
 @hydra.main(config_path=str(config_dir()), config_name="evaluate", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns the first dataset's accuracy."""
+    inherited = checkpoint_settings(dict_cfg, list(HydraConfig.get().overrides.task))
     cfg: EvaluateConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
     output_dir = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)

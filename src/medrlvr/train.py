@@ -26,6 +26,7 @@ from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
 from medrlvr.evaluation import evaluate
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import ModelLoadError
+from medrlvr.policy_config import write_policy_config
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
@@ -139,10 +140,11 @@ class EvaluateBeforeTraining(L.Callback):
 
 
 def save_policy(
-    module: PPOModule | SFTModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None, main_process: bool = True,
-    gather: bool = False,
+    module: PPOModule | SFTModule, tokenizer, cfg: TrainConfig, output_dir: Path, logger: MLFlowLogger | None,
+    main_process: bool = True, gather: bool = False,
 ) -> Path:
-    """Save the trained policy (LoRA merged) in Hugging Face format and log it to MLflow, from the main process;
+    """Save the trained policy (LoRA merged) in Hugging Face format with its training config
+    (``medrlvr_config.yaml``, read by ``medrlvr.evaluate``) and log it to MLflow, from the main process;
     ``gather`` first collects ZeRO-3's partitioned weights (every process must call)."""
     folder = output_dir / "policy"
     policy = module.merged_policy()
@@ -150,6 +152,7 @@ def save_policy(
         if main_process:
             policy.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
+            write_policy_config(folder, cfg)
     if logger is not None and main_process:
         logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
     return folder
@@ -253,7 +256,7 @@ def _fit_and_evaluate(
             final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
         log_to = logger if cfg.logger.log_model else None
-        folder = save_policy(module, tokenizer, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
+        folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
         if trainer.is_global_zero:
             log.info("saved policy to %s", folder)
     return final
