@@ -7,6 +7,8 @@ Examples::
     python -m medrlvr.evaluate checkpoint=PATH \\
         'datasets={medqa_5opt: {path: ../shared/data/medqa_usmle_test_5opt.jsonl}, mmlu_pro_health: {path: ../shared/data/mmlu_pro_health.jsonl}}'
 
+A ``checkpoint`` saved by training is evaluated with its training prompt, format semantics, generation
+settings and dtype (``policy/medrlvr_config.yaml``, :mod:`medrlvr.policy_config`) unless overridden.
 Each dataset is a ``conf/data`` option (plus overrides in the mapping form) evaluated on its
 ``test_split``; by default the ``data`` group's choice, and its ``ood_split`` as ``<name>_ood`` when it has
 one. Prints a table, writes ``evaluation.json`` and one ``records_<dataset>.jsonl`` per
