@@ -36,12 +36,12 @@ def training_run(client, experiment_id, algo, seed, after, after_ood, before=(0.
     return run.info.run_id
 
 
-def evaluation_run(client, experiment_id, checkpoint, results, parent=None, seed=42):
+def evaluation_run(client, experiment_id, checkpoint, results, parent=None, seed=42, style="cot"):
     """A finished run as ``medrlvr.evaluate`` logs it: ``results`` maps dataset key -> (data, split, accuracy, questions)."""
     tags = {"kind": "evaluation", **({"mlflow.parentRunId": parent} if parent else {})}
     run_id = client.create_run(experiment_id, tags=tags, run_name="evaluate").info.run_id
     params = {"checkpoint": checkpoint or "None", "model/name_or_path": "bundled:smollm2-135m-instruct",
-              "datasets": ",".join(results), "seed": str(seed)}
+              "datasets": ",".join(results), "seed": str(seed), "prompt/style": style}
     for key, (data, split, _, _) in results.items():
         params.update({f"{key}/data": data, f"{key}/split": split})
     for key, value in params.items():
@@ -238,3 +238,15 @@ def test_cli_prints_the_table_and_fails_cleanly(store):
     assert "| RLVR (ppo) |" in ok.stdout and (tmp_path / "cli" / "compare.png").is_file()
     bad = subprocess.run([*command, "experiments=[typo]"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: no MLflow experiment 'typo'")
+
+
+def test_base_model_prompted_directly_is_a_row_of_its_own(store):
+    uri, client, _, tmp_path = store
+    experiment_id = client.get_experiment_by_name("study").experiment_id
+    evaluation_run(client, experiment_id, None, {"bundled": ("bundled", "test", 0.2, 75)}, style="direct")
+    cells = run(CompareConfig(experiments=["study"], tracking_uri=uri), tmp_path / "out")
+    found = cells_by_key(cells)
+    assert found["base (direct)", "ID bundled/test (75 q)"].stats["accuracy"].mean == pytest.approx(0.2)
+    assert found["base", "ID bundled/test (75 q)"].stats["accuracy"].mean == pytest.approx(0.32)  # prompted to reason
+    methods = [c.method for c in cells if c.column == "ID bundled/test (75 q)"]
+    assert methods == ["base", "base (direct)", "SFT"]

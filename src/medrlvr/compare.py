@@ -10,7 +10,8 @@ Reads the finished runs of ``experiments`` (default ``medrlvr``) and ``run_ids``
   ``sft``, else ``RLVR (<algo/name>)``;
 - an evaluation run (``python -m medrlvr.evaluate``) measures ``<dataset>/*`` on each dataset's split: the
   ``base`` model without a checkpoint, else the method of the training run it is nested under
-  (``parent_run_id``).
+  (``parent_run_id``); prompted with ``data.prompt.style=direct`` (answer without reasoning), the method
+  gets `` (direct)``: ``base (direct)`` next to ``base``, the base model prompted to reason (CoT).
 
 A dataset (``<data name>/<split>``) is in distribution (ID) when a training run trained on that data and it is
 not the data's ``ood_split``; otherwise out of distribution (OOD) (``in_distribution`` overrides). Each cell (model, method, dataset,
@@ -211,6 +212,8 @@ def evaluation_measurements(run: Run, parent: Run | None, group_by: list[str], m
         method, seed = method_name(parent.data.params, group_by), parent.data.params.get("seed", "")
     else:
         method = f"checkpoint {checkpoint}"
+    if params.get("prompt/style") == "direct":
+        method = f"{method} (direct)"
     found = []
     for key in filter(None, params.get("datasets", "").split(",")):
         dataset = dataset_label(key, params.get(f"{key}/data", key), params.get(f"{key}/split", "?"))
@@ -260,7 +263,7 @@ def distribution(dataset: str, in_distribution: Collection[str], out_of_distribu
 
 
 def method_order(method: str) -> tuple[int, str]:
-    rank = 0 if method == BASE else 1 if method.startswith("SFT") else 2 if method.startswith("RLVR") else 3
+    rank = 0 if method.startswith(BASE) else 1 if method.startswith("SFT") else 2 if method.startswith("RLVR") else 3
     return rank, method
 
 

@@ -59,13 +59,16 @@ class PromptConfig:
     ``Role: text`` turns when it has none) or ``r1_zero`` (DeepSeek-R1-Zero's plain
     ``<system prompt> User: <question> Assistant:`` text, for base models). ``response_prefix`` is appended
     after the assistant header and counts as the start of the response (``"<think>"`` pre-fills the think
-    block; ``""`` leaves the whole format to the model)."""
+    block; ``""`` leaves the whole format to the model). ``style``: ``cot`` (reason, then answer) or ``direct``
+    (an evaluation prompt: the think block is pre-filled and closed, so the model answers at once;
+    ``response_prefix`` is then unused; see :class:`medrlvr.data.prompts.PromptBuilder`)."""
 
     system_prompt: str = "r1"
     one_shot: bool = True
     reminder: bool = True
     response_prefix: str = "<think>"
     template: str = "chat"
+    style: str = "cot"
 
     def __post_init__(self) -> None:
         _check(
@@ -73,6 +76,7 @@ class PromptConfig:
             "data.prompt.template",
             f"must be chat or r1_zero, got {self.template!r}",
         )
+        _check(self.style in ("cot", "direct"), "data.prompt.style", f"must be cot or direct, got {self.style!r}")
 
 
 @dataclass
@@ -499,6 +503,11 @@ class TrainConfig:
     resume: Optional[str] = None
 
     def __post_init__(self) -> None:
+        _check(
+            self.data.prompt.style == "cot",
+            "data.prompt.style",
+            "direct is an evaluation prompt (python -m medrlvr.evaluate data.prompt.style=direct); training uses cot",
+        )
         _check(
             isinstance(self.algo, AlgoConfig) or self.trainer.strategy != "deepspeed" or self.trainer.deepspeed.stage < 3,
             "trainer.deepspeed.stage",
