@@ -35,7 +35,8 @@ def evaluate_config(saved, overrides):
 def test_checkpoint_settings_replace_the_evaluation_defaults(saved):
     cfg, taken = evaluate_config(saved, ["checkpoint=/p"])
     assert (cfg.reward.format, cfg.reward.match_option_text) == ("study", False)
-    assert (cfg.data.prompt.template, cfg.data.prompt.response_prefix, cfg.data.prompt.one_shot) == ("r1_zero", "", False)
+    prompt = cfg.data.prompt
+    assert (prompt.template, prompt.response_prefix, prompt.one_shot) == ("r1_zero", "", False)
     assert (cfg.rollout.backend, cfg.rollout.eval_max_new_tokens, cfg.rollout.vllm.dtype) == ("vllm", 1024, "bfloat16")
     assert cfg.model.dtype == "bfloat16" and cfg.model.name_or_path == "bundled:smollm2-135m-instruct"
     assert taken["reward.format"] == "study" and "reward.correct_answer" not in taken
@@ -60,7 +61,8 @@ def test_listed_datasets_get_the_evaluation_prompt_unless_their_overrides_set_on
     cfg, _ = evaluate_config(saved, ["datasets={medqa_5opt: {}, mmlu_pro_health: {prompt: {template: chat}}}"])
     datasets = dataset_configs(cfg)
     assert datasets["medqa_5opt"].prompt == cfg.data.prompt and datasets["medqa_5opt"].variant == "5_options"
-    assert (datasets["mmlu_pro_health"].prompt.template, datasets["mmlu_pro_health"].prompt.response_prefix) == ("chat", "")
+    mmlu = datasets["mmlu_pro_health"].prompt
+    assert (mmlu.template, mmlu.response_prefix) == ("chat", "")
 
 
 def test_a_bad_saved_value_names_the_file_and_key(tmp_path, saved):

@@ -18,7 +18,8 @@ def train_config(overrides):
 def test_med_rlvr_keeps_the_study_ppo_settings():
     algo = train_config(["experiment=med_rlvr"]).algo
     assert isinstance(algo, AlgoConfig) and algo.name == "ppo"
-    assert (algo.actor_lr, algo.critic_lr, algo.lam, algo.value_clip_range, algo.mini_batch_size) == (5e-7, 9e-6, 0.95, 0.2, 16)
+    settings = (algo.actor_lr, algo.critic_lr, algo.lam, algo.value_clip_range, algo.mini_batch_size)
+    assert settings == (5e-7, 9e-6, 0.95, 0.2, 16)
 
 
 def test_sft_baseline_shares_everything_but_the_algorithm():
@@ -27,7 +28,8 @@ def test_sft_baseline_shares_everything_but_the_algorithm():
     assert (sft.algo.lr, sft.algo.batch_size, sft.algo.epochs) == (5e-6, 16, 2)
     for key in ("model", "data", "reward", "rollout", "trainer"):
         assert getattr(sft, key) == getattr(ppo, key), key
-    assert (sft.trainer.strategy, sft.trainer.deepspeed.stage, sft.model.name_or_path) == ("deepspeed", 2, "Qwen/Qwen2.5-3B")
+    assert (sft.trainer.strategy, sft.trainer.deepspeed.stage) == ("deepspeed", 2)
+    assert sft.model.name_or_path == "Qwen/Qwen2.5-3B"
     assert "sft" in sft.tags
 
 

@@ -75,7 +75,8 @@ def test_evaluate_a_checkpoint_with_its_training_prompt_and_format(tmp_path):
     result = subprocess.run(
         [
             sys.executable, "-m", "medrlvr.evaluate", f"checkpoint={policy}", "datasets=[bundled]", "limit=2",
-            "num_threads=1", "data.prompt.system_prompt=none", f"logger.tracking_uri={uri}", f"output_dir={tmp_path / 'out'}",
+            "num_threads=1", "data.prompt.system_prompt=none", f"logger.tracking_uri={uri}",
+            f"output_dir={tmp_path / 'out'}",
         ],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
@@ -85,7 +86,8 @@ def test_evaluate_a_checkpoint_with_its_training_prompt_and_format(tmp_path):
 
     report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
     params = MlflowClient(tracking_uri=uri).get_run(report["mlflow_run_id"]).data.params
-    assert (params["reward/format"], params["prompt/template"], params["prompt/response_prefix"]) == ("study", "r1_zero", "")
+    prompt = (params["reward/format"], params["prompt/template"], params["prompt/response_prefix"])
+    assert prompt == ("study", "r1_zero", "")
     assert (params["prompt/system_prompt"], params["max_new_tokens"]) == ("none", "5")
     records = [json.loads(line) for line in (tmp_path / "out" / "records_bundled.jsonl").read_text().splitlines()]
     assert all(r["response_tokens"] <= 5 and not r["response"].startswith("<think>") for r in records)

@@ -33,4 +33,5 @@ def test_one_iteration_with_the_study_format_and_r1_zero_prompt(tmp_path):
     assert 0.0 <= metrics["response/text_before_think_rate"] <= 1.0
     assert {"eval/before/text_before_think_rate", "eval/after/text_before_think_rate"} <= set(metrics)
     saved = read_policy_config(tmp_path / "run" / "policy")  # what medrlvr.evaluate checkpoint=... reads
-    assert (saved.reward.format, saved.data.prompt.template, saved.data.prompt.response_prefix) == ("study", "r1_zero", "")
+    prompt = saved.data.prompt
+    assert (saved.reward.format, prompt.template, prompt.response_prefix) == ("study", "r1_zero", "")
