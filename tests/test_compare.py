@@ -250,3 +250,18 @@ def test_base_model_prompted_directly_is_a_row_of_its_own(store):
     assert found["base", "ID bundled/test (75 q)"].stats["accuracy"].mean == pytest.approx(0.32)  # prompted to reason
     methods = [c.method for c in cells if c.column == "ID bundled/test (75 q)"]
     assert methods == ["base", "base (direct)", "SFT"]
+
+
+def test_a_training_run_brings_its_eval_sets_as_datasets(store):
+    uri, client, _, tmp_path = store
+    experiment_id = client.get_experiment_by_name("study").experiment_id
+    run_id = training_run(client, experiment_id, "ppo", 3, after=(0.6, 1.0), after_ood=(0.3, 1.0))
+    params = {"eval_set/mmlu_pro_health/data": "mmlu_pro_health", "eval_set/mmlu_pro_health/split": "test"}
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    for stage, accuracy in (("before", 0.1), ("after", 0.25)):
+        client.log_metric(run_id, f"eval/{stage}_mmlu_pro_health/accuracy", accuracy)
+        client.log_metric(run_id, f"eval/{stage}_mmlu_pro_health/num_questions", 30.0)
+    found = cells_by_key(run(CompareConfig(experiments=["study"], tracking_uri=uri), tmp_path / "out"))
+    assert found["base", "OOD mmlu_pro_health/test (30 q)"].stats["accuracy"].mean == pytest.approx(0.1)
+    assert found["RLVR (ppo)", "OOD mmlu_pro_health/test (30 q)"].run_ids == [run_id]

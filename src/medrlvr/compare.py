@@ -6,8 +6,9 @@ Reads the finished runs of ``experiments`` (default ``medrlvr``) and ``run_ids``
 
 - a training run (``python -m medrlvr.train``) measures the base model with ``eval/before/*`` and the trained
   one with ``eval/after/*`` on ``data/eval_split``, and both on ``data/ood_split`` with ``eval/before_ood/*``
-  and ``eval/after_ood/*`` (``trainer.eval_ood=true``). The trained method is ``SFT`` when ``algo/name`` is
-  ``sft``, else ``RLVR (<algo/name>)``;
+  and ``eval/after_ood/*`` (``trainer.eval_ood=true``), and each of ``data.eval_sets`` with
+  ``eval/before_<name>/*`` and ``eval/after_<name>/*`` (its data and split in ``eval_set/<name>/*``). The
+  trained method is ``SFT`` when ``algo/name`` is ``sft``, else ``RLVR (<algo/name>)``;
 - an evaluation run (``python -m medrlvr.evaluate``) measures ``<dataset>/*`` on each dataset's split: the
   ``base`` model without a checkpoint, else the method of the training run it is nested under
   (``parent_run_id``); prompted with ``data.prompt.style=direct`` (answer without reasoning), the method
@@ -182,13 +183,26 @@ def _measurement(
     )
 
 
+def training_datasets(params: dict[str, str]) -> dict[str, str]:
+    """A training run's evaluated datasets by metric suffix: ``""`` (``data.eval_split``), ``"_ood"``
+    (``data.ood_split``) and ``"_<name>"`` for each of ``data.eval_sets`` (``eval_set/<name>/*`` params)."""
+    data = params.get("data/name", "?")
+    datasets = {
+        "": f"{data}/{params.get('data/eval_split', '?')}", "_ood": f"{data}/{params.get('data/ood_split', '?')}"
+    }
+    for key in params:
+        if key.startswith("eval_set/") and key.endswith("/data"):
+            name = key.split("/")[1]
+            datasets[f"_{name}"] = dataset_label(name, params[key], params.get(f"eval_set/{name}/split", "?"))
+    return datasets
+
+
 def training_measurements(run: Run, group_by: list[str], metrics: list[str]) -> list[Measurement]:
     """Base (``eval/before*``) and trained (``eval/after*``) measurements of a training run."""
     params = run.data.params
     model, seed, method = params.get("model/name_or_path", ""), params.get("seed", ""), method_name(params, group_by)
     found = []
-    for suffix, split_key in (("", "data/eval_split"), ("_ood", "data/ood_split")):
-        dataset = f"{params.get('data/name', '?')}/{params.get(split_key, '?')}"
+    for suffix, dataset in training_datasets(params).items():
         for stage, label in (("before", BASE), ("after", method)):
             found.append(_measurement(run, f"eval/{stage}{suffix}/", model, label, dataset, seed, metrics))
     return [m for m in found if m is not None]

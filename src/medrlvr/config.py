@@ -83,7 +83,9 @@ class PromptConfig:
 class DataConfig:
     """A dataset and its splits. ``ood_split`` names a split that is out of distribution for a model trained
     on ``train_split`` (bundled: ``ood``): ``medrlvr.evaluate`` adds it by default and ``trainer.eval_ood``
-    evaluates it before and after training."""
+    evaluates it before and after training. ``eval_sets``: more datasets training evaluates before and after
+    (``eval/before_<name>/*``, ``eval/after_<name>/*``) on their ``test_split``, each cut to ``eval_size``: a
+    list of ``conf/data`` names or a name → data overrides mapping (:mod:`medrlvr.data.compose`)."""
 
     name: str = "bundled"
     train_split: str = "train"
@@ -99,6 +101,7 @@ class DataConfig:
     skip_invalid_rows: bool = False
     answer_index_base: Optional[int] = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    eval_sets: Any = None
 
     def __post_init__(self) -> None:
         _check(

@@ -37,11 +37,11 @@ from medrlvr.config import (
     DataConfig,
     EvaluateConfig,
     LoggerConfig,
-    PromptConfig,
     config_dir,
     default_tracking_uri,
     register_configs,
 )
+from medrlvr.data.compose import named_datasets
 from medrlvr.data.registry import load_split_report
 from medrlvr.data.schema import OPTION_LETTERS
 from medrlvr.evaluation import EvalResult, evaluate
@@ -78,18 +78,6 @@ def checkpoint_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]
     return taken
 
 
-def compose_data(name: str, overrides: dict[str, Any] | None = None, prompt: PromptConfig | None = None) -> DataConfig:
-    """``conf/data/<name>.yaml`` with ``prompt`` (the evaluation's ``data.prompt``) and ``overrides``, validated
-    against :class:`DataConfig`."""
-    path = config_dir() / "data" / f"{name}.yaml"
-    if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"datasets: no data config {name!r}; available: {available}")
-    base = OmegaConf.structured(DataConfig(prompt=prompt) if prompt is not None else DataConfig)
-    merged = OmegaConf.merge(base, OmegaConf.load(path), overrides or {})
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
-
-
 def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
     """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping, each
     with ``data.prompt`` unless its overrides set one; else the ``data`` group's choice, followed (as
@@ -100,13 +88,7 @@ def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
         if data.ood_split is None or data.ood_split == data.test_split:
             return {data.name: data}
         return {data.name: data, f"{data.name}_ood": dataclasses.replace(data, test_split=data.ood_split)}
-    if isinstance(spec, str):
-        spec = [spec]
-    if isinstance(spec, list):
-        return {str(name): compose_data(str(name), prompt=cfg.data.prompt) for name in spec}
-    if isinstance(spec, dict):
-        return {str(name): compose_data(str(name), overrides, cfg.data.prompt) for name, overrides in spec.items()}
-    raise ConfigError(f"datasets: expected a list of data config names or a mapping, got {spec!r}")
+    return named_datasets(spec, "datasets", cfg.data.prompt)
 
 
 def load_model(cfg: EvaluateConfig) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:

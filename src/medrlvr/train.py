@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.config import ConfigError, TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
+from medrlvr.data.compose import eval_set_configs, eval_set_params
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
 from medrlvr.data.schema import DatasetError, ExampleBatch, MCQExample
@@ -85,11 +86,13 @@ def prompt_loader(
 
 def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
     """The held-out examples evaluated before and after training, by metric-name suffix: ``""`` for the first
-    ``data.eval_size`` of ``data.eval_split``, and ``"_ood"`` for those of ``data.ood_split`` when
-    ``trainer.eval_ood``, with their published options (``data.option_count`` applies to training only). Empty
-    sets are left out."""
+    ``data.eval_size`` of ``data.eval_split``, ``"_ood"`` for those of ``data.ood_split`` when
+    ``trainer.eval_ood``, and ``"_<name>"`` for those of each of ``data.eval_sets``' ``test_split``, with their
+    published options (``data.option_count`` applies to training only). Empty sets are left out."""
     splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
     sets = {suffix: load_heldout_split(cfg.data, split)[: cfg.data.eval_size] for suffix, split in splits.items()}
+    for name, data in eval_set_configs(cfg.data).items():
+        sets[f"_{name}"] = load_heldout_split(data, data.test_split)[: cfg.data.eval_size]
     return {suffix: examples for suffix, examples in sets.items() if examples}
 
 
@@ -178,6 +181,7 @@ def train(cfg: TrainConfig, output_dir: Path, resolved_yaml: str) -> dict[str, f
     mark_model_training(logger.experiment, logger.experiment_id)
     if checkpoint is None:
         logger.log_hyperparams(OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True))
+        logger.log_hyperparams(eval_set_params(cfg.data))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
     else:
         reopen(logger.experiment, run_id)
