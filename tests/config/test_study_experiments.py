@@ -30,7 +30,7 @@ def test_sft_baseline_shares_everything_but_the_algorithm():
         assert getattr(sft, key) == getattr(ppo, key), key
     assert (sft.trainer.strategy, sft.trainer.deepspeed.stage) == ("deepspeed", 2)
     assert sft.model.name_or_path == "Qwen/Qwen2.5-3B"
-    assert "sft" in sft.tags
+    assert "sft" in sft.tags and ppo.data.eval_sets == {"mmlu_pro_health": {}}  # MMLU-Pro health before and after
 
 
 def test_med_rlvr_composes_with_the_plain_sft_algorithm():
