@@ -36,12 +36,12 @@ def training_run(client, experiment_id, algo, seed, after, after_ood, before=(0.
     return run.info.run_id
 
 
-def evaluation_run(client, experiment_id, checkpoint, results, parent=None, seed=42):
+def evaluation_run(client, experiment_id, checkpoint, results, parent=None, seed=42, style="cot"):
     """A finished run as ``medrlvr.evaluate`` logs it: ``results`` maps dataset key -> (data, split, accuracy, questions)."""
     tags = {"kind": "evaluation", **({"mlflow.parentRunId": parent} if parent else {})}
     run_id = client.create_run(experiment_id, tags=tags, run_name="evaluate").info.run_id
     params = {"checkpoint": checkpoint or "None", "model/name_or_path": "bundled:smollm2-135m-instruct",
-              "datasets": ",".join(results), "seed": str(seed)}
+              "datasets": ",".join(results), "seed": str(seed), "prompt/style": style}
     for key, (data, split, _, _) in results.items():
         params.update({f"{key}/data": data, f"{key}/split": split})
     for key, value in params.items():
@@ -238,3 +238,30 @@ def test_cli_prints_the_table_and_fails_cleanly(store):
     assert "| RLVR (ppo) |" in ok.stdout and (tmp_path / "cli" / "compare.png").is_file()
     bad = subprocess.run([*command, "experiments=[typo]"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: no MLflow experiment 'typo'")
+
+
+def test_base_model_prompted_directly_is_a_row_of_its_own(store):
+    uri, client, _, tmp_path = store
+    experiment_id = client.get_experiment_by_name("study").experiment_id
+    evaluation_run(client, experiment_id, None, {"bundled": ("bundled", "test", 0.2, 75)}, style="direct")
+    cells = run(CompareConfig(experiments=["study"], tracking_uri=uri), tmp_path / "out")
+    found = cells_by_key(cells)
+    assert found["base (direct)", "ID bundled/test (75 q)"].stats["accuracy"].mean == pytest.approx(0.2)
+    assert found["base", "ID bundled/test (75 q)"].stats["accuracy"].mean == pytest.approx(0.32)  # prompted to reason
+    methods = [c.method for c in cells if c.column == "ID bundled/test (75 q)"]
+    assert methods == ["base", "base (direct)", "SFT"]
+
+
+def test_a_training_run_brings_its_eval_sets_as_datasets(store):
+    uri, client, _, tmp_path = store
+    experiment_id = client.get_experiment_by_name("study").experiment_id
+    run_id = training_run(client, experiment_id, "ppo", 3, after=(0.6, 1.0), after_ood=(0.3, 1.0))
+    params = {"eval_set/mmlu_pro_health/data": "mmlu_pro_health", "eval_set/mmlu_pro_health/split": "test"}
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    for stage, accuracy in (("before", 0.1), ("after", 0.25)):
+        client.log_metric(run_id, f"eval/{stage}_mmlu_pro_health/accuracy", accuracy)
+        client.log_metric(run_id, f"eval/{stage}_mmlu_pro_health/num_questions", 30.0)
+    found = cells_by_key(run(CompareConfig(experiments=["study"], tracking_uri=uri), tmp_path / "out"))
+    assert found["base", "OOD mmlu_pro_health/test (30 q)"].stats["accuracy"].mean == pytest.approx(0.1)
+    assert found["RLVR (ppo)", "OOD mmlu_pro_health/test (30 q)"].run_ids == [run_id]

@@ -4,7 +4,8 @@ import pytest
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from medrlvr.config import ConfigError, DataConfig, EvaluateConfig
-from medrlvr.evaluate import by_option_count, compose_data, dataset_configs, format_table, letter_table
+from medrlvr.data.compose import compose_data
+from medrlvr.evaluate import by_option_count, dataset_configs, format_table, letter_table
 
 
 def test_no_datasets_means_the_data_group_choice():
@@ -27,6 +28,8 @@ def test_mapping_applies_overrides_per_dataset():
 def test_bad_dataset_names_and_keys_fail_clearly():
     with pytest.raises(ConfigError, match="no data config 'medqaa'; available: .*'medqa'"):
         compose_data("medqaa")
+    with pytest.raises(ConfigError, match="^datasets: no data config 'medqaa'"):
+        dataset_configs(EvaluateConfig(datasets=["medqaa"]))
     with pytest.raises(ConfigKeyError, match="pth"):
         compose_data("medqa", {"pth": "x"})
     with pytest.raises(ValidationError, match="skip_invalid_rows"):

@@ -1,4 +1,5 @@
-"""Training's held-out evaluation sets: the eval split, and the OOD split with ``trainer.eval_ood``, as published."""
+"""Training's held-out evaluation sets: the eval split, the OOD split with ``trainer.eval_ood`` and ``data.eval_sets``,
+as published."""
 
 from medrlvr.config import DataConfig, SFTConfig, TrainConfig, TrainerConfig
 from medrlvr.data.registry import load_split
@@ -12,6 +13,13 @@ def test_eval_split_alone_by_default_and_the_ood_split_on_request():
     both = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data, trainer=TrainerConfig(eval_ood=True)))
     assert list(both) == ["", "_ood"] and both[""] == plain[""]
     assert [len(e.options) for e in both["_ood"]] == [10] * 5 and both["_ood"][0].id == "bundled-ood-0001"
+
+
+def test_eval_sets_are_evaluated_on_their_test_split_after_the_others():
+    data = DataConfig(name="bundled", eval_size=3, eval_sets={"bundled_ood": {"test_split": "test"}})
+    sets = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data))
+    assert list(sets) == ["", "_bundled_ood"] and len(sets["_bundled_ood"]) == 3
+    assert sets["_bundled_ood"][0].id.startswith("bundled-test-") and sets[""][0].id.startswith("bundled-validation-")
 
 
 def test_empty_sets_are_left_out():

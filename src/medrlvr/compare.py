@@ -6,11 +6,13 @@ Reads the finished runs of ``experiments`` (default ``medrlvr``) and ``run_ids``
 
 - a training run (``python -m medrlvr.train``) measures the base model with ``eval/before/*`` and the trained
   one with ``eval/after/*`` on ``data/eval_split``, and both on ``data/ood_split`` with ``eval/before_ood/*``
-  and ``eval/after_ood/*`` (``trainer.eval_ood=true``). The trained method is ``SFT`` when ``algo/name`` is
-  ``sft``, else ``RLVR (<algo/name>)``;
+  and ``eval/after_ood/*`` (``trainer.eval_ood=true``), and each of ``data.eval_sets`` with
+  ``eval/before_<name>/*`` and ``eval/after_<name>/*`` (its data and split in ``eval_set/<name>/*``). The
+  trained method is ``SFT`` when ``algo/name`` is ``sft``, else ``RLVR (<algo/name>)``;
 - an evaluation run (``python -m medrlvr.evaluate``) measures ``<dataset>/*`` on each dataset's split: the
   ``base`` model without a checkpoint, else the method of the training run it is nested under
-  (``parent_run_id``).
+  (``parent_run_id``); prompted with ``data.prompt.style=direct`` (answer without reasoning), the method
+  gets `` (direct)``: ``base (direct)`` next to ``base``, the base model prompted to reason (CoT).
 
 A dataset (``<data name>/<split>``) is in distribution (ID) when a training run trained on that data and it is
 not the data's ``ood_split``; otherwise out of distribution (OOD) (``in_distribution`` overrides). Each cell (model, method, dataset,
@@ -181,13 +183,26 @@ def _measurement(
     )
 
 
+def training_datasets(params: dict[str, str]) -> dict[str, str]:
+    """A training run's evaluated datasets by metric suffix: ``""`` (``data.eval_split``), ``"_ood"``
+    (``data.ood_split``) and ``"_<name>"`` for each of ``data.eval_sets`` (``eval_set/<name>/*`` params)."""
+    data = params.get("data/name", "?")
+    datasets = {
+        "": f"{data}/{params.get('data/eval_split', '?')}", "_ood": f"{data}/{params.get('data/ood_split', '?')}"
+    }
+    for key in params:
+        if key.startswith("eval_set/") and key.endswith("/data"):
+            name = key.split("/")[1]
+            datasets[f"_{name}"] = dataset_label(name, params[key], params.get(f"eval_set/{name}/split", "?"))
+    return datasets
+
+
 def training_measurements(run: Run, group_by: list[str], metrics: list[str]) -> list[Measurement]:
     """Base (``eval/before*``) and trained (``eval/after*``) measurements of a training run."""
     params = run.data.params
     model, seed, method = params.get("model/name_or_path", ""), params.get("seed", ""), method_name(params, group_by)
     found = []
-    for suffix, split_key in (("", "data/eval_split"), ("_ood", "data/ood_split")):
-        dataset = f"{params.get('data/name', '?')}/{params.get(split_key, '?')}"
+    for suffix, dataset in training_datasets(params).items():
         for stage, label in (("before", BASE), ("after", method)):
             found.append(_measurement(run, f"eval/{stage}{suffix}/", model, label, dataset, seed, metrics))
     return [m for m in found if m is not None]
@@ -211,6 +226,8 @@ def evaluation_measurements(run: Run, parent: Run | None, group_by: list[str], m
         method, seed = method_name(parent.data.params, group_by), parent.data.params.get("seed", "")
     else:
         method = f"checkpoint {checkpoint}"
+    if params.get("prompt/style") == "direct":
+        method = f"{method} (direct)"
     found = []
     for key in filter(None, params.get("datasets", "").split(",")):
         dataset = dataset_label(key, params.get(f"{key}/data", key), params.get(f"{key}/split", "?"))
@@ -260,7 +277,7 @@ def distribution(dataset: str, in_distribution: Collection[str], out_of_distribu
 
 
 def method_order(method: str) -> tuple[int, str]:
-    rank = 0 if method == BASE else 1 if method.startswith("SFT") else 2 if method.startswith("RLVR") else 3
+    rank = 0 if method.startswith(BASE) else 1 if method.startswith("SFT") else 2 if method.startswith("RLVR") else 3
     return rank, method
 
 

@@ -69,13 +69,16 @@ class PromptConfig:
     ``Role: text`` turns when it has none) or ``r1_zero`` (DeepSeek-R1-Zero's plain
     ``<system prompt> User: <question> Assistant:`` text, for base models). ``response_prefix`` is appended
     after the assistant header and counts as the start of the response (``"<think>"`` pre-fills the think
-    block; ``""`` leaves the whole format to the model)."""
+    block; ``""`` leaves the whole format to the model). ``style``: ``cot`` (reason, then answer) or ``direct``
+    (an evaluation prompt: the think block is pre-filled and closed, so the model answers at once;
+    ``response_prefix`` is then unused; see :class:`medrlvr.data.prompts.PromptBuilder`)."""
 
     system_prompt: str = "r1"
     one_shot: bool = True
     reminder: bool = True
     response_prefix: str = "<think>"
     template: str = "chat"
+    style: str = "cot"
 
     def __post_init__(self) -> None:
         _check(
@@ -83,15 +86,18 @@ class PromptConfig:
             "data.prompt.template",
             f"must be chat or r1_zero, got {self.template!r}",
         )
+        _check(self.style in ("cot", "direct"), "data.prompt.style", f"must be cot or direct, got {self.style!r}")
 
 
 @dataclass
 class DataConfig:
     """A dataset and its splits. ``ood_split`` names a split that is out of distribution for a model trained
     on ``train_split`` (bundled: ``ood``): ``medrlvr.evaluate`` adds it by default and ``trainer.eval_ood``
-    evaluates it before and after training. A question whose prompt plus ``rollout.max_new_tokens`` (evaluation:
-    ``rollout.eval_max_new_tokens``) exceeds the model's context is refused, or left out (with a warning) when
-    ``skip_long_prompts``."""
+    evaluates it before and after training. ``eval_sets``: more datasets training evaluates before and after
+    (``eval/before_<name>/*``, ``eval/after_<name>/*``) on their ``test_split``, each cut to ``eval_size``: a
+    list of ``conf/data`` names or a name → data overrides mapping (:mod:`medrlvr.data.compose`). A question
+    whose prompt plus ``rollout.max_new_tokens`` (evaluation: ``rollout.eval_max_new_tokens``) exceeds the
+    model's context is refused, or left out (with a warning) when ``skip_long_prompts``."""
 
     name: str = "bundled"
     train_split: str = "train"
@@ -108,6 +114,7 @@ class DataConfig:
     skip_long_prompts: bool = False
     answer_index_base: Optional[int] = None
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    eval_sets: Any = None
 
     def __post_init__(self) -> None:
         _check(
@@ -548,6 +555,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
+        _check(
+            self.data.prompt.style == "cot",
+            "data.prompt.style",
+            "direct is an evaluation prompt (python -m medrlvr.evaluate data.prompt.style=direct); training uses cot",
+        )
         _check(
             isinstance(self.algo, AlgoConfig) or self.trainer.strategy != "deepspeed" or self.trainer.deepspeed.stage < 3,
             "trainer.deepspeed.stage",

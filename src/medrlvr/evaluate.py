@@ -7,6 +7,8 @@ Examples::
     python -m medrlvr.evaluate checkpoint=PATH \\
         'datasets={medqa_5opt: {path: ../shared/data/medqa_usmle_test_5opt.jsonl}, mmlu_pro_health: {path: ../shared/data/mmlu_pro_health.jsonl}}'
 
+A ``checkpoint`` saved by training is evaluated with its training prompt, format semantics, generation
+settings and dtype (``policy/medrlvr_config.yaml``, :mod:`medrlvr.policy_config`) unless overridden.
 Each dataset is a ``conf/data`` option (plus overrides in the mapping form) evaluated on its
 ``test_split``; by default the ``data`` group's choice, and its ``ood_split`` as ``<name>_ood`` when it has
 one. Prints a table, writes ``evaluation.json`` and one ``records_<dataset>.jsonl`` per
@@ -40,6 +42,7 @@ from medrlvr.config import (
     default_tracking_uri,
     register_configs,
 )
+from medrlvr.data.compose import named_datasets
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.registry import load_split_report
 from medrlvr.data.loading import LoadedSplit
@@ -48,6 +51,7 @@ from medrlvr.data.schema import OPTION_LETTERS, MCQExample
 from medrlvr.evaluation import EvalResult, evaluate
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
+from medrlvr.policy_config import POLICY_CONFIG, apply_policy_config, read_policy_config
 from medrlvr.train import set_threads
 from medrlvr.training import builders
 from medrlvr.training.preflight import check_output_dir, check_tracking_uri
@@ -66,32 +70,29 @@ TABLE_COLUMNS = (
 )
 
 
-def compose_data(name: str, overrides: dict[str, Any] | None = None) -> DataConfig:
-    """``conf/data/<name>.yaml`` with ``overrides``, validated against :class:`DataConfig`."""
-    path = config_dir() / "data" / f"{name}.yaml"
-    if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"datasets: no data config {name!r}; available: {available}")
-    merged = OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.load(path), overrides or {})
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+def checkpoint_settings(cfg: DictConfig, overrides: list[str]) -> dict[str, Any]:
+    """Take the prompt, format semantics, generation settings and dtype of ``checkpoint``'s training config
+    (``policy/medrlvr_config.yaml``) into ``cfg``, except where ``overrides`` set them; print and return them."""
+    folder = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else None
+    saved = read_policy_config(folder) if folder is not None and folder.is_dir() else None
+    if saved is None:
+        return {}
+    taken = apply_policy_config(cfg, saved, overrides)
+    print(f"from {folder / POLICY_CONFIG}: " + " ".join(f"{key}={value!r}" for key, value in taken.items()))
+    return taken
 
 
 def dataset_configs(cfg: EvaluateConfig) -> dict[str, DataConfig]:
-    """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping,
-    else the ``data`` group's choice, followed (as ``<name>_ood``) by its ``ood_split`` when it has one."""
+    """The datasets to evaluate by name: ``datasets`` as a list of names or a name → overrides mapping, each
+    with ``data.prompt`` unless its overrides set one; else the ``data`` group's choice, followed (as
+    ``<name>_ood``) by its ``ood_split`` when it has one."""
     spec = cfg.datasets
     if spec is None:
         data = cfg.data
         if data.ood_split is None or data.ood_split == data.test_split:
             return {data.name: data}
         return {data.name: data, f"{data.name}_ood": dataclasses.replace(data, test_split=data.ood_split)}
-    if isinstance(spec, str):
-        spec = [spec]
-    if isinstance(spec, list):
-        return {str(name): compose_data(str(name)) for name in spec}
-    if isinstance(spec, dict):
-        return {str(name): compose_data(str(name), overrides) for name, overrides in spec.items()}
-    raise ConfigError(f"datasets: expected a list of data config names or a mapping, got {spec!r}")
+    return named_datasets(spec, "datasets", cfg.data.prompt)
 
 
 def load_model(cfg: EvaluateConfig) -> tuple[PreTrainedTokenizerBase, torch.nn.Module]:
@@ -162,7 +163,10 @@ def log_to_mlflow(cfg: EvaluateConfig, results: dict[str, dict[str, Any]], recor
     params = {
         "checkpoint": cfg.checkpoint, "model/name_or_path": cfg.model.name_or_path, "num_samples": cfg.num_samples,
         "temperature": cfg.temperature, "limit": cfg.limit, "max_new_tokens": cfg.rollout.eval_max_new_tokens,
-        "datasets": ",".join(results), "seed": cfg.seed,
+        "datasets": ",".join(results), "seed": cfg.seed, "model/dtype": cfg.model.dtype,
+        "rollout/backend": cfg.rollout.backend, "reward/format": cfg.reward.format,
+        "reward/match_option_text": cfg.reward.match_option_text,
+        **{f"prompt/{key}": value for key, value in dataclasses.asdict(cfg.data.prompt).items()},
     }
     params.update({f"{name}/data": r["data"] for name, r in results.items()})
     params.update({f"{name}/origin": r["origin"] for name, r in results.items()})
@@ -246,6 +250,7 @@ def run(cfg: EvaluateConfig, output_dir: Path) -> dict[str, Any]:
 def main(dict_cfg: DictConfig) -> float:
     """Hydra entry point; returns the first dataset's accuracy."""
     with error_boundary():
+        checkpoint_settings(dict_cfg, list(HydraConfig.get().overrides.task))
         cfg: EvaluateConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
         folder = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
         report = run(cfg, check_output_dir(folder, "output_dir"))

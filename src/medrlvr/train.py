@@ -24,12 +24,14 @@ from transformers import PreTrainedTokenizerBase
 from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.cli import error_boundary
 from medrlvr.config import TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
+from medrlvr.data.compose import eval_set_configs, eval_set_params
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
 from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.evaluation import evaluate
 from medrlvr.mlflow_ui import mark_model_training
+from medrlvr.policy_config import write_policy_config
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
@@ -83,11 +85,13 @@ def prompt_loader(
 
 def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
     """The held-out examples evaluated before and after training, by metric-name suffix: ``""`` for the first
-    ``data.eval_size`` of ``data.eval_split``, and ``"_ood"`` for those of ``data.ood_split`` when
-    ``trainer.eval_ood``, with their published options (``data.option_count`` applies to training only). Empty
-    sets are left out."""
+    ``data.eval_size`` of ``data.eval_split``, ``"_ood"`` for those of ``data.ood_split`` when
+    ``trainer.eval_ood``, and ``"_<name>"`` for those of each of ``data.eval_sets``' ``test_split``, with their
+    published options (``data.option_count`` applies to training only). Empty sets are left out."""
     splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
     sets = {suffix: load_heldout_split(cfg.data, split)[: cfg.data.eval_size] for suffix, split in splits.items()}
+    for name, data in eval_set_configs(cfg.data).items():
+        sets[f"_{name}"] = load_heldout_split(data, data.test_split)[: cfg.data.eval_size]
     return {suffix: examples for suffix, examples in sets.items() if examples}
 
 
@@ -159,10 +163,11 @@ class EvaluateBeforeTraining(L.Callback):
 
 
 def save_policy(
-    module: PPOModule | SFTModule, tokenizer, output_dir: Path, logger: MLFlowLogger | None, main_process: bool = True,
-    gather: bool = False,
+    module: PPOModule | SFTModule, tokenizer, cfg: TrainConfig, output_dir: Path, logger: MLFlowLogger | None,
+    main_process: bool = True, gather: bool = False,
 ) -> Path:
-    """Save the trained policy (LoRA merged) in Hugging Face format and log it to MLflow, from the main process;
+    """Save the trained policy (LoRA merged) in Hugging Face format with its training config
+    (``medrlvr_config.yaml``, read by ``medrlvr.evaluate``) and log it to MLflow, from the main process;
     ``gather`` first collects ZeRO-3's partitioned weights (every process must call)."""
     folder = output_dir / "policy"
     policy = module.merged_policy()
@@ -170,6 +175,7 @@ def save_policy(
         if main_process:
             policy.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
+            write_policy_config(folder, cfg)
     if logger is not None and main_process:
         logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
     return folder
@@ -223,6 +229,7 @@ def train(
     mark_model_training(logger.experiment, logger.experiment_id)
     if checkpoint is None:
         logger.log_hyperparams(run_config(cfg))
+        logger.log_hyperparams(eval_set_params(cfg.data))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
     else:
         reopen(logger.experiment, run_id)
@@ -310,7 +317,7 @@ def _fit_and_evaluate(
             final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
         log_to = logger if cfg.logger.log_model else None
-        folder = save_policy(module, tokenizer, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
+        folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
         if trainer.is_global_zero:
             log.info("saved policy to %s", folder)
     return final

@@ -74,3 +74,10 @@ def test_cli_composes_med_rlvr_with_the_tiny_model(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "format: study" in out.stdout and "template: r1_zero" in out.stdout
     assert "response_prefix: ''" in out.stdout
+
+
+def test_direct_prompt_style_is_for_evaluation_only():
+    with pytest.raises(ConfigError, match="data.prompt.style: direct is an evaluation prompt"):
+        train_config(["data.prompt.style=direct"])
+    with pytest.raises(ConfigError, match="data.prompt.style: must be cot or direct, got 'short'"):
+        train_config(["data.prompt.style=short"])

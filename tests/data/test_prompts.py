@@ -2,7 +2,16 @@
 
 import pytest
 
-from medrlvr.data.prompts import EXAMPLE_QUESTION, R1_SYSTEM_PROMPT, PromptBuilder, format_question
+from medrlvr.data.prompts import (
+    DIRECT_PREFIX,
+    DIRECT_REMINDER,
+    EXAMPLE_QUESTION,
+    FORMAT_REMINDER,
+    R1_SYSTEM_PROMPT,
+    PromptBuilder,
+    format_question,
+)
+from medrlvr.rewards.parsing import FORMATS, ParseRules, parse_completion
 
 QUESTION = EXAMPLE_QUESTION
 
@@ -41,3 +50,26 @@ def test_no_pre_fill_leaves_the_response_as_generated(tokenizer):
 def test_unknown_template_is_a_clear_error(tokenizer):
     with pytest.raises(ValueError, match="unknown prompt template 'r1'"):
         PromptBuilder(tokenizer, template="r1")
+
+
+def test_direct_style_pre_fills_a_closed_think_block_and_opens_the_answer(tokenizer):
+    builder = PromptBuilder(tokenizer, one_shot=True, response_prefix="", template="r1_zero", style="direct")
+    prompt = builder(QUESTION)
+    assert prompt.endswith(" Assistant:" + DIRECT_PREFIX) and DIRECT_PREFIX.startswith("<think>")
+    assert prompt.count(DIRECT_REMINDER) == 2 and FORMAT_REMINDER not in prompt  # worked example and question
+    assert "Assistant: " + DIRECT_PREFIX + "B</answer>" in prompt  # the worked example answers directly too
+    assert builder.full_response("B</answer>") == DIRECT_PREFIX + "B</answer>"
+
+
+def test_direct_answers_parse_under_both_formats(tokenizer):
+    builder = PromptBuilder(tokenizer, style="direct")
+    for format_name in FORMATS:
+        parsed = parse_completion(builder.full_response("C</answer>"), "ABCDE", ParseRules(format=format_name))
+        assert (parsed.format_error, parsed.letter) == (None, "C"), format_name
+
+
+def test_cot_style_keeps_the_reasoning_prompt(tokenizer):
+    cot = PromptBuilder(tokenizer, style="cot")
+    assert cot(QUESTION) == PromptBuilder(tokenizer)(QUESTION) and cot.prefix == "<think>"
+    with pytest.raises(ValueError, match="unknown prompt style 'terse'"):
+        PromptBuilder(tokenizer, style="terse")

@@ -63,3 +63,47 @@ def test_a_checkpoint_folder_that_is_not_a_policy_is_one_line_and_exit_2(tmp_pat
         " training wrote"
     )
     assert "Traceback" not in result.stderr
+
+
+def saved_study_policy(folder: Path) -> Path:
+    """A tiny policy saved as training saves it, with a config of the study's format and prompt (no pre-fill)."""
+    from hydra import compose, initialize_config_dir
+
+    from medrlvr.config import config_dir, register_configs, to_train_config
+    from medrlvr.models.loading import load_causal_lm, load_tokenizer
+    from medrlvr.policy_config import write_policy_config
+
+    register_configs()
+    overrides = ["model=tiny", "reward.format=study", "data.prompt.template=r1_zero", "data.prompt.response_prefix=''",
+                 "data.prompt.one_shot=false", "rollout.eval_max_new_tokens=5"]
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = to_train_config(compose(config_name="config", overrides=overrides))
+    tokenizer = load_tokenizer("tiny")
+    load_causal_lm("tiny", tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_policy_config(folder, cfg)
+    return folder
+
+
+def test_evaluate_a_checkpoint_with_its_training_prompt_and_format(tmp_path):
+    policy = saved_study_policy(tmp_path / "policy")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "medrlvr.evaluate", f"checkpoint={policy}", "datasets=[bundled]", "limit=2",
+            "num_threads=1", "data.prompt.system_prompt=none", f"logger.tracking_uri={uri}",
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"from {policy / 'medrlvr_config.yaml'}: " in result.stdout and "reward.format='study'" in result.stdout
+    assert "data.prompt.system_prompt" not in result.stdout  # overridden on the command line
+
+    report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    params = MlflowClient(tracking_uri=uri).get_run(report["mlflow_run_id"]).data.params
+    prompt = (params["reward/format"], params["prompt/template"], params["prompt/response_prefix"])
+    assert prompt == ("study", "r1_zero", "")
+    assert (params["prompt/system_prompt"], params["max_new_tokens"]) == ("none", "5")
+    records = [json.loads(line) for line in (tmp_path / "out" / "records_bundled.jsonl").read_text().splitlines()]
+    assert all(r["response_tokens"] <= 5 and not r["response"].startswith("<think>") for r in records)

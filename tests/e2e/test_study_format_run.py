@@ -1,4 +1,5 @@
-"""End-to-end: one tiny PPO iteration with the study's semantics (format `study`, R1-Zero template, no pre-fill)."""
+"""End-to-end: one tiny PPO iteration with the study's semantics (format `study`, R1-Zero template, no pre-fill),
+saved with the policy for its evaluation, and evaluated before and after on one more dataset (data.eval_sets)."""
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -6,6 +7,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.policy_config import read_policy_config
 from medrlvr.train import train
 
 pytestmark = pytest.mark.slow
@@ -15,8 +17,9 @@ register_configs()
 def test_one_iteration_with_the_study_format_and_r1_zero_prompt(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [
-        "experiment=smoke", "trainer.max_steps=1", "trainer.num_threads=1", "trainer.save_model=false",
+        "experiment=smoke", "trainer.max_steps=1", "trainer.num_threads=1",
         "reward.format=study", "data.prompt.template=r1_zero", "data.prompt.response_prefix=''",
+        "data.eval_sets=[bundled_ood]",
         f"logger.tracking_uri={uri}", "logger.experiment_name=study_format",
     ]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -30,3 +33,9 @@ def test_one_iteration_with_the_study_format_and_r1_zero_prompt(tmp_path):
     )
     assert 0.0 <= metrics["response/text_before_think_rate"] <= 1.0
     assert {"eval/before/text_before_think_rate", "eval/after/text_before_think_rate"} <= set(metrics)
+    assert {"eval/before_bundled_ood/accuracy", "eval/after_bundled_ood/accuracy"} <= set(metrics)  # data.eval_sets
+    assert metrics["eval/after_bundled_ood/num_questions"] == 4  # data.eval_size of experiment=smoke
+    assert (params["eval_set/bundled_ood/data"], params["eval_set/bundled_ood/split"]) == ("bundled", "ood")
+    saved = read_policy_config(tmp_path / "run" / "policy")  # what medrlvr.evaluate checkpoint=... reads
+    prompt = saved.data.prompt
+    assert (saved.reward.format, prompt.template, prompt.response_prefix) == ("study", "r1_zero", "")

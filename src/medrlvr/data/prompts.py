@@ -16,7 +16,13 @@ R1_SYSTEM_PROMPT = (
     "tags, respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>."
 )
 TEMPLATES = ("chat", "r1_zero")
+# cot: the model reasons inside <think> before answering; direct: the think block is pre-filled and closed, so the
+# model's first tokens are the answer (the study's "Direct" baseline prompting of the base model).
+STYLES = ("cot", "direct")
 FORMAT_REMINDER = "Think inside <think></think>, then give only the option letter inside <answer></answer>."
+DIRECT_REMINDER = "Give only the option letter inside <answer></answer>, without reasoning."
+DIRECT_THINK = "<think>I answer directly, without reasoning.</think>\n"
+DIRECT_PREFIX = DIRECT_THINK + "<answer>"
 
 # A worked example written for this project (not an exam question).
 EXAMPLE_QUESTION = MCQExample(
@@ -30,6 +36,7 @@ EXAMPLE_RESPONSE = (
     "<think>Small, pale red cells with low ferritin mean iron stores are depleted: iron deficiency anaemia."
     "</think>\n<answer>B</answer>"
 )
+DIRECT_EXAMPLE_RESPONSE = DIRECT_PREFIX + "B</answer>"
 
 
 def format_question(example: MCQExample, reminder: str = "") -> str:
@@ -55,6 +62,10 @@ class PromptBuilder:
     ``<system prompt> User: <question> Assistant:`` (a worked example, when asked for, as one more
     ``User: … Assistant: …`` exchange before the question). ``response_prefix`` is appended after the assistant
     header and counts as the start of the response: rewards parse ``response_prefix + completion``.
+
+    ``style="direct"`` asks for the answer without reasoning: the response starts with :data:`DIRECT_PREFIX`
+    (a closed think block, then ``<answer>``) in place of ``response_prefix``, the worked example answers the
+    same way and the reminder (when not empty) asks for the letter only.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -63,19 +74,32 @@ class PromptBuilder:
     reminder: str = FORMAT_REMINDER
     response_prefix: str = "<think>"
     template: str = "chat"
+    style: str = "cot"
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown prompt template {self.template!r}: expected one of {', '.join(TEMPLATES)}")
+        if self.style not in STYLES:
+            raise ValueError(f"unknown prompt style {self.style!r}: expected one of {', '.join(STYLES)}")
+
+    @property
+    def direct(self) -> bool:
+        return self.style == "direct"
+
+    @property
+    def prefix(self) -> str:
+        """The start of every response: ``response_prefix``, or :data:`DIRECT_PREFIX` in the direct style."""
+        return DIRECT_PREFIX if self.direct else self.response_prefix
 
     def messages(self, example: MCQExample) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        reminder = DIRECT_REMINDER if self.direct and self.reminder else self.reminder
         if self.one_shot:
             messages += [
-                {"role": "user", "content": format_question(EXAMPLE_QUESTION, self.reminder)},
-                {"role": "assistant", "content": EXAMPLE_RESPONSE},
+                {"role": "user", "content": format_question(EXAMPLE_QUESTION, reminder)},
+                {"role": "assistant", "content": DIRECT_EXAMPLE_RESPONSE if self.direct else EXAMPLE_RESPONSE},
             ]
-        return messages + [{"role": "user", "content": format_question(example, self.reminder)}]
+        return messages + [{"role": "user", "content": format_question(example, reminder)}]
 
     def __call__(self, example: MCQExample) -> str:
         messages = self.messages(example)
@@ -85,8 +109,8 @@ class PromptBuilder:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant: "
-        return text + self.response_prefix
+        return text + self.prefix
 
     def full_response(self, completion: str) -> str:
         """The response as the reward sees it: the pre-filled prefix plus the generated text."""
-        return self.response_prefix + completion
+        return self.prefix + completion

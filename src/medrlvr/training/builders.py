@@ -191,6 +191,7 @@ def build_prompt_builder(cfg: PromptConfig, tokenizer: PreTrainedTokenizerBase) 
         reminder=FORMAT_REMINDER if cfg.reminder else "",
         response_prefix=cfg.response_prefix,
         template=cfg.template,
+        style=cfg.style,
     )
 
 
