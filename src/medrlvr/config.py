@@ -188,6 +188,8 @@ class AlgoConfig:
     per forward/backward pass (gradients accumulated over ``mini_batch_size / micro_batch_size`` passes;
     null = ``mini_batch_size``), ``forward_batch_size`` per pass of the no-grad log-prob and value passes
     (null = ``micro_batch_size``).
+
+    ``adam_betas`` are AdamW's (β1, β2) for actor and critic.
     """
 
     name: str = "ppo"
@@ -212,6 +214,7 @@ class AlgoConfig:
     actor_lr: float = 1e-6
     critic_lr: float = 9e-6
     weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     value_loss_coef: float = 0.5
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
@@ -273,6 +276,11 @@ class AlgoConfig:
             self.forward_batch_size = self.micro_batch_size
         _check(self.forward_batch_size >= 1, "algo.forward_batch_size", f"must be >= 1, got {self.forward_batch_size}")
         _check(self.actor_lr > 0 and self.critic_lr > 0, "algo.actor_lr/critic_lr", "learning rates must be > 0")
+        _check(
+            len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas),
+            "algo.adam_betas",
+            f"must be two numbers in [0, 1), got {list(self.adam_betas)}",
+        )
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
         _check(
             self.loss_aggregation in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),

@@ -53,6 +53,8 @@ def test_grpo_options_override():
         (["algo=rloo", "rollout.num_samples=1", "algo.mini_batch_size=4"], "rollout.num_samples"),
         (["algo.filter_equal_reward_groups=true", "rollout.num_samples=1", "algo.mini_batch_size=4"], "rollout.num_samples"),
         (["model.critic=none"], "model.critic"),
+        (["algo.adam_betas=[0.9,1.0]"], "algo.adam_betas"),
+        (["algo.adam_betas=[0.9]"], "algo.adam_betas"),
     ],
 )
 def test_inconsistent_algorithm_options_fail_naming_the_key(overrides, key):

@@ -112,7 +112,11 @@ class PPOModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer)."""
-        return torch.optim.AdamW(parameter_groups(self.model, self.algo), weight_decay=self.algo.weight_decay)
+        return torch.optim.AdamW(
+            parameter_groups(self.model, self.algo),
+            betas=tuple(self.algo.adam_betas),  # type: ignore[arg-type]
+            weight_decay=self.algo.weight_decay,
+        )
 
     def on_train_start(self) -> None:
         """Push the policy into the rollout engine once the strategy has placed it (and a resumed checkpoint
