@@ -172,6 +172,7 @@ class RewardConfig:
 
 ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
 ADVANTAGE_ESTIMATORS = ("gae", "grpo", "grpo_no_std", "rloo", "reinforce_pp")
+LR_SCHEDULERS = ("constant", "cosine_with_min_lr")
 
 
 @dataclass
@@ -189,7 +190,9 @@ class AlgoConfig:
     null = ``mini_batch_size``), ``forward_batch_size`` per pass of the no-grad log-prob and value passes
     (null = ``micro_batch_size``).
 
-    ``adam_betas`` are AdamW's (β1, β2) for actor and critic.
+    ``adam_betas`` are AdamW's (β1, β2) for actor and critic. ``lr_scheduler`` ``constant`` keeps
+    ``actor_lr``/``critic_lr``; ``cosine_with_min_lr`` warms up linearly over the first ``lr_warmup_ratio`` of
+    the run's optimizer steps, then decays each learning rate along a cosine to ``min_lr_ratio`` times itself.
     """
 
     name: str = "ppo"
@@ -215,6 +218,9 @@ class AlgoConfig:
     critic_lr: float = 9e-6
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_scheduler: str = "constant"
+    lr_warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.1
     value_loss_coef: float = 0.5
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
@@ -281,6 +287,13 @@ class AlgoConfig:
             "algo.adam_betas",
             f"must be two numbers in [0, 1), got {list(self.adam_betas)}",
         )
+        _check(
+            self.lr_scheduler in LR_SCHEDULERS,
+            "algo.lr_scheduler",
+            f"unknown schedule {self.lr_scheduler!r}; choose one of {', '.join(LR_SCHEDULERS)}",
+        )
+        _check(0 <= self.lr_warmup_ratio < 1, "algo.lr_warmup_ratio", f"must be in [0, 1), got {self.lr_warmup_ratio}")
+        _check(0 <= self.min_lr_ratio <= 1, "algo.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
         _check(
             self.loss_aggregation in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),

@@ -55,6 +55,9 @@ def test_grpo_options_override():
         (["model.critic=none"], "model.critic"),
         (["algo.adam_betas=[0.9,1.0]"], "algo.adam_betas"),
         (["algo.adam_betas=[0.9]"], "algo.adam_betas"),
+        (["algo.lr_scheduler=linear"], "algo.lr_scheduler"),
+        (["algo.lr_warmup_ratio=1.0"], "algo.lr_warmup_ratio"),
+        (["algo.min_lr_ratio=-0.1"], "algo.min_lr_ratio"),
     ],
 )
 def test_inconsistent_algorithm_options_fail_naming_the_key(overrides, key):

@@ -33,6 +33,7 @@ from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.rollout.placement import EnginePlacement, trainer_placement
 from medrlvr.training.numerics import NumericsGuard
+from medrlvr.training.optim import optimizer_steps
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.training.strategies import hf_zero3_context, zero3
@@ -152,6 +153,7 @@ def build_module(
     module = PPOModule(
         model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration,
         build_model, engine_builder(cfg, tokenizer),
+        optimizer_steps(algo, cfg.data.batch_size, cfg.rollout.num_samples, cfg.trainer.max_steps),
     )
     return module, engine
 
