@@ -193,6 +193,9 @@ class AlgoConfig:
     ``adam_betas`` are AdamW's (β1, β2) for actor and critic. ``lr_scheduler`` ``constant`` keeps
     ``actor_lr``/``critic_lr``; ``cosine_with_min_lr`` warms up linearly over the first ``lr_warmup_ratio`` of
     the run's optimizer steps, then decays each learning rate along a cosine to ``min_lr_ratio`` times itself.
+    ``separate_clipping`` clips the actor's and the critic's gradients each to norm ``max_grad_norm`` (as
+    separate actor and critic models are), instead of their joint norm; not under DeepSpeed, whose engine
+    clips one global norm.
     """
 
     name: str = "ppo"
@@ -224,6 +227,7 @@ class AlgoConfig:
     value_loss_coef: float = 0.5
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
+    separate_clipping: bool = False
     whiten_advantages: bool = True
     loss_aggregation: str = "token-mean"
     tis_cap: Optional[float] = None
@@ -587,6 +591,12 @@ class TrainConfig:
             "algo.filter_equal_reward_groups",
             f"needs trainer.strategy=auto: with {self.trainer.strategy!r} every process must take the same number "
             "of optimizer steps, which filtering breaks",
+        )
+        _check(
+            not self.algo.separate_clipping or self.trainer.strategy != "deepspeed",
+            "algo.separate_clipping",
+            "is not available with trainer.strategy=deepspeed: its engine clips one global gradient norm over actor "
+            "and critic; set algo.separate_clipping=false or use trainer.strategy auto or ddp",
         )
         samples = self.data.batch_size * self.rollout.num_samples
         _check(

@@ -58,6 +58,7 @@ def test_grpo_options_override():
         (["algo.lr_scheduler=linear"], "algo.lr_scheduler"),
         (["algo.lr_warmup_ratio=1.0"], "algo.lr_warmup_ratio"),
         (["algo.min_lr_ratio=-0.1"], "algo.min_lr_ratio"),
+        (["trainer=deepspeed_zero2", "algo.separate_clipping=true"], "algo.separate_clipping"),
     ],
 )
 def test_inconsistent_algorithm_options_fail_naming_the_key(overrides, key):

@@ -1,8 +1,10 @@
-"""The optimizer's conventions: Adam betas, the learning-rate schedule (its length and its exact resumption)."""
+"""The optimizer's conventions: Adam betas, the learning-rate schedule (its length and its exact resumption),
+gradient clipping of actor and critic together or apart."""
 
 import json
 import math
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -10,7 +12,8 @@ from hydra import compose, initialize_config_dir
 from medrlvr.config import AlgoConfig, TrainConfig, config_dir, register_configs, to_train_config
 from medrlvr.training import builders
 from medrlvr.training.optim import build_lr_scheduler, learning_rates, load_lr_scheduler, optimizer_steps
-from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.ppo_module import PPOModule, grad_norm_stats
+from medrlvr.training.strategies import clip_and_step
 
 register_configs()
 
@@ -100,3 +103,43 @@ def test_a_decaying_schedule_needs_the_run_length():
     module.total_optimizer_steps = None
     with pytest.raises(ValueError, match="total_optimizer_steps"):
         module.configure_optimizers()
+
+
+def with_gradients(*norms: float) -> list[torch.nn.Parameter]:
+    """One parameter per norm, whose gradient (3/5, 4/5) × norm has that norm."""
+    params = [torch.nn.Parameter(torch.zeros(2)) for _ in norms]
+    for param, norm in zip(params, norms):
+        param.grad = torch.tensor([0.6, 0.8]) * norm
+    return params
+
+
+def test_groups_are_clipped_together_or_apart():
+    actor, critic = with_gradients(3.0, 4.0)
+    norms, stepped = clip_and_step(L.LightningModule(), torch.optim.SGD([actor, critic]), [[actor, critic]], 1.0)
+    assert stepped and norms == [pytest.approx(5.0)]
+    assert [p.grad.norm().item() for p in (actor, critic)] == pytest.approx([3 / 5, 4 / 5])
+
+    actor, critic = with_gradients(3.0, 0.5)
+    norms, stepped = clip_and_step(L.LightningModule(), torch.optim.SGD([actor, critic]), [[actor], [critic]], 1.0)
+    assert stepped and norms == [pytest.approx(3.0), pytest.approx(0.5)]
+    assert [p.grad.norm().item() for p in (actor, critic)] == pytest.approx([1.0, 0.5])
+
+
+def test_a_non_finite_norm_in_any_group_skips_the_step():
+    actor, critic = with_gradients(1.0, float("inf"))
+    optimizer = torch.optim.SGD([actor, critic], lr=1.0)
+    _, stepped = clip_and_step(L.LightningModule(), optimizer, [[actor], [critic]], 1.0)
+    assert not stepped and actor.grad is None and torch.equal(actor.detach(), torch.zeros(2))
+
+
+def test_grad_norm_stats_log_the_joint_norm_and_each_apart():
+    assert grad_norm_stats([2.0]) == {"grad_norm": 2.0}
+    assert grad_norm_stats([3.0, 4.0]) == {"grad_norm": 5.0, "grad_norm_actor": 3.0, "grad_norm_critic": 4.0}
+
+
+@pytest.mark.parametrize("separate, groups", [("false", 1), ("true", 2)])
+def test_separate_clipping_splits_actor_and_critic(separate, groups):
+    module = smoke_module(smoke_config(f"algo.separate_clipping={separate}"))
+    found = module._clipping_groups()
+    assert len(found) == groups
+    assert sum(len(group) for group in found) == len(module.model.actor_parameters() + module.model.critic_parameters())

@@ -10,6 +10,7 @@ only orders the calls.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -45,6 +46,15 @@ def parameter_groups(model: ActorCritic, algo: AlgoConfig) -> list[dict[str, Any
     if model.has_critic:
         groups.append({"params": model.critic_parameters(), "lr": algo.critic_lr, "name": "critic"})
     return groups
+
+
+def grad_norm_stats(norms: list[float]) -> dict[str, float]:
+    """``grad_norm`` of all clipped gradients and, given the actor's and the critic's norms apart,
+    ``grad_norm_actor`` and ``grad_norm_critic``."""
+    stats = {"grad_norm": math.hypot(*norms)}
+    if len(norms) == 2:
+        stats |= {"grad_norm_actor": norms[0], "grad_norm_critic": norms[1]}
+    return stats
 
 
 def format_error_shares(parsed: list[ParsedCompletion]) -> dict[str, float]:
@@ -278,12 +288,18 @@ class PPOModule(L.LightningModule):
             token_share = core.accumulation_weight(micro.response_mask, minibatch.response_mask)
             for key, value in micro_stats.items():
                 totals[key] += value * (loss_share if key in _LOSS_STATS else token_share)
-        parameters = self.model.actor_parameters() + self.model.critic_parameters()
-        grad_norm, stepped = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
+        norms, stepped = clip_and_step(self, optimizer, self._clipping_groups(), self.algo.max_grad_norm)
         if not stepped:
             return {}, "gradients"
         self.scheduler.step()  # type: ignore[union-attr]
-        return dict(totals) | {"grad_norm": grad_norm}, None
+        return dict(totals) | grad_norm_stats(norms), None
+
+    def _clipping_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Actor and critic parameters, clipped apart with ``algo.separate_clipping`` and a critic, else together."""
+        actor, critic = self.model.actor_parameters(), self.model.critic_parameters()
+        if self.algo.separate_clipping and critic:
+            return [actor, critic]
+        return [actor + critic]
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         algo = self.algo
