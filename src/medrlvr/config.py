@@ -454,9 +454,12 @@ class DeepSpeedConfig:
 class TrainerConfig:
     """Lightning ``Trainer`` settings. ``devices`` per node (-1 = every GPU) and ``num_nodes``; ``strategy``
     ``auto`` (one process), ``ddp`` or ``deepspeed`` (with ``deepspeed.*``). Each process generates rollouts
-    from its own ``data.batch_size`` prompts per iteration."""
+    from its own ``data.batch_size`` prompts per iteration. ``max_epochs`` (RL algorithms; null = off), when
+    set, replaces ``max_steps``: the run takes as many iterations as pass over the training questions that many
+    times at the global batch (``data.batch_size`` × processes), so it means the same on any number of GPUs."""
 
     max_steps: int = 20
+    max_epochs: Optional[float] = None
     accelerator: str = "cpu"
     devices: int = 1
     num_nodes: int = 1
@@ -476,6 +479,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+        _check(
+            self.max_epochs is None or self.max_epochs > 0,
+            "trainer.max_epochs",
+            f"must be > 0 or null (off), got {self.max_epochs}",
+        )
         _check(self.devices >= 1 or self.devices == -1, "trainer.devices", f"must be >= 1 or -1 (all), got {self.devices}")
         _check(self.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {self.num_nodes}")
         _check(
@@ -585,6 +593,7 @@ class TrainConfig:
         )
         check_sweep_eval_split(self.data, sweeping=self.logger.trial is not None)
         if not isinstance(self.algo, AlgoConfig):
+            _check(self.trainer.max_epochs is None, "trainer.max_epochs", "is for RL algorithms; algo=sft uses algo.epochs")
             return
         _check(
             not self.algo.filter_equal_reward_groups or self.trainer.strategy == "auto",

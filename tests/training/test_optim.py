@@ -43,6 +43,7 @@ def test_med_rlvr_uses_openrlhf_optimisation_conventions():
     algo = train_config("experiment=med_rlvr", "model=tiny").algo
     assert algo.adam_betas == [0.9, 0.95]
     assert (algo.lr_scheduler, algo.lr_warmup_ratio, algo.min_lr_ratio) == ("cosine_with_min_lr", 0.03, 0.1)
+    assert train_config("experiment=med_rlvr", "model=tiny").trainer.max_epochs == 10
 
 
 def test_optimizer_steps_count_iterations_epochs_and_minibatches():
