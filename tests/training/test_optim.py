@@ -98,6 +98,18 @@ def test_a_schedule_restored_from_json_continues_exactly():
     assert lrs_after(resumed, 35) == expected[25:]
 
 
+def test_a_resumed_schedule_takes_changed_learning_rates_at_the_saved_step():
+    algo = AlgoConfig(lr_scheduler="cosine_with_min_lr")
+    first = build_lr_scheduler(two_groups(), algo, 60)
+    lrs_after(first, 30)
+    optimizer = two_groups()
+    optimizer.param_groups[0]["lr"] = 2e-6  # actor_lr doubled on resume
+    resumed = build_lr_scheduler(optimizer, algo, 60)
+    load_lr_scheduler(resumed, json.loads(json.dumps(first.state_dict())))
+    assert learning_rates(optimizer)["lr/actor"] == pytest.approx(2 * learning_rates(first.optimizer)["lr/actor"])
+    assert learning_rates(optimizer)["lr/critic"] == learning_rates(first.optimizer)["lr/critic"]
+
+
 def test_a_decaying_schedule_needs_the_run_length():
     cfg = smoke_config("algo.lr_scheduler=cosine_with_min_lr")
     module = smoke_module(cfg)

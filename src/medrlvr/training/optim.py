@@ -38,10 +38,14 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, algo: AlgoConfig, total
 
 
 def load_lr_scheduler(scheduler: LambdaLR, state: dict[str, Any]) -> None:
-    """Restore ``scheduler`` from its ``state_dict`` and set its optimizer's learning rates to match."""
+    """Continue ``scheduler`` at the step saved in ``state`` (its ``state_dict``), keeping its own peak learning
+    rates and length (a resumed run may change the learning rates and the run's length), and set its optimizer's
+    learning rates to the schedule's at that step (LambdaLR's ``base_lr × lambda(step)``)."""
+    peaks = scheduler.base_lrs
     scheduler.load_state_dict(state)
-    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
-        group["lr"] = lr
+    scheduler.base_lrs = peaks
+    for group, peak, factor in zip(scheduler.optimizer.param_groups, peaks, scheduler.lr_lambdas):
+        group["lr"] = peak * factor(scheduler.last_epoch)
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
