@@ -179,6 +179,7 @@ class RewardConfig:
 
 ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
 ADVANTAGE_ESTIMATORS = ("gae", "grpo", "grpo_no_std", "rloo", "reinforce_pp")
+LR_SCHEDULERS = ("constant", "cosine_with_min_lr")
 
 
 @dataclass
@@ -195,6 +196,13 @@ class AlgoConfig:
     per forward/backward pass (gradients accumulated over ``mini_batch_size / micro_batch_size`` passes;
     null = ``mini_batch_size``), ``forward_batch_size`` per pass of the no-grad log-prob and value passes
     (null = ``micro_batch_size``).
+
+    ``adam_betas`` are AdamW's (β1, β2) for actor and critic. ``lr_scheduler`` ``constant`` keeps
+    ``actor_lr``/``critic_lr``; ``cosine_with_min_lr`` warms up linearly over the first ``lr_warmup_ratio`` of
+    the run's optimizer steps, then decays each learning rate along a cosine to ``min_lr_ratio`` times itself.
+    ``separate_clipping`` clips the actor's and the critic's gradients each to norm ``max_grad_norm`` (as
+    separate actor and critic models are), instead of their joint norm; not under DeepSpeed, whose engine
+    clips one global norm.
     """
 
     name: str = "ppo"
@@ -219,9 +227,14 @@ class AlgoConfig:
     actor_lr: float = 1e-6
     critic_lr: float = 9e-6
     weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_scheduler: str = "constant"
+    lr_warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.1
     value_loss_coef: float = 0.5
     entropy_coef: float = 0.0
     max_grad_norm: float = 1.0
+    separate_clipping: bool = False
     whiten_advantages: bool = True
     loss_aggregation: str = "token-mean"
     tis_cap: Optional[float] = None
@@ -280,6 +293,18 @@ class AlgoConfig:
             self.forward_batch_size = self.micro_batch_size
         _check(self.forward_batch_size >= 1, "algo.forward_batch_size", f"must be >= 1, got {self.forward_batch_size}")
         _check(self.actor_lr > 0 and self.critic_lr > 0, "algo.actor_lr/critic_lr", "learning rates must be > 0")
+        _check(
+            len(self.adam_betas) == 2 and all(0 <= beta < 1 for beta in self.adam_betas),
+            "algo.adam_betas",
+            f"must be two numbers in [0, 1), got {list(self.adam_betas)}",
+        )
+        _check(
+            self.lr_scheduler in LR_SCHEDULERS,
+            "algo.lr_scheduler",
+            f"unknown schedule {self.lr_scheduler!r}; choose one of {', '.join(LR_SCHEDULERS)}",
+        )
+        _check(0 <= self.lr_warmup_ratio < 1, "algo.lr_warmup_ratio", f"must be in [0, 1), got {self.lr_warmup_ratio}")
+        _check(0 <= self.min_lr_ratio <= 1, "algo.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
         _check(
             self.loss_aggregation in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
@@ -436,9 +461,12 @@ class DeepSpeedConfig:
 class TrainerConfig:
     """Lightning ``Trainer`` settings. ``devices`` per node (-1 = every GPU) and ``num_nodes``; ``strategy``
     ``auto`` (one process), ``ddp`` or ``deepspeed`` (with ``deepspeed.*``). Each process generates rollouts
-    from its own ``data.batch_size`` prompts per iteration."""
+    from its own ``data.batch_size`` prompts per iteration. ``max_epochs`` (null = off), when set, replaces
+    ``max_steps`` (for SFT, unless ``algo.epochs`` is set): the run takes as many iterations as pass over the training questions that many
+    times at the global batch (``data.batch_size`` × processes), so it means the same on any number of GPUs."""
 
     max_steps: int = 20
+    max_epochs: Optional[float] = None
     accelerator: str = "cpu"
     devices: int = 1
     num_nodes: int = 1
@@ -458,6 +486,11 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 1, "trainer.max_steps", f"must be >= 1, got {self.max_steps}")
+        _check(
+            self.max_epochs is None or self.max_epochs > 0,
+            "trainer.max_epochs",
+            f"must be > 0 or null (off), got {self.max_epochs}",
+        )
         _check(self.devices >= 1 or self.devices == -1, "trainer.devices", f"must be >= 1 or -1 (all), got {self.devices}")
         _check(self.num_nodes >= 1, "trainer.num_nodes", f"must be >= 1, got {self.num_nodes}")
         _check(
@@ -578,6 +611,12 @@ class TrainConfig:
             "algo.filter_equal_reward_groups",
             f"needs trainer.strategy=auto: with {self.trainer.strategy!r} every process must take the same number "
             "of optimizer steps, which filtering breaks",
+        )
+        _check(
+            not self.algo.separate_clipping or self.trainer.strategy != "deepspeed",
+            "algo.separate_clipping",
+            "is not available with trainer.strategy=deepspeed: its engine clips one global gradient norm over actor "
+            "and critic; set algo.separate_clipping=false or use trainer.strategy auto or ddp",
         )
         samples = self.data.batch_size * self.rollout.num_samples
         _check(

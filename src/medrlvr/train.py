@@ -218,7 +218,7 @@ def train(
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     train_examples, eval_sets = within_context(cfg, prompts, train_examples, eval_sets)
-    module, _ = builders.build_module(cfg, tokenizer, prompts, start)
+    module, _ = builders.build_module(cfg, tokenizer, prompts, start, len(train_examples))
     if rank_zero_only.rank != 0:  # other processes of a multi-process run (their rank comes from the launcher)
         return _fit_and_evaluate(
             cfg, output_dir, module, prompts, tokenizer, None, train_examples, eval_sets, checkpoint, signals

@@ -53,6 +53,12 @@ def test_grpo_options_override():
         (["algo=rloo", "rollout.num_samples=1", "algo.mini_batch_size=4"], "rollout.num_samples"),
         (["algo.filter_equal_reward_groups=true", "rollout.num_samples=1", "algo.mini_batch_size=4"], "rollout.num_samples"),
         (["model.critic=none"], "model.critic"),
+        (["algo.adam_betas=[0.9,1.0]"], "algo.adam_betas"),
+        (["algo.adam_betas=[0.9]"], "algo.adam_betas"),
+        (["algo.lr_scheduler=linear"], "algo.lr_scheduler"),
+        (["algo.lr_warmup_ratio=1.0"], "algo.lr_warmup_ratio"),
+        (["algo.min_lr_ratio=-0.1"], "algo.min_lr_ratio"),
+        (["trainer=deepspeed_zero2", "algo.separate_clipping=true"], "algo.separate_clipping"),
     ],
 )
 def test_inconsistent_algorithm_options_fail_naming_the_key(overrides, key):

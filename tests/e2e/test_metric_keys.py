@@ -29,8 +29,12 @@ PLACEHOLDERS = {
 # random model answers none)
 NOT_IN_TINY_RUNS = {"perf/max_memory_allocated_gib", "eval/<set>/position_bias_tv"}
 RUNS = {
-    # every optional PPO family that does not skip updates: the OOD evaluation, the KL loss term, TIS
-    "ppo": ("experiment=smoke", "trainer.eval_ood=true", "algo.kl_loss_coef=0.01", "algo.tis_cap=2.0"),
+    # every optional PPO family that does not skip updates: the OOD evaluation, the KL loss term, TIS, the actor's
+    # and critic's gradient norms
+    "ppo": (
+        "experiment=smoke", "trainer.eval_ood=true", "algo.kl_loss_coef=0.01", "algo.tis_cap=2.0",
+        "algo.separate_clipping=true",
+    ),
     "sft": (
         "experiment=smoke_sft", "data=medqa_5opt", f"data.path={FIXTURES / 'medqa_5opt'}", "data.batch_size=4",
         "trainer.eval_before=false", "trainer.eval_after=false",

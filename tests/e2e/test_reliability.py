@@ -64,7 +64,8 @@ def start_and_wait_for(
 
 
 def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
-    settings = ("trainer.max_steps=4", "trainer.checkpoint_every=2", *QUICK)
+    # a decaying learning rate: its schedule must resume where it stopped too
+    settings = ("trainer.max_steps=4", "trainer.checkpoint_every=2", "algo.lr_scheduler=cosine_with_min_lr", *QUICK)
     straight = run(tmp_path / "straight", *settings)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
@@ -87,7 +88,8 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     client_b, run_b = only_run(killed)  # one run: the resumed process continued it
     assert run_b.info.status == "FINISHED"
     metrics_a, metrics_b = history(client, run_a), history(client_b, run_b)
-    assert metrics_a.keys() == metrics_b.keys() and "loss/policy_loss" in metrics_a
+    assert metrics_a.keys() == metrics_b.keys() and {"loss/policy_loss", "lr/actor", "lr/critic"} <= metrics_a.keys()
+    assert len({value for _, value in metrics_a["lr/actor"]}) == 4
     for key, values in metrics_a.items():
         assert sorted(metrics_b[key]) == sorted(values), key  # same steps, same values, nothing twice
     assert [step for step, _ in metrics_b["reward/mean"]] == [1, 2, 3, 4]

@@ -16,6 +16,7 @@ from medrlvr.config import config_dir, register_configs, to_train_config
 from medrlvr.data.bundled import load_bundled
 from medrlvr.train import prompt_loader
 from medrlvr.training import builders
+from medrlvr.training.optim import build_lr_scheduler
 from medrlvr.training.ppo_module import parameter_groups
 
 register_configs()
@@ -33,7 +34,13 @@ def one_update(*overrides: str) -> tuple[dict[str, torch.Tensor], dict[str, floa
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     module, _ = builders.build_module(cfg, tokenizer, prompts)
-    module.configure_optimizers = lambda: torch.optim.SGD(parameter_groups(module.model, cfg.algo), lr=1.0)
+
+    def sgd() -> torch.optim.Optimizer:
+        optimizer = torch.optim.SGD(parameter_groups(module.model, cfg.algo), lr=1.0)
+        module.scheduler = build_lr_scheduler(optimizer, cfg.algo, 1)
+        return optimizer
+
+    module.configure_optimizers = sgd
     before = {name: p.detach().clone() for name, p in module.model.named_parameters() if p.requires_grad}
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,

@@ -20,6 +20,7 @@ from medrlvr.config import (
     RolloutConfig,
     SFTConfig,
     TrainConfig,
+    TrainerConfig,
     artifact_location,
     default_tracking_uri,
 )
@@ -33,6 +34,7 @@ from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.rollout.placement import EnginePlacement, trainer_placement
 from medrlvr.training.numerics import NumericsGuard
+from medrlvr.training.optim import optimizer_steps
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.training.strategies import hf_zero3_context, zero3
@@ -122,10 +124,15 @@ def engine_builder(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> Engi
 
 
 def build_module(
-    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder, first_iteration: int = 0
+    cfg: TrainConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: PromptBuilder,
+    first_iteration: int = 0,
+    num_train: int | None = None,
 ) -> tuple[PPOModule | SFTModule, RolloutEngine | None]:
     """The LightningModule of ``algo.name`` (an RL algorithm or ``sft``) and the rollout engine generating from
-    its policy; an RL module resumes counting after ``first_iteration``.
+    its policy; an RL module resumes counting after ``first_iteration``, and its learning-rate schedule spans
+    the run's :func:`rl_iterations` (``num_train`` training questions are needed with ``trainer.max_epochs``).
 
     A vLLM engine joins the run's process group, which exists only once fit has started (Lightning's own
     launcher starts the other processes then), so the module builds it in ``on_fit_start`` and None is
@@ -152,18 +159,36 @@ def build_module(
     module = PPOModule(
         model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration,
         build_model, engine_builder(cfg, tokenizer),
+        optimizer_steps(algo, cfg.data.batch_size, cfg.rollout.num_samples, rl_iterations(cfg, num_train)),
     )
     return module, engine
 
 
+def process_count(cfg: TrainerConfig) -> int:
+    """Training processes: ``devices`` per node (-1 = every visible GPU) × ``num_nodes``."""
+    devices = cfg.devices if cfg.devices > 0 else torch.cuda.device_count()
+    return devices * cfg.num_nodes
+
+
+def rl_iterations(cfg: TrainConfig, num_train: int | None) -> int:
+    """``trainer.max_steps``, or with ``trainer.max_epochs`` the iterations passing that many times over the
+    ``num_train`` training questions at the global batch (``data.batch_size`` × processes), rounded up."""
+    if cfg.trainer.max_epochs is None:
+        return cfg.trainer.max_steps
+    if num_train is None:
+        raise ValueError("trainer.max_epochs needs the number of training questions")
+    return math.ceil(cfg.trainer.max_epochs * num_train / (cfg.data.batch_size * process_count(cfg.trainer)))
+
+
 def training_schedule(cfg: TrainConfig, num_train: int) -> tuple[int, int]:
-    """(questions per step, steps): ``data.batch_size`` and ``trainer.max_steps``, unless SFT sets its own
-    ``algo.batch_size`` or ``algo.epochs`` (passes over the ``num_train`` training questions)."""
+    """(questions per step per process, steps): ``data.batch_size`` and :func:`rl_iterations`, unless SFT sets
+    its own ``algo.batch_size`` or passes over the ``num_train`` training questions (``algo.epochs``, else
+    ``trainer.max_epochs``)."""
     if not isinstance(cfg.algo, SFTConfig):
-        return cfg.data.batch_size, cfg.trainer.max_steps
+        return cfg.data.batch_size, rl_iterations(cfg, num_train)
     batch_size = cfg.algo.batch_size or cfg.data.batch_size
-    steps = math.ceil(cfg.algo.epochs * num_train / batch_size) if cfg.algo.epochs else cfg.trainer.max_steps
-    return batch_size, steps
+    epochs = cfg.algo.epochs or cfg.trainer.max_epochs
+    return batch_size, math.ceil(epochs * num_train / batch_size) if epochs else cfg.trainer.max_steps
 
 
 def model_context(model: ModelConfig, rollout: RolloutConfig) -> int | None:

@@ -16,8 +16,8 @@ under DeepSpeed every process writes, through DeepSpeed's own ``save_checkpoint`
 and in both cases the first process adds
 
 - ``state.json``: iteration, MLflow run id, layout (format, processes, ZeRO stage), RNG states (one
-  process), callback state and the run's resolved config (checked on resume, see
-  :mod:`medrlvr.training.resume`);
+  process), callback state, the numerics guard's and the learning-rate schedule's state, and the run's resolved
+  config (checked on resume, see :mod:`medrlvr.training.resume`);
 - ``manifest.json``, written last: size and SHA-256 of every other file in the folder.
 
 Writes go to a hidden temporary folder that is fsynced and renamed into place, so a folder named
@@ -407,9 +407,9 @@ class CheckpointCallback(L.Callback):
 
     Under DeepSpeed every process writes its shards (:func:`save_sharded_checkpoint`); otherwise the main
     process writes everything (:func:`save_checkpoint`). ``resume_from`` is loaded on every process when
-    training starts (the engine and the optimizer exist by then). The numerics guard and callbacks with a
-    ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra`` state, ``config`` (the run's
-    resolved config) in its ``config`` state.
+    training starts (the engine and the optimizer exist by then). The numerics guard, the learning-rate
+    schedule and callbacks with a ``state_dict`` (e.g. the stage tracker) are saved in the checkpoint's ``extra``
+    state, ``config`` (the run's resolved config) in its ``config`` state.
     """
 
     def __init__(
@@ -445,6 +445,8 @@ class CheckpointCallback(L.Callback):
             load_sharded_checkpoint(self.resume_from, engine, pl_module.model, trainer.global_rank, trainer.world_size)
         extra = self.resume_from.state["extra"]
         pl_module.guard.load_state_dict(extra["numerics"])
+        if "lr_scheduler" in extra:  # checkpoints from before learning-rate schedules ran at constant rates
+            pl_module.load_scheduler_state(extra["lr_scheduler"])
         for callback in trainer.callbacks:
             if type(callback).__name__ in extra:
                 callback.load_state_dict(extra[type(callback).__name__])
@@ -469,6 +471,7 @@ class CheckpointCallback(L.Callback):
         process holds the same weights and optimizer state) the main one writes everything."""
         extra = {type(cb).__name__: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
         extra["numerics"] = pl_module.guard.state_dict()
+        extra["lr_scheduler"] = pl_module.scheduler_state()
         run_id = getattr(trainer.logger, "run_id", None)
         engine = deepspeed_engine(pl_module)
         if engine is not None:

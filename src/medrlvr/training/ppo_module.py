@@ -10,6 +10,7 @@ only orders the calls.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from medrlvr.rollout.base import EngineBuilder, RolloutBatch, RolloutEngine, Sam
 from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience
 from medrlvr.training.numerics import NumericsGuard, nonfinite
+from medrlvr.training.optim import build_lr_scheduler, learning_rates, load_lr_scheduler, minibatch_rows
 from medrlvr.training.strategies import begin_micro_batch, clip_and_step, deepspeed_engine
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,15 @@ def parameter_groups(model: ActorCritic, algo: AlgoConfig) -> list[dict[str, Any
     return groups
 
 
+def grad_norm_stats(norms: list[float]) -> dict[str, float]:
+    """``grad_norm`` of all clipped gradients and, given the actor's and the critic's norms apart,
+    ``grad_norm_actor`` and ``grad_norm_critic``."""
+    stats = {"grad_norm": math.hypot(*norms)}
+    if len(norms) == 2:
+        stats |= {"grad_norm_actor": norms[0], "grad_norm_critic": norms[1]}
+    return stats
+
+
 def format_error_shares(parsed: list[ParsedCompletion]) -> dict[str, float]:
     """``format_error/<name>``: share of completions failing with each parser error, 0 for those that did not occur."""
     errors = [p.format_error for p in parsed]
@@ -60,6 +71,9 @@ class PPOModule(L.LightningModule):
     it is created); given ``build_engine`` instead of ``engine``, it builds the engine in :meth:`on_fit_start`.
     Under several processes each one generates from its own prompts; the update's collectives keep them in
     step, and the logged metrics are combined over all of them.
+
+    ``total_optimizer_steps`` (the run's, see :func:`medrlvr.training.optim.optimizer_steps`) is the length of
+    the learning-rate schedule; only ``algo.lr_scheduler=constant`` runs without it.
     """
 
     def __init__(
@@ -75,6 +89,7 @@ class PPOModule(L.LightningModule):
         first_iteration: int = 0,
         build_model: Callable[[], ActorCritic] | None = None,
         build_engine: EngineBuilder | None = None,
+        total_optimizer_steps: int | None = None,
     ) -> None:
         super().__init__()
         if (model is None and build_model is None) or (engine is None and build_engine is None):
@@ -91,6 +106,8 @@ class PPOModule(L.LightningModule):
         self.seed = seed
         self.guard = guard or NumericsGuard(max_bad_updates=1)
         self.first_iteration = first_iteration
+        self.total_optimizer_steps = total_optimizer_steps
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.iteration = first_iteration
         self.last_metrics: dict[str, float] = {}
         self.last_samples: list[dict[str, Any]] = []
@@ -111,8 +128,26 @@ class PPOModule(L.LightningModule):
         return self.model.merged_policy()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer)."""
-        return torch.optim.AdamW(parameter_groups(self.model, self.algo), weight_decay=self.algo.weight_decay)
+        """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer), and its
+        learning-rate schedule in ``self.scheduler``, stepped by the module after each optimizer step (also
+        under DeepSpeed, whose engine is not given it) and saved in checkpoints' run state."""
+        optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, self.algo),
+            betas=tuple(self.algo.adam_betas),  # type: ignore[arg-type]
+            weight_decay=self.algo.weight_decay,
+        )
+        if self.total_optimizer_steps is None and self.algo.lr_scheduler != "constant":
+            raise ValueError(f"algo.lr_scheduler={self.algo.lr_scheduler} needs the run's total_optimizer_steps")
+        self.scheduler = build_lr_scheduler(optimizer, self.algo, self.total_optimizer_steps or 1)
+        return optimizer
+
+    def scheduler_state(self) -> dict[str, Any]:
+        """The learning-rate schedule's ``state_dict`` (JSON-serialisable), for checkpoints."""
+        return self.scheduler.state_dict()  # type: ignore[union-attr]
+
+    def load_scheduler_state(self, state: dict[str, Any]) -> None:
+        """Resume the learning-rate schedule from :meth:`scheduler_state`."""
+        load_lr_scheduler(self.scheduler, state)  # type: ignore[arg-type]
 
     def on_train_start(self) -> None:
         """Push the policy into the rollout engine once the strategy has placed it (and a resumed checkpoint
@@ -177,6 +212,7 @@ class PPOModule(L.LightningModule):
         timings["weight_sync"] = time.perf_counter() - start
 
         local = self._metrics(rollout, scored, experience, update_stats, timings) | group_stats | numerics
+        local |= learning_rates(self.scheduler.optimizer)  # type: ignore[union-attr]
         self.last_metrics = gather_metrics(local)
         self.last_samples = self._samples(rows, responses, scored, iteration)
         if self.logger is not None:
@@ -209,7 +245,7 @@ class PPOModule(L.LightningModule):
             # whole prompt groups per minibatch, so each group's prompt runs once
             groups = torch.randperm(len(experience) // group, generator=generator)
             order = (groups.unsqueeze(1) * group + torch.arange(group)).flatten()
-            for index in order.split(max(group, self.algo.mini_batch_size // group * group)):
+            for index in order.split(minibatch_rows(self.algo.mini_batch_size, group)):
                 step_stats, problem = self._optimizer_step(experience.select(index.to(experience.input_ids.device)))
                 if problem is not None:
                     problems.append(problem)
@@ -252,11 +288,18 @@ class PPOModule(L.LightningModule):
             token_share = core.accumulation_weight(micro.response_mask, minibatch.response_mask)
             for key, value in micro_stats.items():
                 totals[key] += value * (loss_share if key in _LOSS_STATS else token_share)
-        parameters = self.model.actor_parameters() + self.model.critic_parameters()
-        grad_norm, stepped = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
+        norms, stepped = clip_and_step(self, optimizer, self._clipping_groups(), self.algo.max_grad_norm)
         if not stepped:
             return {}, "gradients"
-        return dict(totals) | {"grad_norm": grad_norm}, None
+        self.scheduler.step()  # type: ignore[union-attr]
+        return dict(totals) | grad_norm_stats(norms), None
+
+    def _clipping_groups(self) -> list[list[torch.nn.Parameter]]:
+        """Actor and critic parameters, clipped apart with ``algo.separate_clipping`` and a critic, else together."""
+        actor, critic = self.model.actor_parameters(), self.model.critic_parameters()
+        if self.algo.separate_clipping and critic:
+            return [actor, critic]
+        return [actor + critic]
 
     def _loss(self, mb: Experience) -> tuple[torch.Tensor, dict[str, float]]:
         algo = self.algo

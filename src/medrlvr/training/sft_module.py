@@ -129,7 +129,7 @@ class SFTModule(L.LightningModule):
         optimizer.zero_grad()
         self.manual_backward(loss)
         parameters = [p for p in self.policy.parameters() if p.requires_grad]
-        grad_norm, _ = clip_and_step(self, optimizer, parameters, self.algo.max_grad_norm)
+        (grad_norm,), _ = clip_and_step(self, optimizer, [parameters], self.algo.max_grad_norm)
         self.engine.sync_weights(self.policy)
         elapsed = time.perf_counter() - start
         tokens = int(response_mask.sum())

@@ -139,25 +139,29 @@ def begin_micro_batch(engine: Any | None) -> None:
 
 
 def clip_and_step(
-    module: L.LightningModule, optimizer: Any, parameters: list[torch.nn.Parameter], max_grad_norm: float
-) -> tuple[float, bool]:
-    """Clip the gradients to ``max_grad_norm`` and step; returns (norm before clipping, whether it stepped).
+    module: L.LightningModule, optimizer: Any, groups: list[list[torch.nn.Parameter]], max_grad_norm: float
+) -> tuple[list[float], bool]:
+    """Clip the gradients of each of ``groups`` to norm ``max_grad_norm`` on its own and step; returns (each
+    group's norm before clipping, whether it stepped). One group clips the norm of all its gradients together.
 
     A non-finite norm skips the step and clears the gradients. Under DeepSpeed the engine does both itself
-    (``gradient_clipping`` in its config; ZeRO partitions the gradients, so they cannot be clipped here).
+    (``gradient_clipping`` in its config; ZeRO partitions the gradients, so they cannot be clipped here): it
+    clips the global norm, so only one group is accepted.
     """
     engine = deepspeed_engine(module)
     if engine is not None:
+        if len(groups) != 1:
+            raise ValueError("DeepSpeed clips one global gradient norm: parameter groups cannot be clipped apart")
         optimizer.step()
         norm = engine.get_global_grad_norm()
         norm = float("nan") if norm is None else float(norm)
-        return norm, math.isfinite(norm)
-    norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm))
-    if not math.isfinite(norm):
+        return [norm], math.isfinite(norm)
+    norms = [float(torch.nn.utils.clip_grad_norm_(group, max_grad_norm)) for group in groups]
+    if not all(math.isfinite(norm) for norm in norms):
         optimizer.zero_grad()
-        return norm, False
+        return norms, False
     optimizer.step()
-    return norm, True
+    return norms, True
 
 
 @contextlib.contextmanager
