@@ -180,7 +180,10 @@ def test_optuna_sweep_resumes_and_records_a_crashing_trial(tmp_path: Path):
                 assert float(run.data.params[name.replace(".", "/")]) == pytest.approx(value)
     assert parent.data.metrics["trials_completed"] == 2 and parent.data.metrics["trials_failed"] == 1
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/param_importances.png", "report/objective_vs_algo.clip_range.png"} <= report
+    assert "report/objective_vs_algo.clip_range.png" in report
+    # importances only mean something when the trials scored differently (the tiny model often scores 0 twice)
+    differ = len({t.value for t in study.trials[1:]}) > 1
+    assert ("report/param_importances.png" in report) == differ
 
 
 def test_optuna_sweep_samples_a_reward_s_parameters_only_in_trials_that_choose_it(tmp_path: Path):

@@ -39,7 +39,9 @@ class FirstTokenInSetReward:
         self.targets = targets
         self.prefix = prefix
 
-    def __call__(self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str]) -> RewardOutput:
+    def __call__(
+        self, completions: Sequence[str], answers: Sequence[str], valid_letters: Sequence[str], options=None
+    ) -> RewardOutput:
         scores = []
         for text in completions:
             ids = self.tokenizer(text.removeprefix(self.prefix), add_special_tokens=False)["input_ids"]
