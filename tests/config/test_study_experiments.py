@@ -20,6 +20,8 @@ def test_med_rlvr_keeps_the_study_ppo_settings():
     assert isinstance(algo, AlgoConfig) and algo.name == "ppo"
     settings = (algo.actor_lr, algo.critic_lr, algo.lam, algo.value_clip_range, algo.mini_batch_size)
     assert settings == (5e-7, 9e-6, 0.95, 0.2, 16)
+    openrlhf = (algo.loss_aggregation, tuple(algo.adam_betas), algo.lr_scheduler, algo.lr_warmup_ratio, algo.min_lr_ratio)
+    assert openrlhf == ("seq-mean-token-mean", (0.9, 0.95), "cosine_with_min_lr", 0.03, 0.1)
 
 
 def test_sft_baseline_shares_everything_but_the_algorithm():
