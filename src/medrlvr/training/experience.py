@@ -84,7 +84,7 @@ def make_experience(
     response_ids, mask = rollout.response_ids, rollout.response_mask.float()
     group = group_size(rollout.prompt_index)
     sharing = PromptSharing.detect(input_ids, attention_mask, rollout.prompt_ids.shape[1], group)
-    chunk = max(group, forward_batch_size // group * group)
+    chunk = whole_group_rows(forward_batch_size, group)
     old_logprobs, ref_logprobs, values, frozen = [], [], [], []
     for start in range(0, len(input_ids), chunk):
         rows = slice(start, start + chunk)
@@ -130,3 +130,9 @@ def group_size(prompt_index: list[int]) -> int:
     size = counts[0]
     grouped = all(c == size for c in counts) and prompt_index == sorted(prompt_index)
     return size if grouped else 1
+
+
+def whole_group_rows(rows: int, group: int) -> int:
+    """``rows`` rounded down to whole prompt groups of ``group`` rows, at least one group: the rows of a
+    minibatch or of a no-grad pass, so that each group's prompt runs once."""
+    return max(group, rows // group * group)

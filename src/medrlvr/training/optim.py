@@ -10,17 +10,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_constant_schedule, get_cosine_with_min_lr_schedule_with_warmup
 
 from medrlvr.config import AlgoConfig
-
-
-def minibatch_rows(mini_batch_size: int, group: int) -> int:
-    """Rows per minibatch: whole prompt groups of ``group`` rows, at least one group."""
-    return max(group, mini_batch_size // group * group)
+from medrlvr.training.experience import whole_group_rows
 
 
 def optimizer_steps(algo: AlgoConfig, prompts: int, num_samples: int, iterations: int) -> int:
     """Optimizer steps of a run: ``iterations`` × ``ppo_epochs`` × minibatches of the ``prompts`` ×
     ``num_samples`` completions each process updates on per iteration."""
-    minibatches = math.ceil(prompts * num_samples / minibatch_rows(algo.mini_batch_size, num_samples))
+    minibatches = math.ceil(prompts * num_samples / whole_group_rows(algo.mini_batch_size, num_samples))
     return iterations * algo.ppo_epochs * minibatches
 
 

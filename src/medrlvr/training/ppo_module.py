@@ -29,9 +29,9 @@ from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
 from medrlvr.rewards.parsing import FORMAT_ERRORS, ParsedCompletion
 from medrlvr.rollout.base import EngineBuilder, RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.distributed import gather_metrics
-from medrlvr.training.experience import Experience, group_size, make_experience
+from medrlvr.training.experience import Experience, group_size, make_experience, whole_group_rows
 from medrlvr.training.numerics import NumericsGuard, nonfinite
-from medrlvr.training.optim import build_lr_scheduler, learning_rates, load_lr_scheduler, minibatch_rows
+from medrlvr.training.optim import build_lr_scheduler, learning_rates, load_lr_scheduler
 from medrlvr.training.strategies import begin_micro_batch, clip_and_step, deepspeed_engine
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class PPOModule(L.LightningModule):
             # whole prompt groups per minibatch, so each group's prompt runs once
             groups = torch.randperm(len(experience) // group, generator=generator)
             order = (groups.unsqueeze(1) * group + torch.arange(group)).flatten()
-            for index in order.split(minibatch_rows(self.algo.mini_batch_size, group)):
+            for index in order.split(whole_group_rows(self.algo.mini_batch_size, group)):
                 step_stats, problem = self._optimizer_step(experience.select(index.to(experience.input_ids.device)))
                 if problem is not None:
                     problems.append(problem)
