@@ -118,7 +118,7 @@ def main(argv: list[str]) -> None:
     compute = 2 * params * rows / (flops * GB)
     bound = max(with_kv, compute)
 
-    print(f"\n| quantity | value |\n|---|---|")
+    print("\n| quantity | value |\n|---|---|")
     print(f"| memory read bandwidth (sum over {args.buffer_mb} MiB, best of {args.repeats + 2}) | {read_bw:.1f} GB/s |")
     print(f"| memory copy bandwidth (read + write) | {copy_bw:.1f} GB/s |")
     print(f"| fp32 matmul 2048^3 | {flops:.0f} GFLOP/s |")

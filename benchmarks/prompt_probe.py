@@ -40,7 +40,7 @@ def main() -> None:
     engine = HFRolloutEngine(load_causal_lm(BUNDLED_MODEL, tokenizer), tokenizer)
     examples = load_bundled("validation")[: args.prompts]
     params = SamplingParams(args.samples, args.max_new_tokens, args.temperature, stop_strings=("</answer>",), seed=0)
-    print(f"| variant | prompt tokens | format | accuracy | response tokens | seconds |\n|---|---|---|---|---|---|")
+    print("| variant | prompt tokens | format | accuracy | response tokens | seconds |\n|---|---|---|---|---|---|")
     for name, settings in VARIANTS.items():
         builder = PromptBuilder(tokenizer, **settings)
         prompts = [builder(e) for e in examples]

@@ -163,8 +163,8 @@ def test_accumulation_weights_rebuild_the_minibatch_loss():
     assert core.accumulation_weight(first, mask, "seq-mean-token-mean") == 0.5  # sequences
     for mode in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
         parts = sum(
-            core.accumulation_weight(m, mask, mode) * core.aggregate_loss(l, m, mode, 4.0)
-            for l, m in ((loss[:2], first), (loss[2:], second))
+            core.accumulation_weight(m, mask, mode) * core.aggregate_loss(part, m, mode, 4.0)
+            for part, m in ((loss[:2], first), (loss[2:], second))
         )
         assert parts == pytest.approx(core.aggregate_loss(loss, mask, mode, 4.0).item()), mode
     # token-mean by hand: (0+1+2 + 4 + 8+9 + 12+13+14+15) / 10

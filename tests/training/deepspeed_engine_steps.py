@@ -27,7 +27,7 @@ from medrlvr.algo import core  # noqa: E402
 from medrlvr.config import config_dir, register_configs, to_train_config  # noqa: E402
 from medrlvr.training import builders  # noqa: E402
 from medrlvr.training.ppo_module import parameter_groups  # noqa: E402
-from medrlvr.training.strategies import deepspeed_config, gathered_parameters, micro_batch_size  # noqa: E402
+from medrlvr.training.strategies import deepspeed_config, micro_batch_size  # noqa: E402
 
 STEPS = 4
 PROMPT, RESPONSE, ROWS = 6, 5, 4
