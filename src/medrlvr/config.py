@@ -16,6 +16,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from medrlvr.algo import registry
+
 
 class ConfigError(ValueError):
     """A config value is out of range; the message names the key."""
@@ -177,16 +179,14 @@ class RewardConfig:
         _check(self.penalty_coef >= 0, "reward.penalty_coef", "must be >= 0")
 
 
-ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
-ADVANTAGE_ESTIMATORS = ("gae", "grpo", "grpo_no_std", "rloo", "reinforce_pp")
 LR_SCHEDULERS = ("constant", "cosine_with_min_lr")
 
 
 @dataclass
 class AlgoConfig:
-    """Policy-gradient settings; ``advantage_estimator`` decides the algorithm's maths, ``name`` labels the run.
-
-    ``gae`` is the only estimator with a critic. ``kl_coef`` is the KL penalty folded into the per-token
+    """Policy-gradient settings; ``advantage_estimator`` decides the algorithm's maths, ``name`` labels the run
+    and must be the algorithm that estimator is (``ppo``: ``gae``, the only estimator with a critic; ``grpo``,
+    ``dr_grpo``: ``grpo_no_std``, ``rloo``, ``reinforce_pp``; :mod:`medrlvr.algo.registry`). ``kl_coef`` is the KL penalty folded into the per-token
     reward (used only when ``kl_in_reward``); ``kl_loss_coef`` adds ``kl_estimator``'s KL to the loss.
     ``clip_range_low``/``clip_range_high`` default to ``clip_range``; ``dual_clip`` null is off.
     ``tis_cap`` C weights each token's policy loss by ``min(π_old/π_rollout, C)`` (truncated importance
@@ -241,7 +241,7 @@ class AlgoConfig:
 
     @property
     def uses_critic(self) -> bool:
-        return self.advantage_estimator == "gae"
+        return registry.ADVANTAGE_ESTIMATORS.get(self.advantage_estimator).critic
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -251,14 +251,24 @@ class AlgoConfig:
     @property
     def uses_groups(self) -> bool:
         """Whether the update needs several completions per prompt."""
-        return self.advantage_estimator in ("grpo", "grpo_no_std", "rloo") or self.filter_equal_reward_groups
+        return registry.ADVANTAGE_ESTIMATORS.get(self.advantage_estimator).groups or self.filter_equal_reward_groups
 
     def __post_init__(self) -> None:
-        _check(self.name in ALGORITHMS, "algo.name", f"unknown algorithm {self.name!r}; choose one of {', '.join(ALGORITHMS)}")
+        algorithms = registry.algorithms()
+        _check(self.name in algorithms, "algo.name", f"unknown algorithm {self.name!r}; choose one of {', '.join(algorithms)}")
+        estimators = registry.ADVANTAGE_ESTIMATORS.names()
         _check(
-            self.advantage_estimator in ADVANTAGE_ESTIMATORS,
+            self.advantage_estimator in estimators,
             "algo.advantage_estimator",
-            f"unknown estimator {self.advantage_estimator!r}; choose one of {', '.join(ADVANTAGE_ESTIMATORS)}",
+            f"unknown estimator {self.advantage_estimator!r}; choose one of {', '.join(estimators)}",
+        )
+        labelled = {estimator: name for name, estimator in algorithms.items()}[self.advantage_estimator]
+        _check(
+            algorithms[self.name] == self.advantage_estimator,
+            "algo.name",
+            f"is {self.name!r}, which uses algo.advantage_estimator={algorithms[self.name]}, but the estimator is "
+            f"{self.advantage_estimator!r} ({labelled}): choose algo={labelled} (or set algo.name={labelled}), "
+            "so that the run is labelled by the algorithm it trains",
         )
         _check(self.kl_coef >= 0, "algo.kl_coef", f"must be >= 0, got {self.kl_coef}")
         _check(
@@ -267,7 +277,12 @@ class AlgoConfig:
             f"is {self.kl_coef} but algo.kl_in_reward is false; set it to 0 or use algo.kl_loss_coef for a KL loss term",
         )
         _check(self.kl_loss_coef >= 0, "algo.kl_loss_coef", f"must be >= 0, got {self.kl_loss_coef}")
-        _check(self.kl_estimator in ("k1", "k2", "k3"), "algo.kl_estimator", f"must be k1, k2 or k3, got {self.kl_estimator!r}")
+        kl_estimators = registry.KL_ESTIMATORS.names()
+        _check(
+            self.kl_estimator in kl_estimators,
+            "algo.kl_estimator",
+            f"must be one of {', '.join(kl_estimators)}, got {self.kl_estimator!r}",
+        )
         _check(0 < self.clip_range < 1, "algo.clip_range", f"must be in (0, 1), got {self.clip_range}")
         if self.clip_range_low is None:
             self.clip_range_low = self.clip_range
@@ -306,10 +321,11 @@ class AlgoConfig:
         _check(0 <= self.lr_warmup_ratio < 1, "algo.lr_warmup_ratio", f"must be in [0, 1), got {self.lr_warmup_ratio}")
         _check(0 <= self.min_lr_ratio <= 1, "algo.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
+        aggregations = registry.LOSS_AGGREGATIONS.names()
         _check(
-            self.loss_aggregation in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
+            self.loss_aggregation in aggregations,
             "algo.loss_aggregation",
-            f"unknown mode {self.loss_aggregation!r}",
+            f"unknown mode {self.loss_aggregation!r}; choose one of {', '.join(aggregations)}",
         )
         _check(self.tis_cap is None or self.tis_cap > 0, "algo.tis_cap", f"must be > 0 or null (off), got {self.tis_cap}")
 

@@ -82,7 +82,7 @@ def test_outcome_estimators_give_every_token_the_sequence_advantage():
     close(rloo[:, 0], [2 / 3, -2 / 3, -2 / 3, 2 / 3])
     no_std, _ = adv.estimate_advantages("grpo_no_std", rewards, torch.zeros(4, 3), mask, **kwargs)
     close(no_std[:, 0], [0.5, -0.5, -0.5, 0.5])
-    with pytest.raises(ValueError, match="unknown advantage estimator"):
+    with pytest.raises(ValueError, match="algo.advantage_estimator: unknown 'ppo'; choose one of gae, grpo"):
         adv.estimate_advantages("ppo", rewards, torch.zeros(4, 3), mask, **kwargs)
 
 

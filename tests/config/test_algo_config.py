@@ -66,6 +66,15 @@ def test_inconsistent_algorithm_options_fail_naming_the_key(overrides, key):
         compose_train(overrides)
 
 
+def test_algorithm_name_must_be_the_estimators_algorithm():
+    # algo=grpo with the GAE estimator would train PPO with a critic and be labelled "RLVR (grpo)"
+    message = r"algo\.name: is 'grpo', which uses algo\.advantage_estimator=grpo, but the estimator is 'gae' \(ppo\)"
+    with pytest.raises(ConfigError, match=message):
+        compose_train(["algo=grpo", "algo.advantage_estimator=gae"])
+    with pytest.raises(ConfigError, match="choose algo=dr_grpo"):
+        compose_train(["algo=ppo", "algo.advantage_estimator=grpo_no_std", "model.critic=none"])
+
+
 def test_critic_free_algorithm_accepts_critic_none():
     cfg = compose_train(["algo=grpo", "model.critic=none"])
     assert cfg.model.critic == "none" and not cfg.algo.uses_critic

@@ -7,14 +7,10 @@ consecutive groups of ``group_size`` completions of one prompt. Test vectors liv
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from medrlvr.algo import core
-
-AdvantageEstimator = Literal["gae", "grpo", "grpo_no_std", "rloo", "reinforce_pp"]
-ESTIMATORS: tuple[str, ...] = ("gae", "grpo", "grpo_no_std", "rloo", "reinforce_pp")
+from medrlvr.algo.registry import ADVANTAGE_ESTIMATORS, register_advantage_estimator
 
 
 def _grouped(scores: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -76,8 +72,65 @@ def equal_reward_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return groups.max(dim=1).values == groups.min(dim=1).values
 
 
+def _outcome(
+    per_sequence: torch.Tensor, rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every token gets its completion's advantage ``(N,)``; returns are the discounted returns-to-go."""
+    return per_sequence.unsqueeze(1) * response_mask, discounted_returns(rewards, response_mask, gamma)
+
+
+@register_advantage_estimator("gae", algorithm="ppo", critic=True)
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
+    lam: float, group_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE with the critic's ``values`` (:func:`medrlvr.algo.core.gae_advantages`)."""
+    return core.gae_advantages(rewards, values, response_mask, gamma, lam)
+
+
+@register_advantage_estimator("grpo", algorithm="grpo", groups=True)
+def grpo(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
+    lam: float, group_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-normalised outcome advantage of each completion's summed token rewards."""
+    outcome = core.masked_sum(rewards, response_mask, dim=1)
+    return _outcome(group_relative_advantages(outcome, group_size, group_eps), rewards, response_mask, gamma)
+
+
+@register_advantage_estimator("grpo_no_std", algorithm="dr_grpo", groups=True)
+def grpo_no_std(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
+    lam: float, group_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group-centred outcome advantage (Dr. GRPO: no division by the group's std)."""
+    outcome = core.masked_sum(rewards, response_mask, dim=1)
+    per_sequence = group_relative_advantages(outcome, group_size, group_eps, normalize_std=False)
+    return _outcome(per_sequence, rewards, response_mask, gamma)
+
+
+@register_advantage_estimator("rloo", algorithm="rloo", groups=True)
+def rloo(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
+    lam: float, group_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Leave-one-out outcome advantage of each completion's summed token rewards."""
+    outcome = core.masked_sum(rewards, response_mask, dim=1)
+    return _outcome(rloo_advantages(outcome, group_size), rewards, response_mask, gamma)
+
+
+@register_advantage_estimator("reinforce_pp", algorithm="reinforce_pp")
+def reinforce_pp(
+    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
+    lam: float, group_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discounted returns-to-go as advantages (whiten them afterwards for REINFORCE++)."""
+    returns = discounted_returns(rewards, response_mask, gamma)
+    return returns, returns
+
+
 def estimate_advantages(
-    estimator: AdvantageEstimator,
+    estimator: str,
     rewards: torch.Tensor,
     values: torch.Tensor,
     response_mask: torch.Tensor,
@@ -89,23 +142,11 @@ def estimate_advantages(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token ``(advantages, returns)``, both ``(N, T)``, from per-token ``rewards`` (KL-shaped or not).
 
-    ``gae`` uses the critic's ``values``; the outcome estimators (``grpo``, ``grpo_no_std``, ``rloo``)
-    score each completion by the sum of its token rewards and give every token that advantage;
-    ``reinforce_pp`` uses the discounted returns-to-go (whiten them afterwards for REINFORCE++).
-    Without a critic ``returns`` are the discounted returns-to-go, kept for logging.
+    ``estimator`` names an entry of :data:`ADVANTAGE_ESTIMATORS`: ``gae`` uses the critic's ``values``; the
+    outcome estimators (``grpo``, ``grpo_no_std``, ``rloo``) score each completion by the sum of its token
+    rewards and give every token that advantage; ``reinforce_pp`` uses the discounted returns-to-go (whiten
+    them afterwards for REINFORCE++). Without a critic ``returns`` are the discounted returns-to-go, kept for
+    logging.
     """
-    if estimator == "gae":
-        return core.gae_advantages(rewards, values, response_mask, gamma, lam)
-    returns = discounted_returns(rewards, response_mask, gamma)
-    if estimator == "reinforce_pp":
-        return returns, returns
-    outcome = core.masked_sum(rewards, response_mask, dim=1)
-    if estimator == "grpo":
-        per_sequence = group_relative_advantages(outcome, group_size, group_eps)
-    elif estimator == "grpo_no_std":
-        per_sequence = group_relative_advantages(outcome, group_size, group_eps, normalize_std=False)
-    elif estimator == "rloo":
-        per_sequence = rloo_advantages(outcome, group_size)
-    else:
-        raise ValueError(f"unknown advantage estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-    return per_sequence.unsqueeze(1) * response_mask, returns
+    fn = ADVANTAGE_ESTIMATORS.get(estimator).fn
+    return fn(rewards, values, response_mask, group_size=group_size, gamma=gamma, lam=lam, group_eps=group_eps)

@@ -8,12 +8,9 @@ live in ``tests/algo``.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-KLEstimator = Literal["k1", "k2", "k3"]
-LossAggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+from medrlvr.algo.registry import KL_ESTIMATORS, LOSS_AGGREGATIONS
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -50,24 +47,35 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     return whitened * mask
 
 
+@KL_ESTIMATORS.register("k1")
+def kl_k1(log_ratio: torch.Tensor) -> torch.Tensor:
+    """``k1 = x`` with ``x = log π − log π_ref``: unbiased, high variance, can be negative."""
+    return log_ratio
+
+
+@KL_ESTIMATORS.register("k2")
+def kl_k2(log_ratio: torch.Tensor) -> torch.Tensor:
+    """``k2 = x²/2``: biased, low variance, never negative."""
+    return log_ratio.pow(2) / 2
+
+
+@KL_ESTIMATORS.register("k3")
+def kl_k3(log_ratio: torch.Tensor) -> torch.Tensor:
+    """``k3 = exp(−x) − 1 + x``: unbiased, low variance, never negative."""
+    return torch.expm1(-log_ratio) + log_ratio
+
+
 def kl_estimate(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: KLEstimator = "k1", clamp: float = 10.0
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1", clamp: float = 10.0
 ) -> torch.Tensor:
     """Per-token KL(π‖π_ref) estimate on sampled tokens, with ``x = logprobs − ref_logprobs``.
 
-    k1 = x; k2 = x²/2; k3 = exp(−x) − 1 + x (Schulman, "Approximating KL divergence", 2020).
-    The estimate is clamped to ``[−clamp, clamp]`` as in OpenRLHF.
+    ``estimator`` names a function of :data:`KL_ESTIMATORS`: k1 = x; k2 = x²/2; k3 = exp(−x) − 1 + x
+    (Schulman, "Approximating KL divergence", 2020). The estimate is clamped to ``[−clamp, clamp]`` as in
+    OpenRLHF. ``(B, T)`` in, ``(B, T)`` out.
     """
     log_ratio = logprobs.float() - ref_logprobs.float()
-    if estimator == "k1":
-        kl = log_ratio
-    elif estimator == "k2":
-        kl = log_ratio.pow(2) / 2
-    elif estimator == "k3":
-        kl = torch.expm1(-log_ratio) + log_ratio
-    else:
-        raise ValueError(f"unknown KL estimator {estimator!r}; choose k1, k2 or k3")
-    return kl.clamp(-clamp, clamp)
+    return KL_ESTIMATORS.get(estimator)(log_ratio).clamp(-clamp, clamp)
 
 
 def kl_penalty_rewards(
@@ -109,25 +117,37 @@ def gae_advantages(
     return advantages, (advantages + values) * response_mask
 
 
+@LOSS_AGGREGATIONS.register("token-mean")
+def token_mean(loss: torch.Tensor, response_mask: torch.Tensor, norm_constant: float = 1.0) -> torch.Tensor:
+    """Mean over all response tokens of the minibatch."""
+    return masked_mean(loss, response_mask)
+
+
+@LOSS_AGGREGATIONS.register("seq-mean-token-mean")
+def seq_mean_token_mean(loss: torch.Tensor, response_mask: torch.Tensor, norm_constant: float = 1.0) -> torch.Tensor:
+    """Mean over sequences of per-sequence token means (OpenRLHF's PolicyLoss and ValueLoss)."""
+    return masked_mean(loss, response_mask, dim=1).mean()
+
+
+@LOSS_AGGREGATIONS.register("seq-mean-token-sum-norm")
+def seq_mean_token_sum_norm(loss: torch.Tensor, response_mask: torch.Tensor, norm_constant: float = 1.0) -> torch.Tensor:
+    """Mean over sequences of token sums divided by ``norm_constant`` (Dr. GRPO, Liu et al. 2025: no length bias)."""
+    return (masked_sum(loss, response_mask, dim=1) / norm_constant).mean()
+
+
 def aggregate_loss(
-    loss: torch.Tensor, response_mask: torch.Tensor, mode: LossAggregation = "token-mean", norm_constant: float = 1.0
+    loss: torch.Tensor, response_mask: torch.Tensor, mode: str = "token-mean", norm_constant: float = 1.0
 ) -> torch.Tensor:
-    """Reduce a ``(B, T)`` per-token loss to a scalar.
+    """Reduce a ``(B, T)`` per-token loss to a scalar with the :data:`LOSS_AGGREGATIONS` function ``mode``.
 
     ``token-mean``: mean over all response tokens of the minibatch; ``seq-mean-token-mean``: mean over
     sequences of per-sequence token means; ``seq-mean-token-sum-norm``: mean over sequences of token
     sums divided by ``norm_constant`` (Dr. GRPO, Liu et al. 2025, which removes the length bias).
     """
-    if mode == "token-mean":
-        return masked_mean(loss, response_mask)
-    if mode == "seq-mean-token-mean":
-        return masked_mean(loss, response_mask, dim=1).mean()
-    if mode == "seq-mean-token-sum-norm":
-        return (masked_sum(loss, response_mask, dim=1) / norm_constant).mean()
-    raise ValueError(f"unknown loss aggregation {mode!r}")
+    return LOSS_AGGREGATIONS.get(mode)(loss, response_mask, norm_constant)
 
 
-def accumulation_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, mode: LossAggregation = "token-mean") -> float:
+def accumulation_weight(micro_mask: torch.Tensor, mini_mask: torch.Tensor, mode: str = "token-mean") -> float:
     """Weight of a micro-batch's aggregated loss in its minibatch's loss, for gradient accumulation.
 
     Summed over the micro-batches that partition a minibatch, ``weight × aggregate_loss(micro)`` equals
@@ -145,7 +165,7 @@ def policy_loss(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     clip_range: float,
-    aggregation: LossAggregation = "token-mean",
+    aggregation: str = "token-mean",
     *,
     clip_range_high: float | None = None,
     dual_clip: float | None = None,
@@ -210,7 +230,7 @@ def value_loss(
     returns: torch.Tensor,
     response_mask: torch.Tensor,
     clip_range: float | None,
-    aggregation: LossAggregation = "token-mean",
+    aggregation: str = "token-mean",
     norm_constant: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss: ``V_clip = V_old + clip(V − V_old, −ε_v, ε_v)``, ``L = ½·max((V−R)², (V_clip−R)²)``.
