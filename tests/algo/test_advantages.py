@@ -57,7 +57,8 @@ def test_discounted_returns():
     close(adv.discounted_returns(rewards, mask, 0.9)[0], [0.8305, 0.945, 1.05, 0.0])
 
 
-def test_reinforce_pp_kl_in_reward_then_global_whitening():
+def test_reinforce_pp_returns_then_masked_whiten_by_hand():
+    # the pieces one at a time; tests/algo/test_assembly.py checks that the pipeline whitens this way
     logprobs = torch.tensor([[-1.0, -0.5, -2.0, -0.1], [-0.4, -1.0, 0.0, 0.0]])
     ref = torch.tensor([[-1.2, -0.5, -1.5, -0.3], [-0.5, -0.8, 0.0, 0.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])

@@ -6,8 +6,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from medrlvr.algo import advantages as adv
-from medrlvr.algo import core
+from medrlvr.algo.assembly import shape_advantages
 from medrlvr.models.actor_critic import ActorCritic, PromptSharing
 from medrlvr.rollout.base import RolloutBatch
 
@@ -98,13 +97,11 @@ def make_experience(
         ref_logprobs.append(reference.logprobs)
         frozen.append(hidden)
     old_lp, ref_lp, vals = (torch.cat(t) * mask for t in (old_logprobs, ref_logprobs, values))
-    kl = core.kl_estimate(old_lp, ref_lp, kl_estimator) * mask
-    rewards = core.kl_penalty_rewards(scores, kl, mask, kl_coef)
-    advantages, returns = adv.estimate_advantages(
-        advantage_estimator, rewards, vals, mask, group_size=group, gamma=gamma, lam=lam, group_eps=group_eps
+    shaped = shape_advantages(
+        scores, old_lp, ref_lp, vals, mask, kl_coef=kl_coef, kl_estimator=kl_estimator,
+        advantage_estimator=advantage_estimator, group_size=group, gamma=gamma, lam=lam, group_eps=group_eps,
+        whiten=whiten_advantages,
     )
-    if whiten_advantages:
-        advantages = core.masked_whiten(advantages, mask)
     return Experience(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -114,10 +111,10 @@ def make_experience(
         rollout_logprobs=rollout.logprobs * mask,
         ref_logprobs=ref_lp,
         values=vals,
-        kl=kl,
-        rewards=rewards,
-        advantages=advantages,
-        returns=returns,
+        kl=shaped.kl,
+        rewards=shaped.rewards,
+        advantages=shaped.advantages,
+        returns=shaped.returns,
         scores=scores,
         frozen_hidden=None if frozen[0] is None else torch.cat(frozen),
         sharing=sharing,

@@ -21,6 +21,7 @@ import torch
 
 from medrlvr.algo import advantages as adv
 from medrlvr.algo import core
+from medrlvr.algo.assembly import LossSettings, ppo_loss
 from medrlvr.config import AlgoConfig, RolloutConfig
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import ExampleBatch, MCQExample
@@ -55,6 +56,23 @@ def grad_norm_stats(norms: list[float]) -> dict[str, float]:
     if len(norms) == 2:
         stats |= {"grad_norm_actor": norms[0], "grad_norm_critic": norms[1]}
     return stats
+
+
+def loss_settings(algo: AlgoConfig, max_new_tokens: int) -> LossSettings:
+    """The loss's settings from ``algo``; ``seq-mean-token-sum-norm`` divides by ``max_new_tokens``."""
+    return LossSettings(
+        clip_range_low=algo.clip_range_low,  # type: ignore[arg-type]
+        clip_range_high=algo.clip_range_high,  # type: ignore[arg-type]
+        dual_clip=algo.dual_clip,
+        value_clip_range=algo.value_clip_range,
+        value_loss_coef=algo.value_loss_coef,
+        entropy_coef=algo.entropy_coef,
+        kl_loss_coef=algo.kl_loss_coef,
+        kl_estimator=algo.kl_estimator,
+        aggregation=algo.loss_aggregation,
+        norm_constant=float(max_new_tokens),
+        tis_cap=algo.tis_cap,
+    )
 
 
 def format_error_shares(parsed: list[ParsedCompletion]) -> dict[str, float]:
@@ -181,8 +199,8 @@ class PPOModule(L.LightningModule):
             torch.tensor(scored.scores, dtype=torch.float32, device=self.device),
             temperature=self.rollout_cfg.temperature,
             kl_coef=self.algo.kl_coef if self.algo.kl_in_reward else 0.0,
-            kl_estimator=self.algo.kl_estimator,  # type: ignore[arg-type]
-            advantage_estimator=self.algo.advantage_estimator,  # type: ignore[arg-type]
+            kl_estimator=self.algo.kl_estimator,
+            advantage_estimator=self.algo.advantage_estimator,
             gamma=self.algo.gamma,
             lam=self.algo.lam,
             group_eps=self.algo.group_eps,
@@ -313,47 +331,20 @@ class PPOModule(L.LightningModule):
             frozen_hidden=mb.frozen_hidden,
             sharing=mb.sharing,
         )
-        aggregation = algo.loss_aggregation
-        norm = float(self.rollout_cfg.max_new_tokens)
-        is_weights, is_stats = None, {}
-        if algo.tis_cap is not None:
-            is_weights, is_stats = core.truncated_is_weights(
-                mb.old_logprobs, mb.rollout_logprobs, mb.response_mask, algo.tis_cap
-            )
-        pg_loss, pg_stats = core.policy_loss(
-            output.logprobs,
-            mb.old_logprobs,
-            mb.advantages,
-            mb.response_mask,
-            algo.clip_range_low,  # type: ignore[arg-type]
-            aggregation,  # type: ignore[arg-type]
-            clip_range_high=algo.clip_range_high,
-            dual_clip=algo.dual_clip,
-            norm_constant=norm,
-            is_weights=is_weights,
+        loss, stats = ppo_loss(
+            loss_settings(algo, self.rollout_cfg.max_new_tokens),
+            logprobs=output.logprobs,
+            entropy=output.entropy,
+            values=output.values if self.model.has_critic else None,
+            old_logprobs=mb.old_logprobs,
+            rollout_logprobs=mb.rollout_logprobs,
+            ref_logprobs=mb.ref_logprobs,
+            old_values=mb.values,
+            advantages=mb.advantages,
+            returns=mb.returns,
+            response_mask=mb.response_mask,
         )
-        entropy = core.masked_mean(output.entropy, mb.response_mask)
-        loss = pg_loss - algo.entropy_coef * entropy
-        stats = {
-            "policy_loss": pg_loss.item(),
-            "entropy": entropy.item(),
-            "clip_frac": pg_stats["clip_frac"].item(),
-            "dual_clip_frac": pg_stats["dual_clip_frac"].item(),
-            "approx_kl": pg_stats["approx_kl"].item(),
-            **{key: value.item() for key, value in is_stats.items()},
-        }
-        if self.model.has_critic:
-            vf_loss, vf_stats = core.value_loss(
-                output.values, mb.values, mb.returns, mb.response_mask, algo.value_clip_range, aggregation, norm  # type: ignore[arg-type]
-            )
-            loss = loss + algo.value_loss_coef * vf_loss
-            stats.update({"value_loss": vf_loss.item(), "value_clip_frac": vf_stats["clip_frac"].item()})
-        if algo.kl_loss_coef > 0:
-            kl = core.kl_estimate(output.logprobs, mb.ref_logprobs, algo.kl_estimator)  # type: ignore[arg-type]
-            kl_loss = core.aggregate_loss(kl, mb.response_mask, aggregation, norm)  # type: ignore[arg-type]
-            loss = loss + algo.kl_loss_coef * kl_loss
-            stats["kl_loss"] = kl_loss.item()
-        return loss, stats
+        return loss, {key: value.item() for key, value in stats.items()}
 
     def _metrics(
         self,
