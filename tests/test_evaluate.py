@@ -9,7 +9,7 @@ from medrlvr.evaluate import by_option_count, dataset_configs, format_table, let
 
 
 def test_no_datasets_means_the_data_group_choice():
-    cfg = EvaluateConfig(data=DataConfig(name="bundled"))
+    cfg = EvaluateConfig(data=DataConfig(name="bundled", ood_split=None))
     assert dataset_configs(cfg) == {"bundled": cfg.data}
 
 
@@ -21,7 +21,9 @@ def test_list_of_names_composes_each_data_config():
 
 def test_mapping_applies_overrides_per_dataset():
     configs = dataset_configs(EvaluateConfig(datasets={"medqa_5opt": {"path": "/data/medqa.jsonl"}, "bundled": {}}))
-    assert configs["medqa_5opt"] == DataConfig(name="medqa", variant="5_options", train_split="train", eval_split="dev", path="/data/medqa.jsonl")
+    assert configs["medqa_5opt"] == DataConfig(
+        name="medqa", variant="5_options", train_split="train", eval_split="dev", ood_split=None, path="/data/medqa.jsonl"
+    )
     assert configs["bundled"].path is None
 
 

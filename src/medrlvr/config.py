@@ -2,7 +2,9 @@
 
 Hydra merges the YAML files of ``conf/`` onto these dataclasses, so an unknown key or a wrong type
 fails at start naming the key. Range checks run in ``__post_init__`` when :func:`to_train_config`
-turns the composed config into objects.
+turns the composed config into objects. Each schema's defaults are its group's default choice in
+``conf/config.yaml`` (``model/smollm2``, ``data/bundled``, ``algo/ppo``, ``trainer/cpu``, ...), where the
+values are explained; ``tests/config/test_defaults.py`` checks that they agree.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ def _check_seed(seed: int, key: str = "seed") -> None:
 class ModelConfig:
     name_or_path: str = "bundled:smollm2-135m-instruct"
     dtype: str = "float32"
-    lora_rank: int = 0
+    lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
-    lora_top_layers: int = 0
+    lora_top_layers: int = 8
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    critic: str = "separate"
+    critic: str = "shared"
     gradient_checkpointing: bool = False
     logits_chunk_size: int = 1024
     cache_dir: Optional[str] = None
@@ -105,7 +107,7 @@ class DataConfig:
     train_split: str = "train"
     eval_split: str = "validation"
     test_split: str = "test"
-    ood_split: Optional[str] = None
+    ood_split: Optional[str] = "ood"
     batch_size: int = 8
     option_count: Optional[int] = None
     eval_size: int = 64
@@ -220,12 +222,12 @@ class AlgoConfig:
     lam: float = 1.0
     group_eps: float = 1e-9
     filter_equal_reward_groups: bool = False
-    ppo_epochs: int = 1
-    mini_batch_size: int = 8
+    ppo_epochs: int = 2
+    mini_batch_size: int = 16
     micro_batch_size: Optional[int] = None
     forward_batch_size: Optional[int] = None
-    actor_lr: float = 1e-6
-    critic_lr: float = 9e-6
+    actor_lr: float = 3e-4
+    critic_lr: float = 1e-3
     weight_decay: float = 0.0
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     lr_scheduler: str = "constant"
@@ -481,7 +483,7 @@ class TrainerConfig:
     ``max_steps`` (for SFT, unless ``algo.epochs`` is set): the run takes as many iterations as pass over the training questions that many
     times at the global batch (``data.batch_size`` × processes), so it means the same on any number of GPUs."""
 
-    max_steps: int = 20
+    max_steps: int = 12
     max_epochs: Optional[float] = None
     accelerator: str = "cpu"
     devices: int = 1

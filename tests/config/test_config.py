@@ -14,7 +14,7 @@ from medrlvr.config import ConfigError, config_dir, register_configs, to_train_c
 
 register_configs()
 CONF = config_dir()
-GROUPS = ["model", "data", "reward", "algo", "rollout", "trainer", "logger", "experiment"]
+GROUPS = ["model", "data", "reward", "algo", "rollout", "trainer", "logger", "analysis", "experiment"]
 
 
 def compose_train(overrides):

@@ -50,7 +50,7 @@ def test_optimizer_steps_count_iterations_epochs_and_minibatches():
     algo = AlgoConfig(ppo_epochs=2, mini_batch_size=16)
     assert optimizer_steps(algo, prompts=8, num_samples=4, iterations=5) == 5 * 2 * 2
     # minibatches hold whole prompt groups: 6 rows become one group of 4, so 32 rows make 8 minibatches
-    assert optimizer_steps(AlgoConfig(mini_batch_size=6), prompts=8, num_samples=4, iterations=1) == 8
+    assert optimizer_steps(AlgoConfig(ppo_epochs=1, mini_batch_size=6), prompts=8, num_samples=4, iterations=1) == 8
 
 
 def two_groups() -> torch.optim.Optimizer:

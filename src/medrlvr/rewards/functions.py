@@ -105,7 +105,7 @@ class LengthPenaltyReward(CorrectnessReward):
     penalised twice. This is the remedy the study proposes against answering without reasoning.
     """
 
-    min_reasoning_words: int = 30
+    min_reasoning_words: int = 20  # conf/reward/length_penalty.yaml
     penalty_coef: float = 0.5
 
     def penalty(self, parsed: ParsedCompletion) -> float:
