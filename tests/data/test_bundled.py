@@ -16,6 +16,7 @@ from medrlvr.data.bundled import (
     SPLITS,
     generate_bundled,
     load_bundled,
+    load_knowledge_base,
     write_bundled,
 )
 from medrlvr.data.medqa import load_medqa_jsonl
@@ -50,6 +51,13 @@ def test_knowledge_base_size_and_shape():
         assert len(set(subjects)) == len(subjects), f"{relation.name}: a subject is asked about twice"
         assert len({answer.casefold() for _, answer in relation.facts}) >= OPTION_COUNT, relation.name
         assert all("{subject}" in template for template in relation.templates), relation.name
+
+
+def test_knowledge_base_file_names_a_relation_missing_a_key(tmp_path):
+    path = tmp_path / "kb.json"
+    path.write_text('{"relations": [{"name": "a", "templates": ["{subject}?"], "facts": [["x", "y"]]}, {"name": "b"}]}')
+    with pytest.raises(ValueError, match=r"kb\.json: relation 2 lacks facts, templates"):
+        load_knowledge_base(path)
 
 
 def test_regenerating_with_the_seed_gives_the_committed_files(tmp_path):
