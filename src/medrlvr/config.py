@@ -187,9 +187,12 @@ LR_SCHEDULERS = ("constant", "cosine_with_min_lr")
 @dataclass
 class AlgoConfig:
     """Policy-gradient settings; ``advantage_estimator`` decides the algorithm's maths, ``name`` labels the run
-    and must be the algorithm that estimator is (``ppo``: ``gae``, the only estimator with a critic; ``grpo``,
-    ``dr_grpo``: ``grpo_no_std``, ``rloo``, ``reinforce_pp``; :mod:`medrlvr.algo.registry`). ``kl_coef`` is the KL penalty folded into the per-token
-    reward (used only when ``kl_in_reward``); ``kl_loss_coef`` adds ``kl_estimator``'s KL to the loss.
+    and must be the algorithm of that estimator (:func:`medrlvr.algo.registry.algorithms`: ``ppo`` = ``gae``,
+    the only estimator with a critic; ``grpo`` = ``grpo``; ``dr_grpo`` = ``grpo_no_std``; ``rloo``;
+    ``reinforce_pp``).
+
+    ``kl_coef`` is the KL penalty folded into the per-token reward (used only when ``kl_in_reward``);
+    ``kl_loss_coef`` adds ``kl_estimator``'s KL to the loss.
     ``clip_range_low``/``clip_range_high`` default to ``clip_range``; ``dual_clip`` null is off.
     ``tis_cap`` C weights each token's policy loss by ``min(π_old/π_rollout, C)`` (truncated importance
     sampling against rollout/trainer mismatch); null is off.

@@ -62,7 +62,7 @@ def test_reinforce_pp_whitens_over_the_whole_batch():
 
 SETTINGS = LossSettings(
     clip_range_low=0.2, clip_range_high=0.2, dual_clip=None, value_clip_range=0.5, value_loss_coef=0.5,
-    entropy_coef=0.01, kl_loss_coef=0.1, kl_estimator="k1", aggregation="token-mean", norm_constant=1.0, tis_cap=None,
+    entropy_coef=0.01, kl_loss_coef=0.1, kl_estimator="k1", loss_aggregation="token-mean", norm_constant=1.0, tis_cap=None,
 )
 
 

@@ -12,6 +12,6 @@ def test_loss_settings_come_from_the_algo_config():
     )
     assert loss_settings(algo, max_new_tokens=64) == LossSettings(
         clip_range_low=0.2, clip_range_high=0.28, dual_clip=3.0, value_clip_range=0.4, value_loss_coef=0.25,
-        entropy_coef=0.01, kl_loss_coef=0.05, kl_estimator="k3", aggregation="seq-mean-token-mean",
+        entropy_coef=0.01, kl_loss_coef=0.05, kl_estimator="k3", loss_aggregation="seq-mean-token-mean",
         norm_constant=64.0, tis_cap=2.0,
     )

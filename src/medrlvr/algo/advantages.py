@@ -7,7 +7,10 @@ consecutive groups of ``group_size`` completions of one prompt. Test vectors liv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch import Tensor
 
 from medrlvr.algo import core
 from medrlvr.algo.registry import ADVANTAGE_ESTIMATORS, register_advantage_estimator
@@ -72,60 +75,54 @@ def equal_reward_groups(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return groups.max(dim=1).values == groups.min(dim=1).values
 
 
-def _outcome(
-    per_sequence: torch.Tensor, rewards: torch.Tensor, response_mask: torch.Tensor, gamma: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class EstimatorSettings:
+    """``group_size`` completions per prompt (consecutive rows), the discount ``gamma``, GAE's ``lam`` and the
+    ε of the group-normalised advantage."""
+
+    group_size: int
+    gamma: float
+    lam: float
+    group_eps: float
+
+
+def _outcome(per_sequence: Tensor, rewards: Tensor, response_mask: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
     """Every token gets its completion's advantage ``(N,)``; returns are the discounted returns-to-go."""
     return per_sequence.unsqueeze(1) * response_mask, discounted_returns(rewards, response_mask, gamma)
 
 
 @register_advantage_estimator("gae", algorithm="ppo", critic=True)
-def gae(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
-    lam: float, group_eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(rewards: Tensor, values: Tensor, response_mask: Tensor, s: EstimatorSettings) -> tuple[Tensor, Tensor]:
     """GAE with the critic's ``values`` (:func:`medrlvr.algo.core.gae_advantages`)."""
-    return core.gae_advantages(rewards, values, response_mask, gamma, lam)
+    return core.gae_advantages(rewards, values, response_mask, s.gamma, s.lam)
 
 
 @register_advantage_estimator("grpo", algorithm="grpo", groups=True)
-def grpo(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
-    lam: float, group_eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def grpo(rewards: Tensor, values: Tensor, response_mask: Tensor, s: EstimatorSettings) -> tuple[Tensor, Tensor]:
     """Group-normalised outcome advantage of each completion's summed token rewards."""
     outcome = core.masked_sum(rewards, response_mask, dim=1)
-    return _outcome(group_relative_advantages(outcome, group_size, group_eps), rewards, response_mask, gamma)
+    return _outcome(group_relative_advantages(outcome, s.group_size, s.group_eps), rewards, response_mask, s.gamma)
 
 
 @register_advantage_estimator("grpo_no_std", algorithm="dr_grpo", groups=True)
-def grpo_no_std(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
-    lam: float, group_eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def grpo_no_std(rewards: Tensor, values: Tensor, response_mask: Tensor, s: EstimatorSettings) -> tuple[Tensor, Tensor]:
     """Group-centred outcome advantage (Dr. GRPO: no division by the group's std)."""
     outcome = core.masked_sum(rewards, response_mask, dim=1)
-    per_sequence = group_relative_advantages(outcome, group_size, group_eps, normalize_std=False)
-    return _outcome(per_sequence, rewards, response_mask, gamma)
+    centred = group_relative_advantages(outcome, s.group_size, normalize_std=False)
+    return _outcome(centred, rewards, response_mask, s.gamma)
 
 
 @register_advantage_estimator("rloo", algorithm="rloo", groups=True)
-def rloo(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
-    lam: float, group_eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rloo(rewards: Tensor, values: Tensor, response_mask: Tensor, s: EstimatorSettings) -> tuple[Tensor, Tensor]:
     """Leave-one-out outcome advantage of each completion's summed token rewards."""
     outcome = core.masked_sum(rewards, response_mask, dim=1)
-    return _outcome(rloo_advantages(outcome, group_size), rewards, response_mask, gamma)
+    return _outcome(rloo_advantages(outcome, s.group_size), rewards, response_mask, s.gamma)
 
 
 @register_advantage_estimator("reinforce_pp", algorithm="reinforce_pp")
-def reinforce_pp(
-    rewards: torch.Tensor, values: torch.Tensor, response_mask: torch.Tensor, *, group_size: int, gamma: float,
-    lam: float, group_eps: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def reinforce_pp(rewards: Tensor, values: Tensor, response_mask: Tensor, s: EstimatorSettings) -> tuple[Tensor, Tensor]:
     """Discounted returns-to-go as advantages (whiten them afterwards for REINFORCE++)."""
-    returns = discounted_returns(rewards, response_mask, gamma)
+    returns = discounted_returns(rewards, response_mask, s.gamma)
     return returns, returns
 
 
@@ -148,5 +145,5 @@ def estimate_advantages(
     them afterwards for REINFORCE++). Without a critic ``returns`` are the discounted returns-to-go, kept for
     logging.
     """
-    fn = ADVANTAGE_ESTIMATORS.get(estimator).fn
-    return fn(rewards, values, response_mask, group_size=group_size, gamma=gamma, lam=lam, group_eps=group_eps)
+    settings = EstimatorSettings(group_size=group_size, gamma=gamma, lam=lam, group_eps=group_eps)
+    return ADVANTAGE_ESTIMATORS.get(estimator).fn(rewards, values, response_mask, settings)

@@ -70,7 +70,7 @@ class LossSettings:
     entropy_coef: float
     kl_loss_coef: float
     kl_estimator: str
-    aggregation: str
+    loss_aggregation: str
     norm_constant: float
     tis_cap: float | None
 
@@ -104,7 +104,7 @@ def ppo_loss(
     if s.tis_cap is not None:
         is_weights, is_stats = core.truncated_is_weights(old_logprobs, rollout_logprobs, response_mask, s.tis_cap)
     pg_loss, pg_stats = core.policy_loss(
-        logprobs, old_logprobs, advantages, response_mask, s.clip_range_low, s.aggregation,
+        logprobs, old_logprobs, advantages, response_mask, s.clip_range_low, s.loss_aggregation,
         clip_range_high=s.clip_range_high, dual_clip=s.dual_clip, norm_constant=s.norm_constant,
         is_weights=is_weights,
     )
@@ -113,13 +113,13 @@ def ppo_loss(
     stats = {"policy_loss": pg_loss, "entropy": mean_entropy, **pg_stats, **is_stats}
     if values is not None:
         vf_loss, vf_stats = core.value_loss(
-            values, old_values, returns, response_mask, s.value_clip_range, s.aggregation, s.norm_constant
+            values, old_values, returns, response_mask, s.value_clip_range, s.loss_aggregation, s.norm_constant
         )
         loss = loss + s.value_loss_coef * vf_loss
         stats.update({"value_loss": vf_loss, "value_clip_frac": vf_stats["clip_frac"]})
     if s.kl_loss_coef > 0:
         kl = core.kl_estimate(logprobs, ref_logprobs, s.kl_estimator)
-        kl_loss = core.aggregate_loss(kl, response_mask, s.aggregation, s.norm_constant)
+        kl_loss = core.aggregate_loss(kl, response_mask, s.loss_aggregation, s.norm_constant)
         loss = loss + s.kl_loss_coef * kl_loss
         stats["kl_loss"] = kl_loss
     return loss, stats

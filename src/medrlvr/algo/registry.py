@@ -56,8 +56,8 @@ class Registry(Generic[T]):
 
 @dataclass(frozen=True)
 class AdvantageEstimator:
-    """An estimator: ``fn(rewards, values, response_mask, *, group_size, gamma, lam, group_eps)`` →
-    ``(advantages, returns)``, all ``(N, T)``; ``algorithm`` is the ``algo.name`` it labels, ``critic`` whether
+    """An estimator: ``fn(rewards, values, response_mask, settings)`` → ``(advantages, returns)``, all ``(N, T)``
+    (``settings``: :class:`medrlvr.algo.advantages.EstimatorSettings`); ``algorithm`` is the ``algo.name`` it labels, ``critic`` whether
     it reads the critic's values, ``groups`` whether it needs several completions per prompt."""
 
     fn: Callable[..., Any]

@@ -14,6 +14,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import lightning as L
@@ -59,20 +60,9 @@ def grad_norm_stats(norms: list[float]) -> dict[str, float]:
 
 
 def loss_settings(algo: AlgoConfig, max_new_tokens: int) -> LossSettings:
-    """The loss's settings from ``algo``; ``seq-mean-token-sum-norm`` divides by ``max_new_tokens``."""
-    return LossSettings(
-        clip_range_low=algo.clip_range_low,  # type: ignore[arg-type]
-        clip_range_high=algo.clip_range_high,  # type: ignore[arg-type]
-        dual_clip=algo.dual_clip,
-        value_clip_range=algo.value_clip_range,
-        value_loss_coef=algo.value_loss_coef,
-        entropy_coef=algo.entropy_coef,
-        kl_loss_coef=algo.kl_loss_coef,
-        kl_estimator=algo.kl_estimator,
-        aggregation=algo.loss_aggregation,
-        norm_constant=float(max_new_tokens),
-        tis_cap=algo.tis_cap,
-    )
+    """The loss's settings: ``algo``'s of the same names; ``seq-mean-token-sum-norm`` divides by ``max_new_tokens``."""
+    same_names = [field.name for field in fields(LossSettings) if field.name != "norm_constant"]
+    return LossSettings(**{name: getattr(algo, name) for name in same_names}, norm_constant=float(max_new_tokens))
 
 
 def format_error_shares(parsed: list[ParsedCompletion]) -> dict[str, float]:
