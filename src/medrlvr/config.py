@@ -30,6 +30,12 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _check_registered(name: str, names: registry.Registry) -> None:
+    """``name`` is registered in ``names`` (the error names the config key and the choices)."""
+    choices = names.names()
+    _check(name in choices, names.key, f"unknown {name!r}; choose one of {', '.join(choices)}")
+
+
 MAX_SEED = 2**32 - 1  # NumPy's limit (Lightning's seed_everything seeds it)
 
 
@@ -261,12 +267,7 @@ class AlgoConfig:
     def __post_init__(self) -> None:
         algorithms = registry.algorithms()
         _check(self.name in algorithms, "algo.name", f"unknown algorithm {self.name!r}; choose one of {', '.join(algorithms)}")
-        estimators = registry.ADVANTAGE_ESTIMATORS.names()
-        _check(
-            self.advantage_estimator in estimators,
-            "algo.advantage_estimator",
-            f"unknown estimator {self.advantage_estimator!r}; choose one of {', '.join(estimators)}",
-        )
+        _check_registered(self.advantage_estimator, registry.ADVANTAGE_ESTIMATORS)
         labelled = {estimator: name for name, estimator in algorithms.items()}[self.advantage_estimator]
         _check(
             algorithms[self.name] == self.advantage_estimator,
@@ -282,12 +283,7 @@ class AlgoConfig:
             f"is {self.kl_coef} but algo.kl_in_reward is false; set it to 0 or use algo.kl_loss_coef for a KL loss term",
         )
         _check(self.kl_loss_coef >= 0, "algo.kl_loss_coef", f"must be >= 0, got {self.kl_loss_coef}")
-        kl_estimators = registry.KL_ESTIMATORS.names()
-        _check(
-            self.kl_estimator in kl_estimators,
-            "algo.kl_estimator",
-            f"must be one of {', '.join(kl_estimators)}, got {self.kl_estimator!r}",
-        )
+        _check_registered(self.kl_estimator, registry.KL_ESTIMATORS)
         _check(0 < self.clip_range < 1, "algo.clip_range", f"must be in (0, 1), got {self.clip_range}")
         if self.clip_range_low is None:
             self.clip_range_low = self.clip_range
@@ -326,12 +322,7 @@ class AlgoConfig:
         _check(0 <= self.lr_warmup_ratio < 1, "algo.lr_warmup_ratio", f"must be in [0, 1), got {self.lr_warmup_ratio}")
         _check(0 <= self.min_lr_ratio <= 1, "algo.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
-        aggregations = registry.LOSS_AGGREGATIONS.names()
-        _check(
-            self.loss_aggregation in aggregations,
-            "algo.loss_aggregation",
-            f"unknown mode {self.loss_aggregation!r}; choose one of {', '.join(aggregations)}",
-        )
+        _check_registered(self.loss_aggregation, registry.LOSS_AGGREGATIONS)
         _check(self.tis_cap is None or self.tis_cap > 0, "algo.tis_cap", f"must be > 0 or null (off), got {self.tis_cap}")
 
 

@@ -66,6 +66,20 @@ def test_inconsistent_algorithm_options_fail_naming_the_key(overrides, key):
         compose_train(overrides)
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("algo.advantage_estimator=vtrace", "algo.advantage_estimator: unknown 'vtrace'; choose one of gae, grpo, grpo_no_std, rloo, reinforce_pp"),
+        ("algo.kl_estimator=k4", "algo.kl_estimator: unknown 'k4'; choose one of k1, k2, k3"),
+        ("algo.loss_aggregation=sum", "algo.loss_aggregation: unknown 'sum'; choose one of token-mean, seq-mean-token-mean, seq-mean-token-sum-norm"),
+    ],
+)
+def test_unregistered_names_fail_with_the_registered_choices(override, message):
+    with pytest.raises(ConfigError) as error:
+        compose_train([override])
+    assert str(error.value) == message
+
+
 def test_algorithm_name_must_be_the_estimators_algorithm():
     # algo=grpo with the GAE estimator would train PPO with a critic and be labelled "RLVR (grpo)"
     message = r"algo\.name: is 'grpo', which uses algo\.advantage_estimator=grpo, but the estimator is 'gae' \(ppo\)"
