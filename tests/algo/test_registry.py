@@ -1,5 +1,8 @@
 """The registries of algorithm names: what is registered, and how a wrong name fails."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -36,3 +39,11 @@ def test_a_name_registers_once():
     registry.register("a")(len)
     with pytest.raises(ValueError, match=r"algo\.example: 'a' is registered twice"):
         registry.register("a")(len)
+
+
+@pytest.mark.parametrize("registry", [ADVANTAGE_ESTIMATORS, KL_ESTIMATORS, LOSS_AGGREGATIONS])
+def test_readme_lists_the_registered_names(registry):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    row = re.search(rf"^\| `{re.escape(registry.key)}` \| ([^|]+) \|$", readme, re.MULTILINE)
+    assert row, f"README.md has no row for {registry.key} in the Algorithms section"
+    assert tuple(re.findall(r"`([^`]+)`", row.group(1))) == registry.names()
