@@ -196,7 +196,8 @@ def analyze_file(
     for iteration, group in groupby(sorted(range(len(rows)), key=iteration_of), key=iteration_of):
         indices = list(group)
         pairs = [(rows[i]["response"], rows[i]["letters"]) for i in indices]
-        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs, rules)))
+        options = [rows[i].get("options") for i in indices]
+        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs, rules, options)))
     done = [by_index[i] for i in range(len(rows))]
     metrics = iteration_metrics(done)
     flags = flag_shares(done)

@@ -532,29 +532,39 @@ class LoggerConfig:
 
 @dataclass
 class AnalysisConfig:
-    """Thresholds of the reasoning-stage classifier (:mod:`medrlvr.analysis`); lengths count words."""
+    """Thresholds of the reasoning-stage classifier (:mod:`medrlvr.analysis`); lengths count words.
+
+    "The run's reference length" is the median reasoning length of the completions of the last
+    ``reference_iterations`` iterations (the current one included).
+    """
 
     short_reasoning_words: int = 8
-    verbose_reasoning_words: int = 100
+    hacker_length_ratio: float = 0.5
     leak_window_words: int = 6
+    leak_position_fraction: float = 0.5
+    verbose_reasoning_words: int = 100
+    verbose_length_ratio: float = 1.5
+    reference_iterations: int = 5
     outside_reasoning_words: int = 5
-    repetition_ngram: int = 4
-    repetition_threshold: float = 0.3
-    exploit_phase_fraction: float = 0.5
+    example_copy_words: int = 10
+    exploit_phase_fraction: float = 0.25
     boundary_min_iterations: int = 3
     examples_per_stage: int = 3
 
     def __post_init__(self) -> None:
         _check(self.short_reasoning_words >= 1, "analysis.short_reasoning_words", "must be >= 1")
+        _check(0 < self.hacker_length_ratio < 1, "analysis.hacker_length_ratio", "must be in (0, 1)")
         _check(
             self.verbose_reasoning_words > self.short_reasoning_words,
             "analysis.verbose_reasoning_words",
             f"must exceed analysis.short_reasoning_words ({self.short_reasoning_words}), got {self.verbose_reasoning_words}",
         )
+        _check(self.verbose_length_ratio >= 1, "analysis.verbose_length_ratio", "must be >= 1")
         _check(self.leak_window_words >= 1, "analysis.leak_window_words", "must be >= 1")
+        _check(0 < self.leak_position_fraction <= 1, "analysis.leak_position_fraction", "must be in (0, 1]")
+        _check(self.reference_iterations >= 1, "analysis.reference_iterations", "must be >= 1")
         _check(self.outside_reasoning_words >= 1, "analysis.outside_reasoning_words", "must be >= 1")
-        _check(self.repetition_ngram >= 1, "analysis.repetition_ngram", "must be >= 1")
-        _check(0 < self.repetition_threshold <= 1, "analysis.repetition_threshold", "must be in (0, 1]")
+        _check(self.example_copy_words >= 2, "analysis.example_copy_words", "must be >= 2")
         _check(0 < self.exploit_phase_fraction <= 1, "analysis.exploit_phase_fraction", "must be in (0, 1]")
         _check(self.boundary_min_iterations >= 1, "analysis.boundary_min_iterations", "must be >= 1")
         _check(self.examples_per_stage >= 0, "analysis.examples_per_stage", "must be >= 0")
