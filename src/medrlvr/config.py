@@ -159,12 +159,17 @@ class RewardConfig:
     min_reasoning_words: int = 0
     penalty_coef: float = 0.0
     partial_format: float = -0.5
+    leak_window_words: int = 10
+    leak_penalty: float = 0.0
+    structure_penalty: float = 0.0
     format: str = "strict"
     match_option_text: bool = False
 
     def __post_init__(self) -> None:
         _check(
-            self.name in ("default", "length_penalty", "partial_format"), "reward.name", f"unknown reward {self.name!r}"
+            self.name in ("default", "length_penalty", "partial_format", "composite"),
+            "reward.name",
+            f"unknown reward {self.name!r}",
         )
         _check(self.format in ("strict", "study"), "reward.format", f"must be strict or study, got {self.format!r}")
         _check(
@@ -175,6 +180,9 @@ class RewardConfig:
         )
         _check(self.min_reasoning_words >= 0, "reward.min_reasoning_words", "must be >= 0")
         _check(self.penalty_coef >= 0, "reward.penalty_coef", "must be >= 0")
+        _check(self.leak_window_words >= 1, "reward.leak_window_words", "must be >= 1")
+        _check(self.leak_penalty >= 0, "reward.leak_penalty", "must be >= 0")
+        _check(self.structure_penalty >= 0, "reward.structure_penalty", "must be >= 0")
 
 
 ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "reinforce_pp")
