@@ -548,9 +548,9 @@ class AnalysisConfig:
 
     short_reasoning_words: int = 8
     hacker_length_ratio: float = 0.5
-    leak_window_words: int = 6
-    leak_position_fraction: float = 0.5
-    verbose_reasoning_words: int = 100
+    leak_window_words: int = 8
+    leak_position_fraction: float = 0.3
+    verbose_reasoning_words: int = 60
     verbose_length_ratio: float = 1.5
     reference_iterations: int = 5
     outside_reasoning_words: int = 5

@@ -132,6 +132,7 @@ def test_answer_letter_is_read_from_a_malformed_completion():
         ("Low ferritin, therefore B.", [(2, "B")]),
         ("so A patient with anaemia", []),
         ("I would go with option E here", [(2, "E")]),
+        ("Option B.", [(0, "B")]),
         ("Iron is low. C is the best choice.", [(3, "C")]),
         ("Answer: (C)", [(0, "C")]),
         ("the answer is not B", []),
@@ -224,15 +225,17 @@ def test_a_leak_by_the_option_text_needs_the_options():
     assert phrase_position("she lacks vitamin\nc here", "Vitamin C") == 2
 
 
-def test_a_letter_stated_after_word_6_of_medium_reasoning_is_a_leak():
-    # 23 words; "the answer is B" is read from word 8 ("answer") < 0.5 * 23
+def test_a_letter_stated_after_word_8_of_medium_reasoning_is_a_leak():
+    # 40 words; "the answer is B" is read from word 9 ("answer"): past the 8-word window, within 0.3 * 40 = 12
     text = (
-        "<think>Low ferritin in a pale, tired woman: the answer is B, as small pale red cells and empty iron "
-        "stores mean iron deficiency.</think><answer>B</answer>"
+        "<think>Low ferritin in a pale, tired young woman: the answer is B, as small pale red cells with a low "
+        "ferritin mean her iron stores are empty, and vitamin C, vitamin D, iodine and zinc explain none of the "
+        "findings.</think><answer>B</answer>"
     )
-    result = classify(text, LETTERS, CFG, reference_words=50)
-    assert result.reasoning_words == 23 and result.answer_in_reasoning
-    assert result.stage == Stage.DIRECT_ANSWER_HACKER
+    result = classify(text, LETTERS, CFG, reference_words=80)
+    assert result.reasoning_words == 40 and result.answer_in_reasoning
+    assert result.stage == Stage.DIRECT_ANSWER_HACKER  # 40 <= 0.5 * 80
+    assert classify(text, LETTERS, CFG, reference_words=70).stage == Stage.CONCISE_STRUCTURER  # 40 > 35
     # the same letter stated at the end (word 14 of 18) concludes the reasoning
     assert not classify(CONCISE, LETTERS, CFG, reference_words=50).answer_in_reasoning
 

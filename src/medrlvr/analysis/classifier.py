@@ -116,7 +116,7 @@ _CHOICE_PATTERNS = (
         r"(?:^|(?<=[.!?;:,(\n])\s*|(?i:\b(?:option|choice))\s+)\(?([A-J])\)?\s+(?i:is|seems|would be)\s+"
         r"(?i:the\s+)?(?i:correct|right|best|answer|most likely)"
     ),
-    re.compile(r"^\s*\(?([A-J])(?:[\.\):]|\s*$)"),
+    re.compile(r"^\s*(?:(?i:option|choice)\s+)?\(?([A-J])(?:[\.\):]|\s*$)"),
     re.compile(r"(?i:\b(?:so|therefore|thus|hence)\s*,?\s*(?:option\s+|choice\s+)?)\(?([A-J])\)?" + _END),
     re.compile(r"(?i:\b(?:choose|pick|select|go with)\s+(?:option\s+|choice\s+)?)\(?([A-J])\)?(?![A-Za-z0-9])"),
 )
@@ -212,7 +212,7 @@ def letter_mentions(text: str, letters: str) -> list[tuple[int, str]]:
     """``(word index, letter)`` of each place the text states an option letter as its choice, in order.
 
     Recognised: ``the answer is (option) X``, ``Answer: X``, ``(option) X is correct/the answer/most likely``
-    at a clause start, a text that opens with ``X.``/``X)``/``X:`` or is only ``X``, ``so/therefore/thus X`` at
+    at a clause start, a text that opens with ``(option) X.``/``X)``/``X:`` or is only ``(option) X``, ``so/therefore/thus X`` at
     a clause end, and ``choose/pick/go with X``. Discussing an option (``option A is wrong``) and a capital
     used as a word (``A 30-year-old``, ``Vitamin C is likely``) are not statements of a choice.
     """
