@@ -97,7 +97,10 @@ class DataConfig:
     (``eval/before_<name>/*``, ``eval/after_<name>/*``) on their ``test_split``, each cut to ``eval_size``: a
     list of ``conf/data`` names or a name → data overrides mapping (:mod:`medrlvr.data.compose`). A question
     whose prompt plus ``rollout.max_new_tokens`` (evaluation: ``rollout.eval_max_new_tokens``) exceeds the
-    model's context is refused, or left out (with a warning) when ``skip_long_prompts``."""
+    model's context is refused, or left out (with a warning) when ``skip_long_prompts``.
+    ``shuffle_options_each_epoch``: each time a training question is drawn its options are re-shuffled (seeded
+    by ``seed``, the question and the draw) and its answer letter follows, against a position bias; evaluation
+    questions keep their published order."""
 
     name: str = "bundled"
     train_split: str = "train"
@@ -106,6 +109,7 @@ class DataConfig:
     ood_split: Optional[str] = None
     batch_size: int = 8
     option_count: Optional[int] = None
+    shuffle_options_each_epoch: bool = False
     eval_size: int = 64
     path: Optional[str] = None
     hub_name: Optional[str] = None
