@@ -55,6 +55,7 @@ def test_the_thresholds_matter_on_the_labelled_set():
     "change, key",
     [
         ({"stage": 7}, "stage"),
+        ({"stage": True}, "stage"),
         ({"split": "test"}, "split"),
         ({"flags": ["repetition"]}, "flags"),
         ({"reference_words": 0}, "reference_words"),

@@ -24,6 +24,15 @@ from medrlvr.rewards.parsing import FORMATS, ParseRules
 SPLITS = ("tune", "report")
 # flags a reader can label by meaning; format_failure, short_reasoning and verbose follow from the parser and lengths
 LABELLED_FLAGS = ("answer_in_reasoning", "reasoning_before_think", "contradiction", "copies_example", "self_verification")
+_EXPECTED = {
+    "stage": "a stage number 1-6",
+    "split": f"one of {', '.join(SPLITS)}",
+    "format": f"one of {', '.join(FORMATS)}",
+    "after_exploit": "true or false",
+    "flags": f"a list of names among {', '.join(LABELLED_FLAGS)}",
+    "options": "option texts by letter",
+    "reference_words": "a positive number of words or null",
+}
 
 
 def load_labelled(path: Path) -> list[dict[str, Any]]:
@@ -32,7 +41,7 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
     source = str(path)
     for number, row in enumerate(rows, start=1):
         checks = {
-            "stage": row.get("stage") in [int(s) for s in Stage],
+            "stage": type(row.get("stage")) is int and row["stage"] in [int(s) for s in Stage],
             "split": row.get("split") in SPLITS,
             "format": row.get("format") in FORMATS,
             "after_exploit": isinstance(row.get("after_exploit"), bool),
@@ -45,16 +54,7 @@ def load_labelled(path: Path) -> list[dict[str, Any]]:
         )
         for key, ok in checks.items():
             if not ok:
-                expected = {
-                    "stage": "a stage number 1-6",
-                    "split": f"one of {', '.join(SPLITS)}",
-                    "format": f"one of {', '.join(FORMATS)}",
-                    "after_exploit": "true or false",
-                    "flags": f"a list of names among {', '.join(LABELLED_FLAGS)}",
-                    "options": "option texts by letter",
-                    "reference_words": "a positive number of words or null",
-                }[key]
-                raise DatasetError(source, number, key, f"expected {expected}, got {row.get(key)!r}")
+                raise DatasetError(source, number, key, f"expected {_EXPECTED[key]}, got {row.get(key)!r}")
     return rows
 
 

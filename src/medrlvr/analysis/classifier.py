@@ -240,6 +240,7 @@ def phrase_position(text: str, phrase: str) -> int | None:
 
 
 def ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    """The distinct runs of ``n`` consecutive words."""
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
