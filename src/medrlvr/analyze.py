@@ -12,6 +12,9 @@ classifies every completion and writes ``stage_fractions.png`` (bar charts), ``c
 ``report.md``. Thresholds: ``analysis/*`` params of the run when present, else the defaults of
 :class:`medrlvr.config.AnalysisConfig`; ``--set key=value`` overrides either. ``--format study`` reads a file's
 completions as a run trained with ``reward.format=study`` did (text before ``<think>`` is not a format failure).
+
+``--agreement FILE`` reads a labelled file (:mod:`medrlvr.analysis.agreement`) and prints the classifier's
+confusion matrix, per-stage precision/recall/F1 and per-flag agreement on ``--split`` (default ``report``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from medrlvr.analysis.agreement import SPLITS, agreement_report
 from medrlvr.analysis.classifier import FLAGS, CompletionAnalysis, Stage
 from medrlvr.analysis.dynamics import (
     StageTracker,
@@ -196,7 +200,8 @@ def analyze_file(
     for iteration, group in groupby(sorted(range(len(rows)), key=iteration_of), key=iteration_of):
         indices = list(group)
         pairs = [(rows[i]["response"], rows[i]["letters"]) for i in indices]
-        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs, rules)))
+        options = [rows[i].get("options") for i in indices]
+        by_index.update(zip(indices, tracker.classify_iteration(iteration, pairs, rules, options)))
     done = [by_index[i] for i in range(len(rows))]
     metrics = iteration_metrics(done)
     flags = flag_shares(done)
@@ -244,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--format", choices=FORMATS, default="strict", help="the training run's reward.format (files; default strict)"
     )
     parser.add_argument("--no-log", action="store_true", help="do not log the plots and report to the run")
+    parser.add_argument(
+        "--agreement", action="store_true", help="the file is a labelled set: print the classifier's agreement with it"
+    )
+    parser.add_argument(
+        "--split", choices=(*SPLITS, "all"), default="report", help="rows of the labelled set to measure (--agreement)"
+    )
     return parser.parse_args(argv)
 
 
@@ -252,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     path = Path(args.target)
     try:
+        if args.agreement:
+            _, text = agreement_report(path, None if args.split == "all" else args.split, config_from({}, args.set))
+            print(text)
+            return 0
         if path.suffix in (".json", ".jsonl") or path.exists():
             output = args.output or Path("analysis") / path.stem
             report = analyze_file(path, output, args.set, args.letters, ParseRules(format=args.format))

@@ -107,7 +107,10 @@ class DataConfig:
     (``eval/before_<name>/*``, ``eval/after_<name>/*``) on their ``test_split``, each cut to ``eval_size``: a
     list of ``conf/data`` names or a name → data overrides mapping (:mod:`medrlvr.data.compose`). A question
     whose prompt plus ``rollout.max_new_tokens`` (evaluation: ``rollout.eval_max_new_tokens``) exceeds the
-    model's context is refused, or left out (with a warning) when ``skip_long_prompts``."""
+    model's context is refused, or left out (with a warning) when ``skip_long_prompts``.
+    ``shuffle_options_each_epoch``: each time a training question is drawn its options are re-shuffled (seeded
+    by ``seed``, the question and the draw) and its answer letter follows, against a position bias; evaluation
+    questions keep their published order."""
 
     name: str = "bundled"
     train_split: str = "train"
@@ -116,6 +119,7 @@ class DataConfig:
     ood_split: Optional[str] = "ood"
     batch_size: int = 8
     option_count: Optional[int] = None
+    shuffle_options_each_epoch: bool = False
     eval_size: int = 64
     path: Optional[str] = None
     hub_name: Optional[str] = None
@@ -169,12 +173,17 @@ class RewardConfig:
     min_reasoning_words: int = 0
     penalty_coef: float = 0.0
     partial_format: float = -0.5
+    leak_window_words: int = 10
+    leak_penalty: float = 0.0
+    structure_penalty: float = 0.0
     format: str = "strict"
     match_option_text: bool = False
 
     def __post_init__(self) -> None:
         _check(
-            self.name in ("default", "length_penalty", "partial_format"), "reward.name", f"unknown reward {self.name!r}"
+            self.name in ("default", "length_penalty", "partial_format", "composite"),
+            "reward.name",
+            f"unknown reward {self.name!r}",
         )
         _check(self.format in ("strict", "study"), "reward.format", f"must be strict or study, got {self.format!r}")
         _check(
@@ -185,6 +194,9 @@ class RewardConfig:
         )
         _check(self.min_reasoning_words >= 0, "reward.min_reasoning_words", "must be >= 0")
         _check(self.penalty_coef >= 0, "reward.penalty_coef", "must be >= 0")
+        _check(self.leak_window_words >= 1, "reward.leak_window_words", "must be >= 1")
+        _check(self.leak_penalty >= 0, "reward.leak_penalty", "must be >= 0")
+        _check(self.structure_penalty >= 0, "reward.structure_penalty", "must be >= 0")
 
 
 LR_SCHEDULERS = ("constant", "cosine_with_min_lr")
@@ -544,29 +556,39 @@ class LoggerConfig:
 
 @dataclass
 class AnalysisConfig:
-    """Thresholds of the reasoning-stage classifier (:mod:`medrlvr.analysis`); lengths count words."""
+    """Thresholds of the reasoning-stage classifier (:mod:`medrlvr.analysis`); lengths count words.
+
+    "The run's reference length" is the median reasoning length of the completions of the last
+    ``reference_iterations`` iterations (the current one included).
+    """
 
     short_reasoning_words: int = 8
-    verbose_reasoning_words: int = 100
-    leak_window_words: int = 6
+    hacker_length_ratio: float = 0.5
+    leak_window_words: int = 8
+    leak_position_fraction: float = 0.3
+    verbose_reasoning_words: int = 60
+    verbose_length_ratio: float = 1.5
+    reference_iterations: int = 5
     outside_reasoning_words: int = 5
-    repetition_ngram: int = 4
-    repetition_threshold: float = 0.3
-    exploit_phase_fraction: float = 0.5
+    example_copy_words: int = 10
+    exploit_phase_fraction: float = 0.25
     boundary_min_iterations: int = 3
     examples_per_stage: int = 3
 
     def __post_init__(self) -> None:
         _check(self.short_reasoning_words >= 1, "analysis.short_reasoning_words", "must be >= 1")
+        _check(0 < self.hacker_length_ratio < 1, "analysis.hacker_length_ratio", "must be in (0, 1)")
         _check(
             self.verbose_reasoning_words > self.short_reasoning_words,
             "analysis.verbose_reasoning_words",
             f"must exceed analysis.short_reasoning_words ({self.short_reasoning_words}), got {self.verbose_reasoning_words}",
         )
+        _check(self.verbose_length_ratio >= 1, "analysis.verbose_length_ratio", "must be >= 1")
         _check(self.leak_window_words >= 1, "analysis.leak_window_words", "must be >= 1")
+        _check(0 < self.leak_position_fraction <= 1, "analysis.leak_position_fraction", "must be in (0, 1]")
+        _check(self.reference_iterations >= 1, "analysis.reference_iterations", "must be >= 1")
         _check(self.outside_reasoning_words >= 1, "analysis.outside_reasoning_words", "must be >= 1")
-        _check(self.repetition_ngram >= 1, "analysis.repetition_ngram", "must be >= 1")
-        _check(0 < self.repetition_threshold <= 1, "analysis.repetition_threshold", "must be in (0, 1]")
+        _check(self.example_copy_words >= 2, "analysis.example_copy_words", "must be >= 2")
         _check(0 < self.exploit_phase_fraction <= 1, "analysis.exploit_phase_fraction", "must be in (0, 1]")
         _check(self.boundary_min_iterations >= 1, "analysis.boundary_min_iterations", "must be >= 1")
         _check(self.examples_per_stage >= 0, "analysis.examples_per_stage", "must be >= 0")

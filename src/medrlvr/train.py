@@ -29,6 +29,7 @@ from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
 from medrlvr.data.schema import ExampleBatch, MCQExample
+from medrlvr.data.transforms import shuffled_per_draw
 from medrlvr.evaluation import evaluate
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.policy_config import write_policy_config
@@ -68,19 +69,23 @@ def prompt_loader(
     start: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    shuffle_options: bool = False,
 ) -> DataLoader:
     """Batches ``start + 1`` to ``iterations`` of prompts, reshuffled (seeded) each pass over the data.
 
     The order depends only on ``seed``, so a run resumed at ``start`` sees the batches it had not reached.
     With ``world_size`` processes, each iteration draws ``batch_size × world_size`` prompts and process
-    ``rank`` gets its own ``batch_size`` of them.
+    ``rank`` gets its own ``batch_size`` of them. ``shuffle_options`` re-shuffles a question's options each time
+    it is drawn (``data.shuffle_options_each_epoch``, :func:`medrlvr.data.transforms.shuffled_per_draw`).
     """
     block = batch_size * world_size
     sampler = RandomSampler(
         examples, replacement=False, num_samples=block * iterations, generator=torch.Generator().manual_seed(seed)
     )
-    order = rank_order(list(sampler)[start * block :], batch_size, rank, world_size)
-    return DataLoader([examples[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=ExampleBatch)
+    indices = list(sampler)
+    drawn = shuffled_per_draw(examples, indices, seed) if shuffle_options else [examples[i] for i in indices]
+    order = rank_order(list(range(len(indices)))[start * block :], batch_size, rank, world_size)
+    return DataLoader([drawn[i] for i in order], batch_size=batch_size, shuffle=False, collate_fn=ExampleBatch)
 
 
 def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
@@ -302,7 +307,10 @@ def _fit_and_evaluate(
     if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
     if start < steps:
-        loader = prompt_loader(train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size)
+        loader = prompt_loader(
+            train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size,
+            cfg.data.shuffle_options_each_epoch,
+        )
         fit(trainer, module, loader, signals)
     if checkpoints.stop_signal is not None:
         raise Stopped(

@@ -22,7 +22,8 @@ def test_analysis_defaults_and_overrides():
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("analysis.repetition_threshold=0", "analysis.repetition_threshold"),
+        ("analysis.hacker_length_ratio=1", "analysis.hacker_length_ratio"),
+        ("analysis.verbose_length_ratio=0.5", "analysis.verbose_length_ratio"),
         ("analysis.verbose_reasoning_words=4", "analysis.verbose_reasoning_words"),
         ("analysis.exploit_phase_fraction=1.5", "analysis.exploit_phase_fraction"),
     ],

@@ -37,6 +37,7 @@ def test_reads_mlflow_tables_lists_and_jsonl(tmp_path):
         ("bad.jsonl", '{"response": "x"}\n{oops\n', r"bad.jsonl, row 2: invalid JSON"),
         ("noresp.jsonl", '{"response": "x"}\n{"text": "y"}\n', r"noresp.jsonl, row 2, field 'response'"),
         ("letters.jsonl", '{"response": "x", "letters": "AB1"}\n', r"row 1, field 'letters'"),
+        ("options.jsonl", '{"response": "x", "letters": "AB", "options": {"C": "Iron"}}\n', r"row 1, field 'options'"),
         ("short.json", json.dumps({"columns": ["id", "response"], "data": [["q1"]]}), r"short.json, row 1, field 'data'"),
         ("scalar.json", "3", r"scalar.json: expected an MLflow table"),
         ("empty.jsonl", "\n", r"empty.jsonl: no completions"),
@@ -50,8 +51,8 @@ def test_bad_files_fail_naming_file_row_and_field(tmp_path, name, content, match
 
 
 def test_config_overrides_from_params_and_cli():
-    cfg = config_from({"analysis/short_reasoning_words": "12", "algo/kl_coef": "0.1"}, ["exploit_phase_fraction=0.25"])
-    assert (cfg.short_reasoning_words, cfg.exploit_phase_fraction, cfg.verbose_reasoning_words) == (12, 0.25, 100)
+    cfg = config_from({"analysis/short_reasoning_words": "12", "algo/kl_coef": "0.1"}, ["exploit_phase_fraction=0.5"])
+    assert (cfg.short_reasoning_words, cfg.exploit_phase_fraction, cfg.verbose_reasoning_words) == (12, 0.5, 60)
     with pytest.raises(ConfigError, match="short_words"):
         config_from({}, ["short_words=3"])
     with pytest.raises(ConfigError, match="must be int"):

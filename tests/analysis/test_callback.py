@@ -84,3 +84,14 @@ def test_callback_reads_option_texts_as_the_reward_does():
         trainer, module, None, None, 0
     )
     assert logged[0]["stage/format_failure"] == 0.0  # the reward accepts it: it names option B's text
+
+
+def test_resumed_callback_keeps_the_exploit_phase_and_the_recent_lengths():
+    trainer = SimpleNamespace(logger=None)
+    first = StageAnalysisCallback(AnalysisConfig(), every=0, max_steps=2)
+    first.on_train_batch_end(trainer, SimpleNamespace(last_samples=samples(1, [HACK, CONCISE]), iteration=1), None, None, 0)
+    state = first.state_dict()
+    assert state == {"exploit_phase_at": 1, "recent_lengths": [[1, 15]]}
+    resumed = StageAnalysisCallback(AnalysisConfig(), every=0, max_steps=2)
+    resumed.load_state_dict(state)
+    assert resumed.tracker.exploit_phase_at == 1 and resumed.tracker.reference_words([30]) == 15.0

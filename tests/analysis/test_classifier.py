@@ -6,8 +6,9 @@ from medrlvr.analysis.classifier import (
     Stage,
     classify,
     format_kind,
+    copies_example,
     letter_mentions,
-    repeated_fraction,
+    phrase_position,
     split_response,
 )
 from medrlvr.config import AnalysisConfig
@@ -47,10 +48,6 @@ CONTRADICTION = (
     "<think>Low ferritin with microcytic red cells means iron deficiency, so the answer is B.</think>"
     "<answer>C</answer>"
 )
-REPEATED = (
-    "<think>The patient is anaemic and tired. The patient is anaemic and tired. The patient is anaemic and tired. "
-    "The patient is anaemic and tired, so B.</think><answer>B</answer>"
-)
 AHA = (
     "<think>Ferritin is low, which suggests iron deficiency. Wait, let me double-check option C: vitamin D does "
     "not change the size of red cells. So the answer is B.</think><answer>B</answer>"
@@ -66,7 +63,7 @@ AHA = (
         (VERBOSE, Stage.VERBOSE_FORMATTER, ["verbose"]),
         (CONCISE, Stage.CONCISE_STRUCTURER, []),
         (DIRECT_LETTER, Stage.DIRECT_ANSWER_HACKER, ["short_reasoning", "answer_in_reasoning"]),
-        (ANSWER_FIRST, Stage.DIRECT_ANSWER_HACKER, ["answer_in_reasoning"]),
+        (ANSWER_FIRST, Stage.CONCISE_STRUCTURER, ["answer_in_reasoning"]),  # short only relative to a run
         (TERSE, Stage.DIRECT_ANSWER_HACKER, ["short_reasoning"]),
         (
             STEPS_BEFORE_PREFILLED_THINK,
@@ -75,7 +72,6 @@ AHA = (
         ),
         (STEPS_BEFORE_THINK, Stage.STEP_BY_STEP_EXPLOIT, ["format_failure", "short_reasoning", "reasoning_before_think"]),
         (CONTRADICTION, Stage.CONCISE_STRUCTURER, ["contradiction"]),
-        (REPEATED, Stage.CONCISE_STRUCTURER, ["repetition"]),
         (AHA, Stage.CONCISE_STRUCTURER, ["self_verification"]),
     ],
 )
@@ -136,6 +132,7 @@ def test_answer_letter_is_read_from_a_malformed_completion():
         ("Low ferritin, therefore B.", [(2, "B")]),
         ("so A patient with anaemia", []),
         ("I would go with option E here", [(2, "E")]),
+        ("Option B.", [(0, "B")]),
         ("Iron is low. C is the best choice.", [(3, "C")]),
         ("Answer: (C)", [(0, "C")]),
         ("the answer is not B", []),
@@ -161,13 +158,6 @@ def test_split_response_reads_around_the_final_think():
     assert split_response("<think>A</answer>") == ("", "A", None)
 
 
-def test_repeated_fraction_hand_computed():
-    words = "a b c d a b c d".split()
-    # 4-grams: abcd, bcda, cdab, dabc, abcd -> 4 distinct of 5
-    assert repeated_fraction(words, 4) == pytest.approx(0.2)
-    assert repeated_fraction("a b c".split(), 4) == 0.0
-
-
 def test_self_verification_phrases_are_counted_and_waiting_is_not():
     assert classify(AHA, LETTERS, CFG).self_verification_count == 2
     text = (
@@ -179,7 +169,7 @@ def test_self_verification_phrases_are_counted_and_waiting_is_not():
 
 
 def test_thresholds_are_configurable():
-    strict = AnalysisConfig(short_reasoning_words=30, verbose_reasoning_words=200)
+    strict = AnalysisConfig(short_reasoning_words=19, verbose_reasoning_words=200)  # CONCISE has 18 words
     assert classify(CONCISE, LETTERS, strict).stage == Stage.DIRECT_ANSWER_HACKER
     loose = AnalysisConfig(short_reasoning_words=2, verbose_reasoning_words=10)
     assert classify(CONCISE, LETTERS, loose).stage == Stage.VERBOSE_FORMATTER
@@ -200,3 +190,88 @@ def test_study_format_reads_text_before_think_as_the_reward_did():
 
 def test_an_option_text_answer_is_no_answer():
     assert format_kind("option_text", "<think>x</think><answer>Iron</answer>") == "no_answer"
+
+
+OPTIONS = {"A": "Vitamin C", "B": "Iron", "C": "Vitamin D", "D": "Iodine", "E": "Zinc"}
+# 51 words of reasoning that opens with the answer, then reasons properly
+ANSWER_THEN_REASONING = (
+    "<think>Answer: B, because the picture is a microcytic hypochromic anaemia. Fatigue and pale skin show the "
+    "anaemia; small and pale red cells narrow it to iron deficiency, thalassaemia or chronic disease; a low "
+    "ferritin is specific for empty iron stores. Vitamin C, vitamin D, iodine and zinc explain none of "
+    "it.</think><answer>B</answer>"
+)
+
+
+def test_a_leak_is_a_hacker_only_when_the_reasoning_is_short_for_the_run():
+    # ANSWER_FIRST: 14 words, "The answer is B" at word 0
+    assert classify(ANSWER_FIRST, LETTERS, CFG, reference_words=40).stage == Stage.DIRECT_ANSWER_HACKER  # 14 <= 20
+    kept = classify(ANSWER_FIRST, LETTERS, CFG, reference_words=20)  # 14 > 0.5 * 20
+    assert kept.stage == Stage.CONCISE_STRUCTURER and kept.flags() == ["answer_in_reasoning"]
+    long_good = classify(ANSWER_THEN_REASONING, LETTERS, CFG, reference_words=50)
+    assert long_good.reasoning_words == 51 and long_good.answer_in_reasoning
+    assert long_good.stage == Stage.CONCISE_STRUCTURER  # opens with "Answer: B" but is not shortened
+    # short reasoning without a leak is no hacker either: the answer comes at its end
+    assert classify(CONCISE, LETTERS, CFG, reference_words=60).stage == Stage.CONCISE_STRUCTURER
+
+
+def test_a_leak_by_the_option_text_needs_the_options():
+    text = "<think>Iron. Her red cells are small and pale and her ferritin is low.</think><answer>B</answer>"
+    with_options = classify(text, LETTERS, CFG, options=OPTIONS, reference_words=40)  # 13 words <= 20
+    assert with_options.answer_in_reasoning and with_options.stage == Stage.DIRECT_ANSWER_HACKER
+    without = classify(text, LETTERS, CFG, reference_words=40)
+    assert not without.answer_in_reasoning and without.stage == Stage.CONCISE_STRUCTURER
+    assert phrase_position("Low ferritin: iron-deficiency, so IRON.", "Iron") == 2
+    assert phrase_position("Ironically low", "Iron") is None
+    assert phrase_position("she lacks vitamin\nc here", "Vitamin C") == 2
+
+
+def test_a_letter_stated_after_word_8_of_medium_reasoning_is_a_leak():
+    # 40 words; "the answer is B" is read from word 9 ("answer"): past the 8-word window, within 0.3 * 40 = 12
+    text = (
+        "<think>Low ferritin in a pale, tired young woman: the answer is B, as small pale red cells with a low "
+        "ferritin mean her iron stores are empty, and vitamin C, vitamin D, iodine and zinc explain none of the "
+        "findings.</think><answer>B</answer>"
+    )
+    result = classify(text, LETTERS, CFG, reference_words=80)
+    assert result.reasoning_words == 40 and result.answer_in_reasoning
+    assert result.stage == Stage.DIRECT_ANSWER_HACKER  # 40 <= 0.5 * 80
+    assert classify(text, LETTERS, CFG, reference_words=70).stage == Stage.CONCISE_STRUCTURER  # 40 > 35
+    # the same letter stated at the end (word 14 of 18) concludes the reasoning
+    assert not classify(CONCISE, LETTERS, CFG, reference_words=50).answer_in_reasoning
+
+
+def test_verbose_is_relative_to_the_run():
+    # VERBOSE has 131 words of reasoning
+    assert classify(VERBOSE, LETTERS, CFG, reference_words=60).stage == Stage.VERBOSE_FORMATTER  # 131 > 90
+    grown = classify(VERBOSE, LETTERS, CFG, reference_words=100)  # 131 <= 150: the run's reasoning has grown
+    assert not grown.verbose and grown.stage == Stage.CONCISE_STRUCTURER
+    late = classify(VERBOSE, LETTERS, CFG, after_exploit=True, reference_words=100)
+    assert late.stage == Stage.REINTEGRATED_REASONING
+    assert not classify(VERBOSE, LETTERS, AnalysisConfig(verbose_reasoning_words=140)).verbose  # 131 <= 140
+
+
+def test_step_by_step_exploit_under_the_study_format_is_rewarded_and_detected():
+    from medrlvr.rewards.parsing import ParseRules
+
+    study = ParseRules(format="study")
+    steps = (
+        "Let's solve this step by step. 1) Pale skin and fatigue suggest anaemia. 2) Small pale red cells mean a "
+        "microcytic anaemia. 3) Low ferritin means empty iron stores.\n"
+        "<think>Iron deficiency anaemia, so the answer is B.</think>\n<answer>B</answer>"
+    )
+    result = classify(steps, LETTERS, CFG, rules=study, reference_words=20)
+    assert result.format_error is None  # the study's check rewards it
+    assert result.stage == Stage.STEP_BY_STEP_EXPLOIT and result.outside_words == 29
+    preamble = "Okay.\n<think>Small pale red cells and a low ferritin mean iron deficiency, so B.</think><answer>B</answer>"
+    assert classify(preamble, LETTERS, CFG, rules=study).stage == Stage.CONCISE_STRUCTURER
+
+
+def test_copying_the_prompts_worked_example_is_flagged():
+    from medrlvr.data.prompts import EXAMPLE_RESPONSE
+
+    question_letters = "ABCD"  # another question, answered with the example's reasoning
+    assert classify(EXAMPLE_RESPONSE, question_letters, CFG).copies_example
+    partial = "<think>Small, pale red cells with low ferritin mean iron stores look low.</think><answer>A</answer>"
+    assert copies_example(partial, 10)  # "small pale red cells with low ferritin mean iron stores": 10 words
+    assert not copies_example(partial, 11)
+    assert not classify(CONCISE, LETTERS, CFG).copies_example

@@ -89,3 +89,26 @@ def test_example_rows_keep_per_stage_limit_stage_order_and_distinct_responses():
     assert [(r["stage"], r["id"]) for r in rows] == [(1, "q1"), (3, "q3"), (4, "q0"), (4, "q4")]
     assert rows[2]["flags"] == "short_reasoning,answer_in_reasoning" and rows[2]["letter"] == "B"
     assert rows[2]["stage_name"] == "4 Direct Answer Hacker" and rows[2]["iteration"] == 7
+
+
+def test_a_minority_exploit_phase_counts_by_default():
+    tracker = StageTracker(CFG)  # exploit_phase_fraction 0.25
+    tracker.classify_iteration(1, [(CONCISE, "ABCDE"), (CONCISE, "ABCDE"), (CONCISE, "ABCDE"), (HACK, "ABCDE")])
+    assert tracker.exploit_phase_at == 1  # 1 of 4 completions in stage 4
+    assert tracker.classify_iteration(2, [(CONCISE, "ABCDE")])[0].stage == Stage.REINTEGRATED_REASONING
+
+
+def test_reference_length_is_the_median_over_the_recent_iterations_window():
+    tracker = StageTracker(AnalysisConfig(reference_iterations=2))
+    words = lambda n: "<think>" + " ".join(["word"] * n) + "</think><answer>B</answer>"  # noqa: E731
+    assert tracker.reference_words([4, 10]) == 7.0
+    tracker.classify_iteration(1, [(words(40), "ABCDE"), (words(60), "ABCDE"), (FAIL, "ABCDE")])  # FAIL: no think
+    assert list(tracker.recent_lengths) == [[40, 60]]
+    assert tracker.reference_words([10]) == 40.0  # median of 40, 60, 10
+    # iteration 2: reference = median(40, 60, 20, 22) = 31 and 20 > 0.5 * 31
+    second = tracker.classify_iteration(2, [(words(20), "ABCDE"), (words(22), "ABCDE")])
+    assert [a.short_reasoning for a in second] == [False, False]
+    assert list(tracker.recent_lengths) == [[20, 22]]  # the window keeps 2 iterations: the previous one and the next
+    third = tracker.classify_iteration(3, [(words(8), "ABCDE"), (words(30), "ABCDE")])
+    # reference = median(20, 22, 8, 30) = 21; 8 <= 10.5 -> shortened
+    assert [a.short_reasoning for a in third] == [True, False]

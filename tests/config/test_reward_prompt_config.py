@@ -36,11 +36,20 @@ def test_med_rlvr_is_one_override_away_from_the_cpu_default_semantics():
     assert (cfg.reward.format, prompt.template, prompt.response_prefix) == ("strict", "chat", "<think>")
 
 
-@pytest.mark.parametrize("reward", ["default", "length_penalty", "partial_format"])
+@pytest.mark.parametrize("reward", ["default", "length_penalty", "partial_format", "composite"])
 def test_every_reward_carries_the_parse_rules(reward):
     cfg = train_config([f"reward={reward}", "reward.format=study", "reward.match_option_text=true"])
     assert build_reward(cfg.reward).rules == ParseRules(format="study", match_option_text=True)
     assert parse_rules(cfg.reward) == ParseRules(format="study", match_option_text=True)
+
+
+def test_composite_keeps_its_parameters():
+    reward = build_reward(train_config(["reward=composite", "reward.structure_penalty=0.25"]).reward)
+    assert (reward.min_reasoning_words, reward.leak_window_words, reward.leak_penalty, reward.structure_penalty) == (
+        10, 10, 0.5, 0.25
+    )
+    with pytest.raises(ConfigError, match=r"reward\.leak_penalty"):
+        train_config(["reward=composite", "reward.leak_penalty=-1"])
 
 
 def test_length_penalty_keeps_its_parameters():

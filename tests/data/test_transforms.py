@@ -6,7 +6,7 @@ import pytest
 
 from medrlvr.data.bundled import load_bundled
 from medrlvr.data.schema import OPTION_LETTERS, MCQExample, validate_example
-from medrlvr.data.transforms import question_kinds, set_option_count
+from medrlvr.data.transforms import question_kinds, set_option_count, shuffle_options, shuffled_per_draw
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,53 @@ def test_not_enough_distinct_texts_raises():
 def test_out_of_range_counts_raise(train, count):
     with pytest.raises(ValueError, match=r"data\.option_count.*2 to 10"):
         set_option_count(train, count, seed=0)
+
+
+NUTRIENT = MCQExample(
+    question="Which nutrient?",
+    options={"A": "Vitamin C", "B": "Iron", "C": "Vitamin D", "D": "Iodine"},
+    answer="B",
+    source="t",
+    id="q1",
+)
+
+
+def test_shuffled_options_remap_the_answer_letter():
+    third = shuffle_options(NUTRIENT, seed=7, draw=2)
+    # old letters A, C, D, B now shown as A, B, C, D: the answer "Iron" (B) moved to D
+    assert third.options == {"A": "Vitamin C", "B": "Vitamin D", "C": "Iodine", "D": "Iron"}
+    assert third.answer == "D" and third.metadata["original_answer"] == "B"
+    assert third.question == NUTRIENT.question and NUTRIENT.answer == "B"  # the input is unchanged
+    assert shuffle_options(NUTRIENT, seed=7, draw=2) == third  # seeded: the same draw, the same order
+    again = shuffle_options(third, seed=7, draw=0)
+    assert again.metadata["original_answer"] == "B"  # the published letter is kept across shuffles
+    assert again.options[again.answer] == "Iron"
+
+
+def test_each_draw_of_a_question_gets_its_own_order():
+    draws = shuffled_per_draw([NUTRIENT], [0] * 12, seed=7)
+    assert all(d.options[d.answer] == "Iron" for d in draws)
+    assert len({tuple(d.options.values()) for d in draws}) > 1
+    assert [d.options for d in draws[2:4]] == [shuffle_options(NUTRIENT, 7, k).options for k in (2, 3)]
+
+
+def test_questions_with_options_about_options_keep_their_order():
+    both = MCQExample(
+        question="Which?", options={"A": "Iron", "B": "Zinc", "C": "Both A and B"}, answer="C", source="t", id="q2"
+    )
+    assert shuffle_options(both, seed=7, draw=1) == both
+
+
+def test_prompt_loader_reshuffles_options_per_draw_and_resumes_the_same():
+    from medrlvr.train import prompt_loader
+
+    examples = [NUTRIENT, MCQExample(question="Other?", options={"A": "x", "B": "y"}, answer="A", source="t", id="q2")]
+    # 2 examples, 1 per iteration, 6 iterations: each question is drawn 3 times
+    full = [batch.examples[0] for batch in prompt_loader(examples, 1, 6, seed=3, shuffle_options=True)]
+    plain = [batch.examples[0] for batch in prompt_loader(examples, 1, 6, seed=3)]
+    assert [e.id for e in full] == [e.id for e in plain]  # the same questions in the same order
+    assert all(e.options == examples[int(e.id[1]) - 1].options for e in plain)
+    nutrient = [e for e in full if e.id == "q1"]
+    assert [e.options for e in nutrient] == [shuffle_options(NUTRIENT, 3, k).options for k in range(3)]
+    resumed = [batch.examples[0] for batch in prompt_loader(examples, 1, 6, seed=3, start=4, shuffle_options=True)]
+    assert resumed == full[4:]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
+from medrlvr.rewards.functions import CompositeReward, CorrectnessReward, LengthPenaltyReward, PartialFormatReward
 from medrlvr.rewards.parsing import FORMAT_ERRORS, ParseRules, answer_block_letter, parse_completion
 
 LETTERS = "ABCDE"
@@ -202,3 +202,34 @@ def test_partial_format_uses_the_rules_too():
     reward = PartialFormatReward(rules=ParseRules(match_option_text=True))
     out = reward(["<answer>Iron</answer>"], ["B"], ["ABC"], [{"A": "Zinc", "B": "Iron", "C": "Iodine"}])
     assert out.scores == [-0.5]
+
+
+def test_composite_penalises_answering_before_reasoning_and_reasoning_before_think():
+    reward = CompositeReward(rules=ParseRules(format="study"))  # 10 words, window 10, penalties 0.5 and 0.5
+    reasoned = (
+        "<think>Small pale red cells and a low ferritin mean empty iron stores, so the answer is B.</think>"
+        "<answer>B</answer>"
+    )  # 17 words, the letter at word 17: no penalty
+    leaked = (
+        "<think>Answer: B. Small pale red cells and a low ferritin mean empty iron stores.</think><answer>B</answer>"
+    )  # the letter stated at word 1 of 15
+    direct = "<think>Iron deficiency.</think><answer>B</answer>"  # 2 words < 10
+    steps = "Step 1: pale cells. Step 2: low ferritin.\n" + reasoned  # text before <think>
+    steps_and_leak = "Step 1: pale cells.\n<think>B</think><answer>C</answer>"  # both, and wrong
+    broken = "<think>B</think>"
+    out = reward(
+        [reasoned, leaked, direct, steps, steps_and_leak, broken], ["B"] * 6, [LETTERS] * 6
+    )
+    assert out.penalties == pytest.approx([0.0, 0.5, 0.5, 0.5, 1.0, 0.0])
+    assert out.scores == pytest.approx([1.0, 0.5, 0.5, 0.5, -1.0, -1.0])
+
+
+def test_composite_reads_the_letter_as_the_answer_parser_does():
+    reward = CompositeReward(min_reasoning_words=1, leak_window_words=4)
+    cases = {
+        "<think>B is correct since ferritin is low and cells are small.</think><answer>B</answer>": 0.5,
+        "<think>Option A is wrong since ferritin is low, so iron.</think><answer>B</answer>": 0.0,  # a negation
+        "<think>A patient with low ferritin lacks iron, answer B.</think><answer>B</answer>": 0.0,  # after word 4
+    }
+    out = reward(list(cases), ["B"] * 3, [LETTERS] * 3)
+    assert out.penalties == pytest.approx(list(cases.values()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import lightning as L
@@ -26,10 +27,11 @@ class StageAnalysisCallback(L.Callback):
         self.tracker = StageTracker(cfg)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"exploit_phase_at": self.tracker.exploit_phase_at}
+        return {"exploit_phase_at": self.tracker.exploit_phase_at, "recent_lengths": list(self.tracker.recent_lengths)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.tracker.exploit_phase_at = state_dict["exploit_phase_at"]
+        self.tracker.recent_lengths = deque(state_dict.get("recent_lengths", []))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         iteration = pl_module.iteration

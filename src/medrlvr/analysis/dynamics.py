@@ -1,8 +1,13 @@
 """Stages over training: history-aware classification of iterations, per-iteration metrics, stage boundaries.
 
-Stage 6 vs 3 is decided by the run's history: once an iteration has at least ``exploit_phase_fraction`` of
-its completions in an exploit stage (4 Direct Answer Hacker or 5 Step-by-Step Exploit), every later
-iteration labels concise well-formed completions 6 Reintegrated Reasoning instead of 3 Concise Structurer.
+Stage 6 vs 3 is decided by the run's history: once one iteration has at least ``exploit_phase_fraction`` of
+its completions in an exploit stage (4 Direct Answer Hacker or 5 Step-by-Step Exploit; a minority phase
+counts, by default a quarter), every later iteration labels concise well-formed completions 6 Reintegrated
+Reasoning instead of 3 Concise Structurer.
+
+The run's reference reasoning length, against which "drastically shortened" (stage 4) and "verbose" (stage 2)
+are judged, is the median think-block length of the completions of the last ``reference_iterations``
+iterations, the current one included (completions without a think block are left out).
 
 Stage boundaries (:func:`stage_phases`): the dominant stage of an iteration is its most frequent one (ties
 go to the lower stage number). The run starts in the dominant stage of its first iteration; a boundary is
@@ -13,12 +18,21 @@ appears in the last ``min_iterations - 1`` iterations only is not marked.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from medrlvr.analysis.classifier import EXPLOIT_STAGES, FLAGS, FORMAT_KINDS, CompletionAnalysis, Stage, classify
+from medrlvr.analysis.classifier import (
+    EXPLOIT_STAGES,
+    FLAGS,
+    FORMAT_KINDS,
+    CompletionAnalysis,
+    Stage,
+    classify,
+    split_response,
+)
 from medrlvr.config import AnalysisConfig
 from medrlvr.rewards.parsing import ParseRules
 
@@ -27,10 +41,18 @@ LENGTH_STATS = ("mean", "p50", "p90")
 
 @dataclass
 class StageTracker:
-    """Classifies successive iterations of one run, remembering whether an exploit phase has happened."""
+    """Classifies successive iterations of one run, remembering whether an exploit phase has happened and the
+    reasoning lengths of its recent iterations."""
 
     cfg: AnalysisConfig
     exploit_phase_at: int | None = field(default=None)
+    recent_lengths: deque[list[int]] = field(default_factory=deque)
+
+    def reference_words(self, lengths: Sequence[int]) -> float | None:
+        """The run's reference length with ``lengths`` (this iteration's think-block lengths) added to the window;
+        ``None`` when no completion of the window has a think block."""
+        pooled = [n for previous in self.recent_lengths for n in previous] + list(lengths)
+        return float(np.median(pooled)) if pooled else None
 
     def classify_iteration(
         self,
@@ -43,10 +65,15 @@ class StageTracker:
         given, each question's ``options``), then update the run's history."""
         after_exploit = self.exploit_phase_at is not None
         given = options if options is not None else [None] * len(responses)
+        lengths = [len(think.split()) for think in (split_response(text)[1] for text, _ in responses) if think is not None]
+        reference = self.reference_words(lengths)
         analyses = [
-            classify(text, letters, self.cfg, after_exploit, rules, question_options)
+            classify(text, letters, self.cfg, after_exploit, rules, question_options, reference)
             for (text, letters), question_options in zip(responses, given)
         ]
+        self.recent_lengths.append(lengths)
+        while len(self.recent_lengths) >= self.cfg.reference_iterations:
+            self.recent_lengths.popleft()
         if not after_exploit and analyses:
             exploit = sum(a.stage in EXPLOIT_STAGES for a in analyses) / len(analyses)
             if exploit >= self.cfg.exploit_phase_fraction:

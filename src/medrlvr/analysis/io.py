@@ -47,7 +47,8 @@ def _check_objects(rows: list[Any], source: str) -> list[dict[str, Any]]:
 
 
 def load_completions(path: Path, default_letters: str = OPTION_LETTERS) -> list[dict[str, Any]]:
-    """Rows with a text ``response`` and the question's option ``letters`` (``default_letters`` when absent)."""
+    """Rows with a text ``response``, the question's option ``letters`` (``default_letters`` when absent) and,
+    optionally, its ``options`` (text by letter)."""
     rows = read_rows(path)
     if not rows:
         raise DatasetError(str(path), None, None, "no completions")
@@ -58,4 +59,9 @@ def load_completions(path: Path, default_letters: str = OPTION_LETTERS) -> list[
         if not isinstance(letters, str) or not letters or any(c not in OPTION_LETTERS for c in letters):
             raise DatasetError(str(path), number, "letters", f"expected option letters within A-J, got {letters!r}")
         row["letters"] = letters
+        options = row.get("options")
+        if options is not None and not (
+            isinstance(options, dict) and all(k in letters and isinstance(v, str) for k, v in options.items())
+        ):
+            raise DatasetError(str(path), number, "options", f"expected option texts by letter within {letters}")
     return rows

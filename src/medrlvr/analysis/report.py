@@ -133,12 +133,12 @@ def flag_legend() -> str:
     """What each flag means, for the reports."""
     meaning = {
         "format_failure": "the strict parser rejects the completion",
-        "short_reasoning": "the think block is trivially short (answer without reasoning)",
-        "answer_in_reasoning": "the think block states an option letter in its first words, before any reasoning",
+        "short_reasoning": "the think block holds no reasoning, or is drastically short for this run",
+        "answer_in_reasoning": "the think block states the answer (letter or option text) before reasoning towards it",
         "reasoning_before_think": "reasoning text stands before the final <think>",
         "contradiction": "the letter the reasoning concludes differs from the answered letter",
-        "verbose": "the think block exceeds the verbose threshold",
-        "repetition": "a large share of repeated word n-grams",
+        "verbose": "the think block is long, both in words and for this run",
+        "copies_example": "the response repeats a passage of the prompt's worked example",
         "self_verification": "a self-verification phrase (wait, let me double-check, re-evaluate...): the 'aha' signal",
     }
     return "\n".join(f"- `{name}`: {meaning[name]}" for name in FLAGS)

@@ -4,10 +4,12 @@ rendered through the model's chat template or DeepSeek-R1-Zero's plain ``User: â
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from medrlvr.data.schema import MCQExample
+
+if TYPE_CHECKING:  # the stage classifier reads the worked example without loading transformers
+    from transformers import PreTrainedTokenizerBase
 
 R1_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "

@@ -1,4 +1,5 @@
-"""Dataset transforms applied after loading: changing the number of answer options (``data.option_count``)."""
+"""Dataset transforms applied after loading: changing the number of answer options (``data.option_count``) and
+re-shuffling the options each time a question is drawn for training (``data.shuffle_options_each_epoch``)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,33 @@ def set_option_count(examples: list[MCQExample], option_count: int | None, seed:
         )
     pool = _OptionPool.from_examples(examples)
     return [_with_option_count(example, option_count, seed, pool) for example in examples]
+
+
+def shuffle_options(example: MCQExample, seed: int, draw: int) -> MCQExample:
+    """``example`` with its option texts in a new order, seeded by ``seed``, the example and ``draw`` (the how
+    many-th time it is drawn), re-lettered from A with the answer letter following its text; the previous answer
+    letter is kept in ``metadata["original_answer"]`` (unless already there). A question with an option that
+    refers to other options ("All of the above", "Both A and B") keeps its order: moving those breaks them."""
+    if any(REFERS_TO_OPTIONS.search(text) for text in example.options.values()):
+        return example
+    rng = random.Random(f"{seed}\x00{example.source}\x00{example.id}\x00{example.question}\x00draw {draw}")
+    old = list(example.options)
+    new_order = rng.sample(old, len(old))  # new_order[i] is the old letter shown at position i
+    return replace(
+        example,
+        options={OPTION_LETTERS[i]: example.options[letter] for i, letter in enumerate(new_order)},
+        answer=OPTION_LETTERS[new_order.index(example.answer)],
+        metadata={"original_answer": example.answer, **example.metadata},
+    )
+
+
+def shuffled_per_draw(examples: list[MCQExample], order: list[int], seed: int) -> list[MCQExample]:
+    """One example per entry of ``order`` (indices into ``examples``, the run's whole sampling order), its options
+    re-shuffled by :func:`shuffle_options` with ``draw`` = how many times that index came earlier in ``order``, so
+    each time a question is drawn it shows a new, reproducible order."""
+    draws: dict[int, int] = {}
+    drawn = []
+    for index in order:
+        drawn.append(shuffle_options(examples[index], seed, draws.get(index, 0)))
+        draws[index] = draws.get(index, 0) + 1
+    return drawn

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from medrlvr.rewards.parsing import ParsedCompletion, ParseRules, answer_block_letter, parse_completion
+from medrlvr.rewards.parsing import ParsedCompletion, ParseRules, answer_block_letter, parse_completion, stated_letters
 
 Options = Sequence[Mapping[str, str]]
 
@@ -113,6 +113,36 @@ class LengthPenaltyReward(CorrectnessReward):
             return 0.0
         shortfall = max(0, self.min_reasoning_words - reasoning_length(parsed))
         return self.penalty_coef * shortfall / self.min_reasoning_words
+
+
+@dataclass(frozen=True)
+class CompositeReward(CorrectnessReward):
+    """Correctness reward minus penalties for the two reward hacks of Tarek & Beheshti (2025, "Reward Hacking
+    Mitigation using Verifiable Composite Rewards", arXiv:2509.15557): answering without preceding reasoning,
+    and reasoning in a non-standard place.
+
+    For a well-formatted completion:
+    ``r = r_default − leak_penalty · [answered early] − structure_penalty · [text before <think>]``, where
+    "answered early" means the think block holds fewer than ``min_reasoning_words`` words, or its first
+    ``leak_window_words`` words already state an option letter (read by the parser's own rules,
+    :func:`~medrlvr.rewards.parsing.stated_letters`: ``B.``, ``Answer: B``, ``the answer is B``,
+    ``B is correct``). Text before ``<think>`` is only possible under ``reward.format=study`` (the study's
+    step-by-step exploit). Format failures already get ``format_error`` and are not penalised twice.
+    """
+
+    min_reasoning_words: int = 10
+    leak_window_words: int = 10
+    leak_penalty: float = 0.5
+    structure_penalty: float = 0.5
+
+    def answered_early(self, parsed: ParsedCompletion) -> bool:
+        words = (parsed.think or "").split()
+        return len(words) < self.min_reasoning_words or bool(stated_letters(" ".join(words[: self.leak_window_words])))
+
+    def penalty(self, parsed: ParsedCompletion) -> float:
+        if not parsed.format_ok:
+            return 0.0
+        return self.leak_penalty * self.answered_early(parsed) + self.structure_penalty * bool(parsed.text_before_think)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilde
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.data.schema import MCQExample
 from medrlvr.models.loading import context_length_of, load_causal_lm, load_tokenizer
-from medrlvr.rewards.functions import CorrectnessReward, LengthPenaltyReward, PartialFormatReward
+from medrlvr.rewards.functions import CompositeReward, CorrectnessReward, LengthPenaltyReward, PartialFormatReward
 from medrlvr.rewards.parsing import ParseRules
 from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
@@ -234,6 +234,15 @@ def build_reward(cfg: RewardConfig) -> CorrectnessReward:
         )
     if cfg.name == "partial_format":
         return PartialFormatReward(**scores, rules=rules, partial_format=cfg.partial_format)
+    if cfg.name == "composite":
+        return CompositeReward(
+            **scores,
+            rules=rules,
+            min_reasoning_words=cfg.min_reasoning_words,
+            leak_window_words=cfg.leak_window_words,
+            leak_penalty=cfg.leak_penalty,
+            structure_penalty=cfg.structure_penalty,
+        )
     return CorrectnessReward(**scores, rules=rules)
 
 
