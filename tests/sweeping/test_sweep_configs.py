@@ -18,7 +18,7 @@ GRIDS = {
     "kl_coef": ("algo.kl_coef", "0.0,0.001,0.01,0.05"),
     "clip_range": ("algo.clip_range", "0.1,0.2,0.3"),
     "option_count": ("data.option_count", "4,5,7,10"),
-    "reward_shaping": ("reward", "default,length_penalty,partial_format"),
+    "reward_shaping": ("reward", "default,length_penalty,partial_format,composite"),
 }
 
 
@@ -65,7 +65,8 @@ def test_optuna_search_space_covers_the_four_axes_and_its_bounds_validate():
     space = SearchSpace.parse(parser, [f"{k}={v}" for k, v in sweeper.params.items()], sweeper.conditional)
     assert space.names == [
         "algo.kl_coef", "algo.clip_range", "data.option_count", "reward", "algo.actor_lr", "algo.critic_lr",
-        "reward.penalty_coef", "reward.min_reasoning_words", "reward.partial_format",
+        "reward.penalty_coef", "reward.min_reasoning_words", "reward.partial_format", "reward.leak_penalty",
+        "reward.structure_penalty",
     ]
     rewards = space.params["reward"][1].choices
     assert set(rewards) == {path.stem for path in (config_dir() / "reward").glob("*.yaml")}
