@@ -84,7 +84,7 @@ class HFRolloutEngine:
         cache = DynamicCache()
         positions = position_ids(prompt_mask)
         if shared:
-            self.model(input_ids=prompt_ids[:1, :shared], past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=prompt_ids[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
             cache.batch_repeat_interleave(prompt_ids.shape[0])
         last = prompt_ids.shape[1] - 1
         if last > shared:
@@ -92,7 +92,7 @@ class HFRolloutEngine:
                 input_ids=prompt_ids[:, shared:last],
                 attention_mask=prompt_mask[:, :last],
                 position_ids=positions[:, shared:last],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -112,7 +112,7 @@ class HFRolloutEngine:
         sequences = self.model.generate(
             input_ids=input_ids,
             attention_mask=prompt_mask.repeat_interleave(params.num_samples, 0),
-            past_key_values=cache,
+            cache=cache,
             max_new_tokens=params.max_new_tokens,
             do_sample=not greedy,
             temperature=None if greedy else params.temperature,
