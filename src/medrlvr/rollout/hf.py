@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from transformers import (
-    DynamicCache,
     LogitsProcessorList,
     PreTrainedTokenizerBase,
     StaticCache,
@@ -89,15 +88,17 @@ class HFRolloutEngine:
     ) -> StaticCache:
         """KV cache of every prompt token but the last, for ``copies`` samples of each prompt.
 
-        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt. Decoding
-        writes into a cache allocated once at its final length: a growing cache copies itself at every
-        step, which took most of the decoding time on a CPU.
+        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt. The cache is
+        allocated once at its final length (a growing cache copies itself at every step, which took most of
+        the decoding time on a CPU) and its rows are copied twice: the prefix to every prompt, then every
+        prompt to its samples.
         """
-        cache = DynamicCache()
+        cache = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
         positions = position_ids(prompt_mask)
+        prompts = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
         if shared:
             self.model(input_ids=prompt_ids[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(prompt_ids.shape[0])
+            cache.reorder_cache(torch.zeros_like(prompts))
         last = prompt_ids.shape[1] - 1
         if last > shared:
             self.model(
@@ -108,11 +109,8 @@ class HFRolloutEngine:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        cache.batch_repeat_interleave(copies)
-        static = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
-        for layer, prefilled in zip(static.layers, cache.layers):
-            layer.update(prefilled.keys, prefilled.values)
-        return static
+        cache.reorder_cache(prompts.repeat_interleave(copies))
+        return cache
 
     def _generate_chunk(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, params: SamplingParams
@@ -120,9 +118,10 @@ class HFRolloutEngine:
         """Decode ``num_samples`` completions of each prompt: token ids and their log-probs, ``(rows, steps)``.
 
         Rows that finished (EOS or a stop string) leave the batch and its KV cache once a quarter of the
-        batch has finished, so later steps only pay for rows still decoding. Sampling draws the same random
-        numbers as ``torch.multinomial`` over every row of the chunk at every step (finished ones included),
-        so the tokens are those of ``transformers``' ``generate`` for the same seed.
+        batch has finished, so later steps only pay for rows still decoding (not under ``synced_gpus``, where
+        every process runs every step). Sampling draws exponential noise for every row of the chunk at every
+        step, finished ones included, which on a CPU is how ``torch.multinomial`` samples one token: the tokens
+        are those of transformers' ``generate`` for the same seed.
         """
         samples, steps, width = params.num_samples, params.max_new_tokens, prompt_ids.shape[1]
         rows, device, pad = prompt_ids.shape[0] * samples, prompt_ids.device, self.tokenizer.pad_token_id
