@@ -33,6 +33,7 @@ from hydra import compose, initialize_config_dir
 
 from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
 from medrlvr.data.registry import load_split
+from medrlvr.models.actor_critic import unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
 from medrlvr.train import prompt_loader
@@ -142,7 +143,7 @@ def main(argv: list[str]) -> None:
     real = SamplingParams(args.num_samples, args.max_new_tokens, cfg.rollout.temperature, stop_strings=stop, seed=cfg.seed)
     variants = {"engine (finished rows leave the batch)": lambda: engine.generate(batch, real),
                 "transformers generate, same prefilled cache": lambda: generate_from_prefilled_cache(engine, batch, real)}
-    counter = DecodingWork(model.actor)
+    counter = DecodingWork(unwrap(model.actor))  # the transformers model: generate calls it under peft's wrapper
     results: dict[str, list[dict]] = {name: [] for name in variants}
     tokens: dict[str, torch.Tensor] = {}
     for _ in range(args.repeats):  # interleaved, so that both see the same load
