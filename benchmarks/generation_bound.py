@@ -9,7 +9,14 @@ cannot be faster than (weight bytes + KV bytes) / memory bandwidth, nor than FLO
 measures the bandwidth (large torch ``sum`` and ``copy_``) and the fp32 matmul rate with the same torch
 thread count, then times the project's own rollout engine (the default LoRA actor, the default prompts) with
 ``max_new_tokens`` and with 1 new token: the difference is pure decoding. It prints the bounds, the measured
-decoding rate and their ratio, and the useful rate of a real rollout (stop at ``</answer>``, prefill included).
+decoding rate and their ratio.
+
+Then real rollouts (stop at ``</answer>``), interleaved in one run: the engine, and transformers'
+``generate`` decoding from the same prefilled cache (the engine's decoding before it dropped finished rows;
+its stop-string check is rebuilt per call). For each: seconds, useful tokens (through the stop), decoding
+forward calls, row-steps (rows in the batch summed over decoding steps, the work actually paid) and the
+share of the decoding bound (weights read once per step / read bandwidth) reached, with steps = the longest
+completion's tokens and steps = ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from hydra import compose, initialize_config_dir
 
 from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
 from medrlvr.data.registry import load_split
-from medrlvr.rollout.base import SamplingParams
+from medrlvr.models.actor_critic import unwrap
+from medrlvr.rollout.base import RolloutBatch, SamplingParams
+from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
 from medrlvr.train import prompt_loader
 from medrlvr.training import builders
 
@@ -104,8 +113,6 @@ def main(argv: list[str]) -> None:
     full, rollout = min(runs, key=lambda r: r[0])
     steps = rollout.response_ids.shape[1] - 1
     step_s = (full - first) / steps
-    real = [sample(args.max_new_tokens, tuple(cfg.rollout.stop_strings)) for _ in range(args.repeats)]
-    real_rate = statistics.median(r.num_response_tokens / s for s, r in real)
 
     weight_bytes = sum(p.numel() * p.element_size() for p in model.actor.parameters())
     config = model.actor.config
@@ -131,8 +138,77 @@ def main(argv: list[str]) -> None:
     print(f"| measured / tightest bound | {bound / step_s:.0%} of the machine's limit ({step_s / bound:.1f}x slower) |")
     print(f"| measured / weights-only bandwidth bound | {weights_only / step_s:.0%} |")
     print(f"| prefill + first token (1 new token) | {first:.2f} s |")
-    print(f"| real rollout (stop at {cfg.rollout.stop_strings}, prefill included): useful tokens/s | {real_rate:.1f} |")
+
+    stop = tuple(cfg.rollout.stop_strings)
+    real = SamplingParams(args.num_samples, args.max_new_tokens, cfg.rollout.temperature, stop_strings=stop, seed=cfg.seed)
+    variants = {"engine (finished rows leave the batch)": lambda: engine.generate(batch, real),
+                "transformers generate, same prefilled cache": lambda: generate_from_prefilled_cache(engine, batch, real)}
+    counter = DecodingWork(unwrap(model.actor))  # the transformers model: generate calls it under peft's wrapper
+    results: dict[str, list[dict]] = {name: [] for name in variants}
+    tokens: dict[str, torch.Tensor] = {}
+    for _ in range(args.repeats):  # interleaved, so that both see the same load
+        for name, run in variants.items():
+            counter.reset()
+            start = time.perf_counter()
+            rollout = run()
+            seconds = time.perf_counter() - start
+            longest = int(rollout.response_mask.sum(1).max())
+            results[name].append({"seconds": seconds, "useful": rollout.num_response_tokens, "longest": longest,
+                                  "calls": counter.calls, "row_steps": counter.row_steps})
+            tokens[name] = rollout.response_ids
+    weights_step = weight_bytes / (read_bw * GB)
+    print(f"\nreal rollouts ({len(batch)} prompts x {args.num_samples}, stop at {stop}, max {args.max_new_tokens} new tokens, "
+          f"median of {args.repeats} interleaved runs; bound = steps x {weights_step * 1e3:.1f} ms of weight reads)\n")
+    print("| variant | seconds | useful tokens | longest | decoding calls | row-steps paid | useful tok/s "
+          "| bound (longest) | % of it | bound (max_new_tokens) | % of it |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        m = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        by_longest, by_max = m["longest"] * weights_step, args.max_new_tokens * weights_step
+        print(f"| {name} | {m['seconds']:.2f} | {m['useful']:.0f} | {m['longest']:.0f} | {m['calls']:.0f} | {m['row_steps']:.0f} "
+              f"| {m['useful'] / m['seconds']:.1f} | {by_longest:.2f} s | {by_longest / m['seconds']:.0%} "
+              f"| {by_max:.2f} s | {by_max / m['seconds']:.0%} |")
+    first, second = tokens.values()
+    same = first.shape == second.shape and torch.equal(first, second)
+    print(f"same sampled tokens in both variants (seed {cfg.seed}): {'yes' if same else 'no'}")
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+class DecodingWork:
+    """Counts the decoding forward calls of a model (one new token per row) and the rows they carried."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.reset()
+        model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def reset(self) -> None:
+        self.calls = self.row_steps = 0
+
+    def _count(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[1] == 1:
+            self.calls += 1
+            self.row_steps += ids.shape[0]
+
+
+def generate_from_prefilled_cache(engine: HFRolloutEngine, prompts: list[str], params: SamplingParams) -> RolloutBatch:
+    """The engine's previous decoding: transformers' ``generate`` from the engine's prefilled KV cache; every row
+    decodes until the longest ends, and the stop-string check is built on every call. Log-probs are not recorded."""
+    ids, mask, shared = pad_after_common_prefix([engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+                                                engine.tokenizer.pad_token_id)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        cache = engine._prompt_cache(ids, mask, shared, params.num_samples, params.max_new_tokens)
+        repeated = ids.repeat_interleave(params.num_samples, 0)
+        sequences = engine.model.generate(
+            input_ids=repeated, attention_mask=mask.repeat_interleave(params.num_samples, 0), cache=cache,
+            max_new_tokens=params.max_new_tokens, do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+            stop_strings=list(params.stop_strings), tokenizer=engine.tokenizer, pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    response = sequences[:, repeated.shape[1]:]
+    response_mask, reasons = engine._response_mask(response, params)
+    return RolloutBatch(repeated, mask.repeat_interleave(params.num_samples, 0), response, response_mask,
+                        torch.zeros(response.shape), [], reasons, [])
 
 
 if __name__ == "__main__":

@@ -92,17 +92,34 @@ def test_shared_prefix_generation_matches_each_prompt_alone(engine, tokenizer):
         torch.testing.assert_close(out.logprobs[row], alone.logprobs[0], atol=1e-4, rtol=0)
 
 
-def test_sampled_logprobs_pair_each_step_with_the_token_appended_after_it():
-    from medrlvr.rollout.hf import SampledLogprobs
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (40, 0.9)])
+def test_sampled_tokens_equal_transformers_generate_while_finished_rows_leave_the_batch(engine, tokenizer, top_k, top_p):
+    """The engine's own decoding loop (finished rows dropped from the batch and the KV cache) samples the
+    very tokens of ``generate`` for the same seed, and its log-probs are those of a full forward pass."""
+    prompts = ["Shared words then question one?", "Shared words then the second, longer question?"]
+    params = SamplingParams(num_samples=4, max_new_tokens=12, temperature=1.3, top_k=top_k, top_p=top_p, stop_strings=("e",), seed=11)
+    out = engine.generate(prompts, params)
+    lengths = out.response_mask.sum(1)
+    assert "stop" in out.finish_reasons and len(set(lengths.tolist())) > 2  # rows ended at different steps
+    torch.manual_seed(11)
+    with torch.no_grad():
+        expected = engine.model.generate(
+            input_ids=out.prompt_ids, attention_mask=out.prompt_mask, max_new_tokens=12, do_sample=True, temperature=1.3,
+            top_k=top_k, top_p=top_p, stop_strings=["e"], tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id,
+        )[:, out.prompt_ids.shape[1] :]
+    assert torch.equal(out.response_ids, expected)
+    ids = torch.cat([out.prompt_ids, out.response_ids], dim=1)
+    mask = torch.cat([out.prompt_mask, out.response_mask], dim=1)
+    with torch.no_grad():
+        logits = engine.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0)).logits
+    forward = torch.log_softmax(logits[:, out.prompt_ids.shape[1] - 1 : -1] / 1.3, -1)
+    forward = forward.gather(-1, out.response_ids.unsqueeze(-1)).squeeze(-1) * out.response_mask
+    torch.testing.assert_close(out.logprobs, forward, atol=1e-5, rtol=0)
 
-    recorder = SampledLogprobs(temperature=0.5)
-    prompt = torch.tensor([[7, 7], [8, 8]])
-    first, second = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]), torch.tensor([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
-    assert recorder(prompt, first) is first  # scores pass through unchanged
-    after_first = torch.cat([prompt, torch.tensor([[2], [0]])], 1)
-    recorder(after_first, second)
-    logprobs = recorder.finish(torch.cat([after_first, torch.tensor([[1], [1]])], 1))
-    expected = torch.stack([
-        torch.log_softmax(first / 0.5, -1)[[0, 1], [2, 0]], torch.log_softmax(second / 0.5, -1)[[0, 1], [1, 1]]
-    ], 1)
-    torch.testing.assert_close(logprobs, expected)
+
+def test_stop_string_check_is_built_once_per_engine(engine):
+    params = SamplingParams(max_new_tokens=2, stop_strings=("</answer>",), seed=0)
+    engine.generate(["Hi"], params)
+    first = engine._stop_criterion(("</answer>",))
+    engine.generate(["Hello"], params)
+    assert engine._stop_criterion(("</answer>",)) is first and len(engine._stop_criteria) == 1

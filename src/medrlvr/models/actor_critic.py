@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -63,7 +64,10 @@ def _with_lora(model: nn.Module, lora: LoraSettings, num_layers: int) -> nn.Modu
         layers_to_transform=layers,
         layers_pattern="layers" if layers else None,
     )
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' deprecated ``is_gradient_checkpointing`` (a FutureWarning since 5.x)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
@@ -187,7 +191,7 @@ def response_hidden_states(
 
     def run(part: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
         return trunk(
-            **{key: part}, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=cache is not None
+            **{key: part}, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
         ).last_hidden_state
 
     with _layer_slice(decoder, frozen_layers) if frozen_hidden is not None else contextlib.nullcontext():
@@ -265,7 +269,7 @@ class ActorCritic(nn.Module):
         if gradient_checkpointing:
             for module in (self.actor, self.critic_trunk):
                 if module is not None:
-                    unwrap(module).gradient_checkpointing_enable()
+                    unwrap(module).activation_checkpointing_enable()
                     if self.uses_lora:
                         unwrap(module).enable_input_require_grads()
 
@@ -330,7 +334,7 @@ class ActorCritic(nn.Module):
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     position_ids=position_ids,
-                    past_key_values=cache,
+                    cache=cache,
                     use_cache=cache is not None,
                 )
         finally:

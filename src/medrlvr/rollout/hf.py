@@ -1,14 +1,24 @@
-"""Rollouts with transformers' ``generate``: batched, KV cache, prompt prefixes computed once.
+"""Rollouts from a transformers causal LM: batched, KV cache, prompt prefixes computed once.
 
 Chat prompts share a long prefix (system prompt, worked example) and every prompt is sampled
 ``num_samples`` times. The engine runs the shared prefix once, each prompt once, and copies their KV
-cache to the samples before decoding, so prefill work no longer grows with the batch.
+cache to the samples before decoding, so prefill work no longer grows with the batch. Decoding is the
+engine's own loop over the model's forward (transformers' warpers, stop-string check and cache): rows
+that finished leave the batch and the cache, which ``generate`` keeps decoding until the longest row ends.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase, StaticCache
+from transformers import (
+    LogitsProcessorList,
+    PreTrainedTokenizerBase,
+    StaticCache,
+    StopStringCriteria,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from medrlvr.models.actor_critic import position_ids
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
@@ -30,6 +40,7 @@ class HFRolloutEngine:
         self.synced_gpus = synced_gpus
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
+        self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
 
     @torch.no_grad()
     def generate(self, prompts: list[str], params: SamplingParams) -> RolloutBatch:
@@ -77,54 +88,103 @@ class HFRolloutEngine:
     ) -> StaticCache:
         """KV cache of every prompt token but the last, for ``copies`` samples of each prompt.
 
-        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt. Decoding
-        writes into a cache allocated once at its final length: a growing cache copies itself at every
-        step, which took most of the decoding time on a CPU.
+        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt. The cache is
+        allocated once at its final length (a growing cache copies itself at every step, which took most of
+        the decoding time on a CPU) and its rows are copied twice: the prefix to every prompt, then every
+        prompt to its samples.
         """
-        cache = DynamicCache()
+        cache = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
         positions = position_ids(prompt_mask)
+        prompts = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
         if shared:
-            self.model(input_ids=prompt_ids[:1, :shared], past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(prompt_ids.shape[0])
+            self.model(input_ids=prompt_ids[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
+            cache.reorder_cache(torch.zeros_like(prompts))
         last = prompt_ids.shape[1] - 1
         if last > shared:
             self.model(
                 input_ids=prompt_ids[:, shared:last],
                 attention_mask=prompt_mask[:, :last],
                 position_ids=positions[:, shared:last],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
-        cache.batch_repeat_interleave(copies)
-        static = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
-        for layer, prefilled in zip(static.layers, cache.layers):
-            layer.update(prefilled.keys, prefilled.values)
-        return static
+        cache.reorder_cache(prompts.repeat_interleave(copies))
+        return cache
 
     def _generate_chunk(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, params: SamplingParams
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode ``num_samples`` completions of each prompt: token ids and their log-probs, ``(rows, steps)``.
+
+        Rows that finished (EOS or a stop string) leave the batch and its KV cache once a quarter of the
+        batch has finished, so later steps only pay for rows still decoding (not under ``synced_gpus``, where
+        every process runs every step). Sampling draws exponential noise for every row of the chunk at every
+        step, finished ones included, which on a CPU is how ``torch.multinomial`` samples one token: the tokens
+        are those of transformers' ``generate`` for the same seed.
+        """
+        samples, steps, width = params.num_samples, params.max_new_tokens, prompt_ids.shape[1]
+        rows, device, pad = prompt_ids.shape[0] * samples, prompt_ids.device, self.tokenizer.pad_token_id
+        cache = self._prompt_cache(prompt_ids, prompt_mask, shared, samples, steps)
+        sequences = torch.full((rows, width + steps), pad, dtype=prompt_ids.dtype, device=device)
+        sequences[:, :width] = prompt_ids.repeat_interleave(samples, 0)
+        mask = torch.cat([prompt_mask.repeat_interleave(samples, 0), prompt_mask.new_ones(rows, steps)], dim=1)
+        logprobs = torch.zeros(rows, steps, device=device)
+        slots = torch.arange(rows, device=device)  # the row each cache slot holds
+        running = torch.ones(rows, dtype=torch.bool, device=device)  # per slot
+        positions = mask[:, :width].sum(-1, keepdim=True) - 1
         greedy = params.temperature <= 0
-        cache = self._prompt_cache(prompt_ids, prompt_mask, shared, params.num_samples, params.max_new_tokens)
-        input_ids = prompt_ids.repeat_interleave(params.num_samples, 0)
-        recorder = SampledLogprobs(1.0 if greedy else params.temperature)
-        sequences = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=prompt_mask.repeat_interleave(params.num_samples, 0),
-            past_key_values=cache,
-            max_new_tokens=params.max_new_tokens,
-            do_sample=not greedy,
-            temperature=None if greedy else params.temperature,
-            top_p=None if greedy else params.top_p,
-            top_k=None if greedy else params.top_k,
-            stop_strings=list(params.stop_strings) or None,
-            tokenizer=self.tokenizer if params.stop_strings else None,
-            pad_token_id=self.tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([recorder]),
-            synced_gpus=self.synced_gpus,
-        )
-        return sequences[:, input_ids.shape[1] :], recorder.finish(sequences)
+        temperature = 1.0 if greedy else params.temperature
+        warpers = None if greedy else _warpers(params)
+        stop = self._stop_criterion(params.stop_strings)
+        eos = torch.tensor(sorted(self.eos_ids), device=device)
+        decoded = 0
+        for step in range(steps):
+            end = width + step
+            logits = self.model(
+                input_ids=sequences[slots, end - 1 : end],
+                attention_mask=mask[slots, :end],
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
+            ).logits[:, -1].float()
+            if greedy:
+                tokens = logits.argmax(-1)
+            else:  # torch.multinomial(p, 1) is argmax(p / E) with E ~ Exp(1) drawn for every row of the chunk
+                noise = torch.empty(rows, logits.shape[-1], device=device).exponential_()
+                tokens = (torch.softmax(warpers(sequences[slots, :end], logits), -1) / noise[slots]).argmax(-1)
+            step_logprobs = torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None]).squeeze(-1)
+            live = slots[running]
+            logprobs[live, step] = step_logprobs[running]
+            sequences[live, end] = tokens[running]
+            finished = torch.isin(tokens, eos)
+            if stop is not None:
+                finished |= stop(sequences[slots, : end + 1], logits)
+            running &= ~finished
+            decoded = step + 1
+            if not self._any_running(running):
+                break
+            positions = positions + 1
+            if not self.synced_gpus and int(running.sum()) <= 3 * len(running) // 4:
+                keep = running.nonzero().squeeze(1)
+                cache.reorder_cache(keep)
+                slots, running, positions = slots[keep], running[keep], positions[keep]
+        return sequences[:, width : width + decoded], logprobs[:, :decoded]
+
+    def _stop_criterion(self, stop_strings: tuple[str, ...]) -> StopStringCriteria | None:
+        """transformers' stop-string check for ``stop_strings``, built once per engine (it preprocesses the vocabulary)."""
+        if not stop_strings:
+            return None
+        if stop_strings not in self._stop_criteria:
+            self._stop_criteria[stop_strings] = StopStringCriteria(self.tokenizer, list(stop_strings))
+        return self._stop_criteria[stop_strings]
+
+    def _any_running(self, running: torch.Tensor) -> bool:
+        """Whether any row still decodes, on any process when ``synced_gpus`` (all then run the same steps)."""
+        flag = running.any().to(torch.int64)
+        if self.synced_gpus and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(flag)
+        return bool(flag)
 
     def _response_mask(self, response_ids: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, list[str]]:
         """Mask through the first EOS or the token that completes a stop string; name why each row ended."""
@@ -191,29 +251,13 @@ def _pad_right(tensor: torch.Tensor, width: int, value: float) -> torch.Tensor:
     return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]), value=value)
 
 
-class SampledLogprobs(LogitsProcessor):
-    """Records the log-prob of each sampled token at ``temperature`` while ``generate`` decodes, holding one
-    step's vocabulary-sized log-probs at a time (returning every step's logits would hold
-    ``steps × rows × vocabulary`` floats). It passes the scores through unchanged; call :meth:`finish` with
-    the generated sequences to get the ``(rows, new tokens)`` log-probs.
-    """
-
-    def __init__(self, temperature: float) -> None:
-        self.temperature = temperature
-        self.previous: torch.Tensor | None = None
-        self.steps: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._record(input_ids)
-        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-        return scores
-
-    def _record(self, input_ids: torch.Tensor) -> None:
-        """The previous step's log-prob of the token that was then appended to ``input_ids``."""
-        if self.previous is not None:
-            self.steps.append(self.previous.gather(-1, input_ids[:, -1:]))
-
-    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
-        self._record(sequences)
-        self.previous = None
-        return torch.cat(self.steps, dim=1)
+def _warpers(params: SamplingParams) -> LogitsProcessorList:
+    """The sampling warpers ``generate`` applies for these settings, in its order: temperature, top-k, top-p."""
+    warpers = LogitsProcessorList()
+    if params.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(params.temperature))
+    if params.top_k != 0:
+        warpers.append(TopKLogitsWarper(params.top_k))
+    if params.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(params.top_p))
+    return warpers

@@ -87,7 +87,7 @@ def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
     """The policy LM alone (optionally with LoRA), for algorithms without critic or reference (SFT)."""
     causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
     if cfg.gradient_checkpointing:
-        causal_lm.gradient_checkpointing_enable()
+        causal_lm.activation_checkpointing_enable()
     policy = with_lora(causal_lm, lora_settings(cfg))
     if cfg.gradient_checkpointing and cfg.lora_rank > 0:
         causal_lm.enable_input_require_grads()
