@@ -121,10 +121,11 @@ def test_prompt_sharing_detects_prefix_and_groups(tokenizer):
 @pytest.mark.parametrize("critic_mode, top_layers", [("shared", 1), ("separate", 1), ("separate", 0)])
 def test_shared_prompt_passes_give_the_same_outputs_and_gradients(tokenizer, critic_mode, top_layers):
     model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=top_layers), critic_mode)
+    generator = torch.Generator().manual_seed(0)  # the same weights whatever ran before in the process
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name or "value_head" in name:
-                param.normal_(0, 0.1)
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
     ids, mask, out = _grouped_rollout(model, tokenizer)
     sharing = PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 3)
     valid = mask.bool()
