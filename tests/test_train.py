@@ -9,17 +9,18 @@ from medrlvr.train import evaluation_sets
 def test_eval_split_alone_by_default_and_the_ood_split_on_request():
     data = DataConfig(name="bundled", ood_split="ood", eval_size=5)
     plain = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data))
-    assert list(plain) == [""] and [len(e.options) for e in plain[""]] == [5] * 5
+    assert list(plain) == ["bundled_validation"] and [len(e.options) for e in plain["bundled_validation"]] == [5] * 5
     both = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data, trainer=TrainerConfig(eval_ood=True)))
-    assert list(both) == ["", "_ood"] and both[""] == plain[""]
-    assert [len(e.options) for e in both["_ood"]] == [10] * 5 and both["_ood"][0].id == "bundled-ood-0001"
+    assert list(both) == ["bundled_validation", "bundled_ood"] and both["bundled_validation"] == plain["bundled_validation"]
+    assert [len(e.options) for e in both["bundled_ood"]] == [10] * 5 and both["bundled_ood"][0].id == "bundled-ood-0001"
 
 
 def test_eval_sets_are_evaluated_on_their_test_split_after_the_others():
     data = DataConfig(name="bundled", eval_size=3, eval_sets={"bundled_ood": {"test_split": "test"}})
     sets = evaluation_sets(TrainConfig(algo=SFTConfig(), data=data))
-    assert list(sets) == ["", "_bundled_ood"] and len(sets["_bundled_ood"]) == 3
-    assert sets["_bundled_ood"][0].id.startswith("bundled-test-") and sets[""][0].id.startswith("bundled-validation-")
+    assert list(sets) == ["bundled_validation", "bundled_ood"] and len(sets["bundled_ood"]) == 3
+    assert sets["bundled_ood"][0].id.startswith("bundled-test-")
+    assert sets["bundled_validation"][0].id.startswith("bundled-validation-")
 
 
 def test_empty_sets_are_left_out():

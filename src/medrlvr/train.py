@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from medrlvr.analysis.callback import StageAnalysisCallback
 from medrlvr.cli import error_boundary
 from medrlvr.config import TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
-from medrlvr.data.compose import eval_set_configs, eval_set_params
+from medrlvr.data.compose import eval_set_params, heldout_sets, set_name
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
@@ -84,15 +84,14 @@ def prompt_loader(
 
 
 def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
-    """The held-out examples evaluated before and after training, by metric-name suffix: ``""`` for the first
-    ``data.eval_size`` of ``data.eval_split``, ``"_ood"`` for those of ``data.ood_split`` when
-    ``trainer.eval_ood``, and ``"_<name>"`` for those of each of ``data.eval_sets``' ``test_split``, with their
-    published options (``data.option_count`` applies to training only). Empty sets are left out."""
-    splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
-    sets = {suffix: load_heldout_split(cfg.data, split)[: cfg.data.eval_size] for suffix, split in splits.items()}
-    for name, data in eval_set_configs(cfg.data).items():
-        sets[f"_{name}"] = load_heldout_split(data, data.test_split)[: cfg.data.eval_size]
-    return {suffix: examples for suffix, examples in sets.items() if examples}
+    """The held-out examples evaluated during training, by metric name (``eval/<name>/*``, see
+    :func:`medrlvr.data.compose.heldout_sets`): the first ``data.eval_size`` of each set, with their published
+    options (``data.option_count`` applies to training only). Empty sets are left out."""
+    sets = {
+        name: load_heldout_split(data, split)[: cfg.data.eval_size]
+        for name, (data, split) in heldout_sets(cfg.data, cfg.trainer.eval_ood).items()
+    }
+    return {name: examples for name, examples in sets.items() if examples}
 
 
 def within_context(
@@ -108,10 +107,10 @@ def within_context(
     tokens, skip, rollout = builders.prompt_token_counter(prompts), cfg.data.skip_long_prompts, cfg.rollout
     train = fit_to_context(train_examples, tokens, context, rollout.max_new_tokens, "rollout.max_new_tokens", skip)
     evals = {
-        suffix: fit_to_context(
+        name: fit_to_context(
             examples, tokens, context, rollout.eval_max_new_tokens, "rollout.eval_max_new_tokens", skip
         )
-        for suffix, examples in eval_sets.items()
+        for name, examples in eval_sets.items()
     }
     return train, evals
 
@@ -125,7 +124,8 @@ def run_evaluation(
     logger: MLFlowLogger,
     step: int,
 ) -> dict[str, float]:
-    """Greedy evaluation on held-out examples, logged as ``eval/<name>/*`` metrics and a table."""
+    """Greedy evaluation on held-out examples at training step ``step`` (0 = before training), logged as
+    ``eval/<name>/*`` metrics at that step and as rows of the table ``eval/<name>.json``."""
     result = evaluate(
         engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
         rules=builders.parse_rules(cfg.reward),
@@ -135,8 +135,9 @@ def run_evaluation(
     table = {key: [record[key] for record in result.records] for key in result.records[0]}
     logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"eval/{name}.json")
     log.info(
-        "eval %s: accuracy %.3f | format %.3f | %d completions",
+        "eval %s at step %d: accuracy %.3f | format %.3f | %d completions",
         name,
+        step,
         result.metrics["accuracy"],
         result.metrics["format_rate"],
         len(result.records),
@@ -144,22 +145,30 @@ def run_evaluation(
     return metrics
 
 
-class EvaluateBeforeTraining(L.Callback):
-    """The evaluation before training, on the first process once fit has started: a vLLM rollout engine
-    exists only from then on (it joins the process group the strategy sets up in fit)."""
+class EvaluateDuringTraining(L.Callback):
+    """The evaluations on the first process while fit runs: at step 0 before training (``before``) and after
+    every ``every`` iterations but the last (:func:`_fit_and_evaluate` evaluates after training). A vLLM rollout
+    engine exists only once fit has started (it joins the process group the strategy sets up in fit)."""
 
     def __init__(
-        self, eval_sets: dict[str, list[MCQExample]], prompts: PromptBuilder, cfg: TrainConfig, logger: MLFlowLogger
+        self, eval_sets: dict[str, list[MCQExample]], prompts: PromptBuilder, cfg: TrainConfig, logger: MLFlowLogger,
+        before: bool, every: int | None, last_step: int,
     ) -> None:
         self.eval_sets, self.prompts, self.cfg, self.logger = eval_sets, prompts, cfg, logger
-        self.metrics: dict[str, float] = {}
+        self.before, self.every, self.last_step = before, every, last_step
+
+    def evaluate(self, pl_module: Any, step: int) -> None:
+        for name, examples in self.eval_sets.items():
+            run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, step)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        for suffix, examples in self.eval_sets.items():
-            name = f"before{suffix}"
-            self.metrics.update(run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, 0))
+        if self.before and trainer.is_global_zero:
+            self.evaluate(pl_module, 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = pl_module.iteration
+        if self.every and step % self.every == 0 and step < self.last_step and trainer.is_global_zero:
+            self.evaluate(pl_module, step)
 
 
 def save_policy(
@@ -229,7 +238,7 @@ def train(
     mark_model_training(logger.experiment, logger.experiment_id)
     if checkpoint is None:
         logger.log_hyperparams(run_config(cfg))
-        logger.log_hyperparams(eval_set_params(cfg.data))
+        logger.log_hyperparams(eval_set_params(cfg.data, cfg.trainer.eval_ood))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
     else:
         reopen(logger.experiment, run_id)
@@ -274,10 +283,9 @@ def _fit_and_evaluate(
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
         StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward)),
     ]
-    before = None
-    if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):
-        before = EvaluateBeforeTraining(eval_sets, prompts, cfg, logger)
-        callbacks.append(before)
+    if logger is not None and not zero3(cfg.trainer):
+        before = cfg.trainer.eval_before and checkpoint is None
+        callbacks.append(EvaluateDuringTraining(eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps))
     if isinstance(module, PPOModule):
         callbacks.append(checkpoints)
     trainer = L.Trainer(
@@ -299,7 +307,7 @@ def _fit_and_evaluate(
     # Evaluation runs in the main process only; under ZeRO-3 no process holds the whole model, so it is
     # left to `python -m medrlvr.evaluate` on the saved policy.
     evaluate_here = logger is not None and trainer.is_global_zero and not zero3(cfg.trainer)
-    if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
+    if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after or cfg.trainer.eval_every):
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
     if start < steps:
         loader = prompt_loader(train_examples, batch_size, steps, cfg.seed, start, trainer.global_rank, trainer.world_size)
@@ -310,11 +318,10 @@ def _fit_and_evaluate(
             f"interrupted after iteration {module.iteration} by {signal.Signals(checkpoints.stop_signal).name};"
             f" checkpoint {checkpoints.last_saved}",
         )
-    final.update(before.metrics if before else {})
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and evaluate_here:
-        for suffix, examples in eval_sets.items():
-            final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
+        for name, examples in eval_sets.items():
+            final.update(run_evaluation(name, module.engine, prompts, examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
         log_to = logger if cfg.logger.log_model else None
         folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
@@ -342,13 +349,14 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader, signa
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
-    """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
+    """Hydra entry point; returns the accuracy on ``data.eval_split`` after training (the default sweep objective),
+    or the last iteration's ``reward/accuracy`` without that evaluation."""
     with error_boundary():
         cfg = to_train_config(dict_cfg)
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
         with output_dir_lock_on_main(output_dir), StopSignals().installed() as signals:
             metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals)
-    return metrics.get("eval/after/accuracy", metrics.get("reward/accuracy", 0.0))
+    return metrics.get(f"eval/{set_name(cfg.data.name, cfg.data.eval_split)}/accuracy", metrics.get("reward/accuracy", 0.0))
 
 
 if __name__ == "__main__":
