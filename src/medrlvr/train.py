@@ -34,7 +34,8 @@ from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.policy_config import write_policy_config
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
-from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
+from medrlvr.training.callbacks import ProgressPrinter
+from medrlvr.training.completions import CompletionTableLogger, as_columns, evaluation_rows
 from medrlvr.training.checkpointing import (
     Checkpoint,
     CheckpointCallback,
@@ -132,8 +133,8 @@ def run_evaluation(
     )
     metrics = {f"eval/{name}/{key}": value for key, value in result.metrics.items()}
     logger.log_metrics(metrics, step=step)
-    table = {key: [record[key] for record in result.records] for key in result.records[0]}
-    logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"eval/{name}.json")
+    rows = evaluation_rows(step, examples, result.records)
+    logger.experiment.log_table(logger.run_id, data=as_columns(rows), artifact_file=f"eval/{name}.json")
     log.info(
         "eval %s at step %d: accuracy %.3f | format %.3f | %d completions",
         name,
@@ -278,10 +279,11 @@ def _fit_and_evaluate(
         checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint,
         signals, run_config(cfg),
     )
+    stages = StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward))
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
-        SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
-        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward)),
+        stages,  # before the completion table, which shows its stages and flags
+        CompletionTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps, stages),
     ]
     if logger is not None and not zero3(cfg.trainer):
         before = cfg.trainer.eval_before and checkpoint is None

@@ -52,7 +52,7 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 2], key  # base, trained
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "samples", "eval", "policy"} <= artifacts
+    assert {"config.yaml", "completions.json", "eval", "policy"} <= artifacts
     config_text = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=uri)).read_text()
     assert "length_penalty" in config_text
     assert (tmp_path / "out" / "policy" / "config.json").is_file()
@@ -70,7 +70,8 @@ def _first_iteration(tmp_path: Path, name: str, seed: int) -> dict[str, float]:
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])[0]
     keys = ("reward/mean", "response/tokens_mean", "loss/policy_loss", "loss/value_loss", "kl/mean_per_token")
-    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/samples/iteration_00001.json")
+    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/completions.json")
+    assert {row[table["columns"].index("iteration")] for row in table["data"]} == {1}
     responses = [row[table["columns"].index("response")] for row in table["data"]]
     return {"responses": responses, **{k: run.data.metrics[k] for k in keys}}
 
