@@ -465,7 +465,8 @@ class TrainerConfig:
     ``max_steps`` (for SFT, unless ``algo.epochs`` is set): the run takes as many iterations as pass over the training questions that many
     times at the global batch (``data.batch_size`` × processes), so it means the same on any number of GPUs.
     The held-out sets are evaluated at step 0 (``eval_before``), at the last step (``eval_after``) and, when
-    ``eval_every`` is set, after every that many iterations."""
+    ``eval_every`` is set, after every that many iterations. ``log_system_metrics``: MLflow's system metrics
+    (``system/*``: CPU, memory, disk, network, GPU) sampled into the run."""
 
     max_steps: int = 20
     max_epochs: Optional[float] = None
@@ -481,6 +482,7 @@ class TrainerConfig:
     eval_after: bool = True
     eval_ood: bool = False
     eval_every: Optional[int] = None
+    log_system_metrics: bool = False
     save_model: bool = True
     output_dir: Optional[str] = None
     checkpoint_every: int = 5

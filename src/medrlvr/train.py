@@ -46,6 +46,7 @@ from medrlvr.training.checkpointing import (
 from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
 from medrlvr.training.distributed import rank_order
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
+from medrlvr.training.run_record import NOTE_TAG, description, log_datasets, system_metrics
 from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.resume import Change, check_resume_config, describe
@@ -207,11 +208,13 @@ def record_overrides(logger: MLFlowLogger, overrides: dict[str, Change], resolve
 
 
 def train(
-    cfg: TrainConfig, output_dir: Path, resolved_yaml: str, signals: StopSignals | None = None
+    cfg: TrainConfig, output_dir: Path, resolved_yaml: str, signals: StopSignals | None = None,
+    command: str | None = None,
 ) -> dict[str, float]:
     """Run one training: evaluate, fit (RL iterations or SFT steps), evaluate, save. Returns final metrics.
 
-    ``signals``, when the caller installed it, stops training on SIGINT or SIGTERM."""
+    ``signals``, when the caller installed it, stops training on SIGINT or SIGTERM; ``command``, the command line
+    that started the run, goes into the run's description."""
     signals = signals or StopSignals()
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
@@ -241,12 +244,14 @@ def train(
         logger.log_hyperparams(run_config(cfg))
         logger.log_hyperparams(eval_set_params(cfg.data, cfg.trainer.eval_ood))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
+        logger.experiment.set_tag(run_id, NOTE_TAG, description(cfg, list(eval_sets), command))
+        log_datasets(logger.experiment, run_id, cfg, train_examples, eval_sets)
     else:
         reopen(logger.experiment, run_id)
         log.info("resuming from %s (iteration %d)", checkpoint.path, start)
         record_overrides(logger, overrides, resolved_yaml, start)
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
-    with terminal_status(logger):
+    with terminal_status(logger), system_metrics(cfg.trainer.log_system_metrics, run_id, tracking_uri, checkpoint is not None):
         final = _fit_and_evaluate(
             cfg, output_dir, module, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint, signals
         )
@@ -357,7 +362,8 @@ def main(dict_cfg: DictConfig) -> float:
         cfg = to_train_config(dict_cfg)
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
         with output_dir_lock_on_main(output_dir), StopSignals().installed() as signals:
-            metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals)
+            command = " ".join(["python -m medrlvr.train", *HydraConfig.get().overrides.task])
+            metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals, command)
     return metrics.get(f"eval/{set_name(cfg.data.name, cfg.data.eval_split)}/accuracy", metrics.get("reward/accuracy", 0.0))
 
 

@@ -26,8 +26,8 @@ PLACEHOLDERS = {
     "X": "[A-J]",
 }
 # documented rows no tiny CPU run can show: a GPU's memory, and letters of answered completions (the tiny
-# random model answers none)
-NOT_IN_TINY_RUNS = {"perf/max_memory_allocated_gib", "eval/<set>/position_bias_tv"}
+# random model answers none); system metrics are off by default (tests/e2e/test_run_record.py turns them on)
+NOT_IN_TINY_RUNS = {"perf/max_memory_allocated_gib", "eval/<set>/position_bias_tv", "system/*"}
 RUNS = {
     # every optional PPO family that does not skip updates: the OOD evaluation (also during training), the KL loss
     # term, TIS, the actor's and critic's gradient norms

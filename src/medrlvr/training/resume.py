@@ -32,6 +32,7 @@ CHANGEABLE = (
     "trainer.num_threads",
     "trainer.eval_after",
     "trainer.eval_every",
+    "trainer.log_system_metrics",
     "trainer.save_model",
     "trainer.output_dir",
     "logger.tracking_uri",
