@@ -4,7 +4,8 @@ as published) and the steps they are evaluated at."""
 from types import SimpleNamespace
 
 from medrlvr import train as train_module
-from medrlvr.config import DataConfig, SFTConfig, TrainConfig, TrainerConfig
+from medrlvr.analysis.dynamics import StageTracker
+from medrlvr.config import AnalysisConfig, DataConfig, SFTConfig, TrainConfig, TrainerConfig
 from medrlvr.data.registry import load_split
 from medrlvr.train import EvaluateDuringTraining, evaluation_sets
 
@@ -42,17 +43,17 @@ def test_option_count_changes_the_training_questions_only():
 
 def test_evaluations_during_training_run_at_step_0_and_every_n_iterations_but_the_last(monkeypatch):
     calls = []
-    monkeypatch.setattr(train_module, "run_evaluation", lambda name, *args: calls.append((name, args[-1])))
+    monkeypatch.setattr(train_module, "run_evaluation", lambda name, *args: calls.append((name, args[-2])))
     sets = {"bundled_validation": [], "bundled_ood": []}
     trainer = SimpleNamespace(is_global_zero=True)
     for before, every, expected_steps in ((True, 2, [0, 2, 4]), (False, None, []), (False, 5, [])):
         calls.clear()
-        callback = EvaluateDuringTraining(sets, None, None, None, before=before, every=every, last_step=5)
+        callback = EvaluateDuringTraining(sets, None, None, None, before, every, 5, StageTracker(AnalysisConfig()))
         callback.on_train_start(trainer, SimpleNamespace(engine=None))
         for iteration in range(1, 6):  # the last step's evaluation runs after fit
             callback.on_train_batch_end(trainer, SimpleNamespace(engine=None, iteration=iteration), None, None, 0)
         assert calls == [(name, step) for step in expected_steps for name in sets]
-    callback = EvaluateDuringTraining(sets, None, None, None, before=True, every=1, last_step=5)
+    callback = EvaluateDuringTraining(sets, None, None, None, True, 1, 5, StageTracker(AnalysisConfig()))
     callback.on_train_start(SimpleNamespace(is_global_zero=False), SimpleNamespace(engine=None))
     other = SimpleNamespace(is_global_zero=False)
     callback.on_train_batch_end(other, SimpleNamespace(engine=None, iteration=1), None, None, 0)

@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, RandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
+from medrlvr.analysis.classifier import classify
+from medrlvr.analysis.dynamics import StageTracker
 from medrlvr.cli import error_boundary
 from medrlvr.config import TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
 from medrlvr.data.compose import eval_set_params, heldout_sets, set_name
@@ -125,16 +127,23 @@ def run_evaluation(
     cfg: TrainConfig,
     logger: MLFlowLogger,
     step: int,
+    after_exploit: bool = False,
 ) -> dict[str, float]:
     """Greedy evaluation on held-out examples at training step ``step`` (0 = before training), logged as
-    ``eval/<name>/*`` metrics at that step and as rows of the table ``eval/<name>.json``."""
+    ``eval/<name>/*`` metrics at that step and as rows of the table ``eval/<name>.json`` with each completion's
+    stage and flags (``after_exploit``: training has had its exploit phase, see :class:`StageTracker`)."""
+    rules = builders.parse_rules(cfg.reward)
     result = evaluate(
-        engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
-        rules=builders.parse_rules(cfg.reward),
+        engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings), rules=rules
     )
     metrics = {f"eval/{name}/{key}": value for key, value in result.metrics.items()}
     logger.log_metrics(metrics, step=step)
-    rows = evaluation_rows(step, examples, result.records)
+    questions = [examples[record["question_index"]] for record in result.records]
+    analyses = [
+        classify(record["response"], question.letters, cfg.analysis, after_exploit, rules, question.options)
+        for record, question in zip(result.records, questions)
+    ]
+    rows = evaluation_rows(step, examples, result.records, analyses)
     logger.experiment.log_table(logger.run_id, data=as_columns(rows), artifact_file=f"eval/{name}.json")
     log.info(
         "eval %s at step %d: accuracy %.3f | format %.3f | %d completions",
@@ -150,18 +159,20 @@ def run_evaluation(
 class EvaluateDuringTraining(L.Callback):
     """The evaluations on the first process while fit runs: at step 0 before training (``before``) and after
     every ``every`` iterations but the last (:func:`_fit_and_evaluate` evaluates after training). A vLLM rollout
-    engine exists only once fit has started (it joins the process group the strategy sets up in fit)."""
+    engine exists only once fit has started (it joins the process group the strategy sets up in fit). ``tracker``
+    is the training stage classifier's, whose exploit phase the evaluated completions' stages follow."""
 
     def __init__(
         self, eval_sets: dict[str, list[MCQExample]], prompts: PromptBuilder, cfg: TrainConfig, logger: MLFlowLogger,
-        before: bool, every: int | None, last_step: int,
+        before: bool, every: int | None, last_step: int, tracker: StageTracker,
     ) -> None:
         self.eval_sets, self.prompts, self.cfg, self.logger = eval_sets, prompts, cfg, logger
-        self.before, self.every, self.last_step = before, every, last_step
+        self.before, self.every, self.last_step, self.tracker = before, every, last_step, tracker
 
     def evaluate(self, pl_module: Any, step: int) -> None:
+        after_exploit = self.tracker.exploit_phase_at is not None
         for name, examples in self.eval_sets.items():
-            run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, step)
+            run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, step, after_exploit)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.before and trainer.is_global_zero:
@@ -292,7 +303,9 @@ def _fit_and_evaluate(
     ]
     if logger is not None and not zero3(cfg.trainer):
         before = cfg.trainer.eval_before and checkpoint is None
-        callbacks.append(EvaluateDuringTraining(eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps))
+        callbacks.append(
+            EvaluateDuringTraining(eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps, stages.tracker)
+        )
     if isinstance(module, PPOModule):
         callbacks.append(checkpoints)
     trainer = L.Trainer(
@@ -328,7 +341,8 @@ def _fit_and_evaluate(
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and evaluate_here:
         for name, examples in eval_sets.items():
-            final.update(run_evaluation(name, module.engine, prompts, examples, cfg, logger, step=steps))
+            after_exploit = stages.tracker.exploit_phase_at is not None
+            final.update(run_evaluation(name, module.engine, prompts, examples, cfg, logger, steps, after_exploit))
     if cfg.trainer.save_model:
         log_to = logger if cfg.logger.log_model else None
         folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))

@@ -56,6 +56,7 @@ def test_completions_are_one_table_across_iterations_and_evaluations_one_across_
     assert all(row["question"] and row["options"].startswith("A. ") and row["stage"][0] in "123456" for row in rows)
     evaluated = load_table(uri, run, "eval/bundled_validation.json")
     assert [row["step"] for row in evaluated] == [0] * 4 + [1] * 4 + [2] * 4  # data.eval_size=4 at each step
+    assert all(row["question"] and row["stage"][0] in "123456" for row in evaluated)
     assert {row["id"] for row in evaluated} == {e.id for e in load_heldout_split(smoke_data(), "validation")[:4]}
 
 

@@ -31,7 +31,7 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
     result, uri = run_train(tmp_path, "reward=length_penalty")
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "iter 2/2" in output and "ETA" in output and "eval after: accuracy" in output
+    assert "iter 2/2" in output and "ETA" in output and "eval bundled_validation at step 2: accuracy" in output
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("e2e")

@@ -8,6 +8,7 @@ import pytest
 from lightning.pytorch.loggers import MLFlowLogger
 
 from medrlvr.analysis.callback import StageAnalysisCallback
+from medrlvr.analysis.classifier import classify
 from medrlvr.config import AnalysisConfig
 from medrlvr.data.schema import MCQExample
 from medrlvr.training.completions import TRAINING_TABLE, CompletionTableLogger, evaluation_rows, options_text
@@ -64,11 +65,13 @@ def test_evaluation_rows_carry_the_step_and_the_question():
         "format_error": None, "text_before_think": False, "correct": True, "reasoning_words": 13,
         "response_tokens": 20, "finish_reason": "stop",
     }
-    (row,) = evaluation_rows(4, [EXAMPLE], [record])
+    analysis = classify(GOOD, "AB", AnalysisConfig())
+    (row,) = evaluation_rows(4, [EXAMPLE], [record], [analysis])
     assert row == {
         "step": 4, "id": "q7", "question": "Which anaemia?", "options": "A. Folate\nB. Iron", "response": GOOD,
         "letter": "B", "answer": "B", "correct": True, "format_error": None, "text_before_think": False,
-        "reasoning_words": 13, "response_tokens": 20, "finish_reason": "stop",
+        "reasoning_words": 13, "response_tokens": 20, "finish_reason": "stop", "stage": "3 Concise Structurer",
+        "flags": "",
     }
     with pytest.raises(IndexError):
-        evaluation_rows(4, [], [record])
+        evaluation_rows(4, [], [record], [analysis])

@@ -48,14 +48,18 @@ def training_rows(samples: Sequence[Mapping[str, Any]], analyses: Sequence[Compl
     return rows
 
 
-def evaluation_rows(step: int, examples: Sequence[MCQExample], records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def evaluation_rows(
+    step: int, examples: Sequence[MCQExample], records: Sequence[Mapping[str, Any]], analyses: Sequence[CompletionAnalysis]
+) -> list[dict[str, Any]]:
     """One row per evaluated completion at training ``step`` (0 = before training): ``step``, ``id``, ``question``,
-    ``options`` and the record's :data:`EVAL_COLUMNS` (``records`` index ``examples`` by ``question_index``)."""
+    ``options``, the record's :data:`EVAL_COLUMNS` (``records`` index ``examples`` by ``question_index``) and the
+    classifier's ``stage`` and ``flags`` (one analysis per record)."""
     rows = []
-    for record in records:
+    for record, analysis in zip(records, analyses, strict=True):
         example = examples[record["question_index"]]
         row = {"step": step, "id": record["id"], "question": example.question, "options": options_text(example.options)}
-        rows.append(row | {key: record[key] for key in EVAL_COLUMNS})
+        row |= {key: record[key] for key in EVAL_COLUMNS}
+        rows.append(row | {"stage": analysis.stage.title, "flags": ",".join(analysis.flags())})
     return rows
 
 
