@@ -26,8 +26,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError, default_tracking_uri
-from medrlvr.sweeping import tags as T
 from medrlvr.data.compose import set_name
+from medrlvr.sweeping import tags as T
 from medrlvr.sweeping.objective import held_out
 
 # metrics at a trial's last step; {validation} is its data.eval_split's evaluation set

@@ -37,7 +37,6 @@ from medrlvr.policy_config import write_policy_config
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.callbacks import ProgressPrinter
-from medrlvr.training.completions import CompletionTableLogger, as_columns, evaluation_rows
 from medrlvr.training.checkpointing import (
     Checkpoint,
     CheckpointCallback,
@@ -45,15 +44,16 @@ from medrlvr.training.checkpointing import (
     checkpoint_root,
     resolve_resume,
 )
-from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
+from medrlvr.training.completions import CompletionTableLogger, as_columns, evaluation_rows
 from medrlvr.training.distributed import rank_order
-from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
-from medrlvr.training.run_record import NOTE_TAG, description, log_datasets, system_metrics
-from medrlvr.training.tracking import open_run, reopen, terminal_status
 from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
 from medrlvr.training.resume import Change, check_resume_config, describe
-from medrlvr.training.signals import StopSignals, Stopped
+from medrlvr.training.run_record import NOTE_TAG, description, log_datasets, system_metrics
 from medrlvr.training.sft_module import SFTModule
+from medrlvr.training.signals import Stopped, StopSignals
+from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
+from medrlvr.training.tracking import open_run, reopen, terminal_status
 
 log = logging.getLogger(__name__)
 register_configs()
