@@ -65,4 +65,4 @@ def test_the_study_experiment_runs_on_the_tiny_model(tmp_path):
     assert run.info.status == "FINISHED"
     rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr/actor"), key=lambda m: m.step)]
     assert len(rates) == 2 and rates[-1] < rates[0] <= 5e-7  # decaying from the peak after the warmup step
-    assert "eval/bundled_validation/accuracy" in run.data.metrics and run.data.params["algo/loss_aggregation"] == "seq-mean-token-mean"
+    assert "eval/bundled_test/accuracy" in run.data.metrics and run.data.params["algo/loss_aggregation"] == "seq-mean-token-mean"
