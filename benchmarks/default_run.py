@@ -19,6 +19,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from medrlvr.compare import base_and_trained
+from medrlvr.data.compose import set_name
+
 PHASES = ("generate", "score", "logprobs", "update", "weight_sync")
 
 
@@ -38,9 +41,12 @@ def main(overrides: list[str]) -> None:
     metrics = run.data.metrics
     print(f"\nwall time {wall / 60:.1f} min | peak RSS {peak_gib:.2f} GiB | run {run.info.run_id}")
     print("\n| held-out | format rate | accuracy |\n|---|---|---|")
-    for when in ("before", "after"):
-        if f"eval/{when}/accuracy" in metrics:
-            print(f"| {when} | {metrics[f'eval/{when}/format_rate']:.3f} | {metrics[f'eval/{when}/accuracy']:.3f} |")
+    name = set_name(run.data.params["data/name"], run.data.params["data/eval_split"])
+    rate, accuracy = f"eval/{name}/format_rate", f"eval/{name}/accuracy"
+    base, trained = base_and_trained(client, run.info.run_id, [key for key in (rate, accuracy) if key in metrics])
+    for when, values in (("before", base), ("after", trained)):
+        if accuracy in values:
+            print(f"| {when} | {values[rate]:.3f} | {values[accuracy]:.3f} |")
     print("\n| phase | median s/iteration | share |\n|---|---|---|")
     medians = {p: statistics.median(m.value for m in client.get_metric_history(run.info.run_id, f"time/{p}_s")) for p in PHASES}
     total = sum(medians.values())

@@ -19,19 +19,24 @@ T_975_1 = 12.706205  # with 1 degree of freedom (tables: 12.706)
 
 
 def training_run(client, experiment_id, algo, seed, after, after_ood, before=(0.3, 0.5), before_ood=(0.1, 0.4)):
-    """A finished run with the params and metrics ``medrlvr.train trainer.eval_ood=true`` logs (64 questions each)."""
+    """A finished run with the params and metrics ``medrlvr.train trainer.eval_ood=true trainer.eval_every=6
+    trainer.max_steps=12`` logs (64 questions each): the base model at step 0, a middle value at step 6 that no
+    comparison reads, the trained model at step 12."""
     run = client.create_run(experiment_id, tags={"algo": algo}, run_name=f"{algo}-{seed}")
     params = {
         "algo/name": algo, "seed": str(seed), "model/name_or_path": "bundled:smollm2-135m-instruct",
         "data/name": "bundled", "data/train_split": "train", "data/eval_split": "validation", "data/test_split": "test",
         "data/ood_split": "ood", "trainer/eval_ood": "True", "algo/kl_coef": "0.01" if algo != "sft" else "None",
+        "eval_set/bundled_validation/data": "bundled", "eval_set/bundled_validation/split": "validation",
+        "eval_set/bundled_ood/data": "bundled", "eval_set/bundled_ood/split": "ood",
     }
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
-    for name, (accuracy, format_rate) in {"before": before, "after": after, "before_ood": before_ood, "after_ood": after_ood}.items():
-        client.log_metric(run.info.run_id, f"eval/{name}/accuracy", accuracy)
-        client.log_metric(run.info.run_id, f"eval/{name}/format_rate", format_rate)
-        client.log_metric(run.info.run_id, f"eval/{name}/num_questions", 64.0)
+    for name, start, end in (("bundled_validation", before, after), ("bundled_ood", before_ood, after_ood)):
+        for step, (accuracy, format_rate) in ((0, start), (6, (0.99, 0.99)), (12, end)):
+            client.log_metric(run.info.run_id, f"eval/{name}/accuracy", accuracy, step=step)
+            client.log_metric(run.info.run_id, f"eval/{name}/format_rate", format_rate, step=step)
+            client.log_metric(run.info.run_id, f"eval/{name}/num_questions", 64.0, step=step)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
@@ -259,9 +264,10 @@ def test_a_training_run_brings_its_eval_sets_as_datasets(store):
     params = {"eval_set/mmlu_pro_health/data": "mmlu_pro_health", "eval_set/mmlu_pro_health/split": "test"}
     for key, value in params.items():
         client.log_param(run_id, key, value)
-    for stage, accuracy in (("before", 0.1), ("after", 0.25)):
-        client.log_metric(run_id, f"eval/{stage}_mmlu_pro_health/accuracy", accuracy)
-        client.log_metric(run_id, f"eval/{stage}_mmlu_pro_health/num_questions", 30.0)
+    for step, accuracy in ((0, 0.1), (12, 0.25)):
+        client.log_metric(run_id, "eval/mmlu_pro_health/accuracy", accuracy, step=step)
+        client.log_metric(run_id, "eval/mmlu_pro_health/num_questions", 30.0, step=step)
     found = cells_by_key(run(CompareConfig(experiments=["study"], tracking_uri=uri), tmp_path / "out"))
     assert found["base", "OOD mmlu_pro_health/test (30 q)"].stats["accuracy"].mean == pytest.approx(0.1)
-    assert found["RLVR (ppo)", "OOD mmlu_pro_health/test (30 q)"].run_ids == [run_id]
+    trained = found["RLVR (ppo)", "OOD mmlu_pro_health/test (30 q)"]
+    assert trained.run_ids == [run_id] and trained.stats["accuracy"].mean == pytest.approx(0.25)

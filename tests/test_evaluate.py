@@ -47,7 +47,7 @@ def test_table_shows_letters_and_option_counts():
     metrics = {
         "num_questions": 2.0, "accuracy": 0.5, "format_rate": 1.0, "reasoning_words": 3.0, "response_tokens": 9.0,
         "position_bias_tv": 0.5, "chosen_A": 1.0, "true_A": 0.5, "true_C": 0.5,
-        "accuracy/options_3": 1.0, "questions/options_3": 1.0, "accuracy/options_4": 0.0, "questions/options_4": 1.0,
+        "accuracy_options_3": 1.0, "questions_options_3": 1.0, "accuracy_options_4": 0.0, "questions_options_4": 1.0,
     }
     letters = letter_table(metrics)
     assert letters == {"chosen": {"A": 1.0, "B": 0.0, "C": 0.0, "D": 0.0}, "true": {"A": 0.5, "B": 0.0, "C": 0.5, "D": 0.0}}

@@ -63,8 +63,8 @@ def test_greedy_metrics_by_hand(prompts):
     assert m["accuracy"] == 0.5 and m["format_rate"] == 0.75
     assert m["reasoning_words"] == 1.0 and m["response_tokens"] == 6.0 and m["truncated_rate"] == 0.25
     assert (m["num_questions"], m["num_completions"]) == (4, 4) and "majority_accuracy" not in m
-    assert (m["accuracy/options_4"], m["accuracy/options_5"], m["accuracy/options_10"]) == (0.0, 0.5, 1.0)
-    assert (m["questions/options_4"], m["questions/options_5"], m["questions/options_10"]) == (1, 2, 1)
+    assert (m["accuracy_options_4"], m["accuracy_options_5"], m["accuracy_options_10"]) == (0.0, 0.5, 1.0)
+    assert (m["questions_options_4"], m["questions_options_5"], m["questions_options_10"]) == (1, 2, 1)
     assert (m["chosen_A"], m["chosen_B"], m["chosen_J"]) == (0.5, 0.0, 0.25)
     letter_keys = {key for key in m if key.startswith(("chosen_", "true_"))}
     assert letter_keys == {f"{kind}_{x}" for kind in ("chosen", "true") for x in "ABCDEFGHIJ"}

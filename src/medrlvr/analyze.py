@@ -6,7 +6,7 @@ and ``reward/*`` metric histories and the ``stages/`` example tables, and writes
 stage boundaries) and ``report.md`` (phases, first/last fractions, flags, examples of each stage); these are
 also logged to the run under ``analysis/``.
 
-For a ``.json`` (MLflow table such as ``eval/before.json``, or a list of objects) or ``.jsonl`` file of
+For a ``.json`` (MLflow table such as ``eval/bundled_validation.json``, or a list of objects) or ``.jsonl`` file of
 completions with a ``response`` field (and optionally ``letters``, ``iteration``, ``id``, ``answer``) it
 classifies every completion and writes ``stage_fractions.png`` (bar charts), ``classified.jsonl`` and
 ``report.md``. Thresholds: ``analysis/*`` params of the run when present, else the defaults of

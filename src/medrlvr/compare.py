@@ -4,11 +4,11 @@
 Reads the finished runs of ``experiments`` (default ``medrlvr``) and ``run_ids`` in ``tracking_uri``
 (default ``sqlite:///$PWD/mlflow.db``), with the evaluation runs nested under them:
 
-- a training run (``python -m medrlvr.train``) measures the base model with ``eval/before/*`` and the trained
-  one with ``eval/after/*`` on ``data/eval_split``, and both on ``data/ood_split`` with ``eval/before_ood/*``
-  and ``eval/after_ood/*`` (``trainer.eval_ood=true``), and each of ``data.eval_sets`` with
-  ``eval/before_<name>/*`` and ``eval/after_<name>/*`` (its data and split in ``eval_set/<name>/*``). The
-  trained method is ``SFT`` when ``algo/name`` is ``sft``, else ``RLVR (<algo/name>)``;
+- a training run (``python -m medrlvr.train``) evaluates each of its sets (``data/eval_split``, ``data/ood_split``
+  with ``trainer.eval_ood=true``, each of ``data.eval_sets``; data and split in its ``eval_set/<set>/*`` params)
+  as ``eval/<set>/*``: the value at step 0 (from the metric's history) measures the base model, the value at
+  the run's last step after 0 the trained one. The trained method is ``SFT`` when ``algo/name`` is ``sft``, else
+  ``RLVR (<algo/name>)``;
 - an evaluation run (``python -m medrlvr.evaluate``) measures ``<dataset>/*`` on each dataset's split: the
   ``base`` model without a checkpoint, else the method of the training run it is nested under
   (``parent_run_id``); prompted with ``data.prompt.style=direct`` (answer without reasoning), the method
@@ -165,10 +165,10 @@ def method_name(params: dict[str, str], group_by: list[str]) -> str:
 
 
 def _measurement(
-    run: Run, prefix: str, model: str, method: str, dataset: str, seed: str, metrics: list[str]
+    run: Run, values: dict[str, float], prefix: str, model: str, method: str, dataset: str, seed: str,
+    metrics: list[str],
 ) -> Measurement | None:
-    """The ``<prefix>*`` metrics of ``run`` (None without ``<prefix>accuracy``)."""
-    values = run.data.metrics
+    """The ``<prefix>*`` metrics of ``run`` among ``values`` (None without ``<prefix>accuracy``)."""
     if f"{prefix}accuracy" not in values:
         return None
     return Measurement(
@@ -184,27 +184,39 @@ def _measurement(
 
 
 def training_datasets(params: dict[str, str]) -> dict[str, str]:
-    """A training run's evaluated datasets by metric suffix: ``""`` (``data.eval_split``), ``"_ood"``
-    (``data.ood_split``) and ``"_<name>"`` for each of ``data.eval_sets`` (``eval_set/<name>/*`` params)."""
-    data = params.get("data/name", "?")
-    datasets = {
-        "": f"{data}/{params.get('data/eval_split', '?')}", "_ood": f"{data}/{params.get('data/ood_split', '?')}"
+    """A training run's evaluated sets by metric name (``eval/<set>/*``) with their dataset labels, from its
+    ``eval_set/<set>/data`` and ``eval_set/<set>/split`` params."""
+    names = [key.split("/")[1] for key in params if key.startswith("eval_set/") and key.endswith("/data")]
+    return {
+        name: dataset_label(name, params[f"eval_set/{name}/data"], params.get(f"eval_set/{name}/split", "?"))
+        for name in names
     }
-    for key in params:
-        if key.startswith("eval_set/") and key.endswith("/data"):
-            name = key.split("/")[1]
-            datasets[f"_{name}"] = dataset_label(name, params[key], params.get(f"eval_set/{name}/split", "?"))
-    return datasets
 
 
-def training_measurements(run: Run, group_by: list[str], metrics: list[str]) -> list[Measurement]:
-    """Base (``eval/before*``) and trained (``eval/after*``) measurements of a training run."""
+def base_and_trained(client: MlflowClient, run_id: str, keys: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each of ``keys`` at step 0 (the base model) and at the run's last step after 0 (the trained model), from
+    the metric histories; a key without such a step is left out."""
+    base, trained = {}, {}
+    for key in keys:
+        history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+        first = [m.value for m in history if m.step == 0]
+        later = [m.value for m in history if m.step > 0]
+        base.update({key: first[-1]} if first else {})
+        trained.update({key: later[-1]} if later else {})
+    return base, trained
+
+
+def training_measurements(client: MlflowClient, run: Run, group_by: list[str], metrics: list[str]) -> list[Measurement]:
+    """Base (step 0) and trained (last step) measurements of a training run on each of its evaluation sets."""
     params = run.data.params
     model, seed, method = params.get("model/name_or_path", ""), params.get("seed", ""), method_name(params, group_by)
     found = []
-    for suffix, dataset in training_datasets(params).items():
-        for stage, label in (("before", BASE), ("after", method)):
-            found.append(_measurement(run, f"eval/{stage}{suffix}/", model, label, dataset, seed, metrics))
+    for name, dataset in training_datasets(params).items():
+        prefix = f"eval/{name}/"
+        keys = [prefix + key for key in dict.fromkeys(["accuracy", "num_questions", *metrics])]
+        base, trained = base_and_trained(client, run.info.run_id, [k for k in keys if k in run.data.metrics])
+        for values, label in ((base, BASE), (trained, method)):
+            found.append(_measurement(run, values, prefix, model, label, dataset, seed, metrics))
     return [m for m in found if m is not None]
 
 
@@ -231,7 +243,7 @@ def evaluation_measurements(run: Run, parent: Run | None, group_by: list[str], m
     found = []
     for key in filter(None, params.get("datasets", "").split(",")):
         dataset = dataset_label(key, params.get(f"{key}/data", key), params.get(f"{key}/split", "?"))
-        found.append(_measurement(run, f"{key}/", model, method, dataset, seed, metrics))
+        found.append(_measurement(run, run.data.metrics, f"{key}/", model, method, dataset, seed, metrics))
     return [m for m in found if m is not None]
 
 
@@ -248,7 +260,7 @@ def collect(client: MlflowClient, runs: list[Run], group_by: list[str], metrics:
     found: list[Measurement] = []
     for run in runs:
         if is_training_run(run):
-            found += training_measurements(run, group_by, metrics)
+            found += training_measurements(client, run, group_by, metrics)
         elif run.data.tags.get("kind") == "evaluation":
             parent_id = run.data.tags.get("mlflow.parentRunId")
             found += evaluation_measurements(run, by_id.get(parent_id) or _run_or_none(client, parent_id), group_by, metrics)

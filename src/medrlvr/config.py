@@ -103,8 +103,8 @@ class PromptConfig:
 class DataConfig:
     """A dataset and its splits. ``ood_split`` names a split that is out of distribution for a model trained
     on ``train_split`` (bundled: ``ood``): ``medrlvr.evaluate`` adds it by default and ``trainer.eval_ood``
-    evaluates it before and after training. ``eval_sets``: more datasets training evaluates before and after
-    (``eval/before_<name>/*``, ``eval/after_<name>/*``) on their ``test_split``, each cut to ``eval_size``: a
+    evaluates it during training (``eval/<name>_<ood_split>/*``, as ``eval_split``'s ``eval/<name>_<eval_split>/*``).
+    ``eval_sets``: more datasets training evaluates (``eval/<key>/*``) on their ``test_split``, each cut to ``eval_size``: a
     list of ``conf/data`` names or a name → data overrides mapping (:mod:`medrlvr.data.compose`). A question
     whose prompt plus ``rollout.max_new_tokens`` (evaluation: ``rollout.eval_max_new_tokens``) exceeds the
     model's context is refused, or left out (with a warning) when ``skip_long_prompts``.
@@ -487,7 +487,10 @@ class TrainerConfig:
     ``auto`` (one process), ``ddp`` or ``deepspeed`` (with ``deepspeed.*``). Each process generates rollouts
     from its own ``data.batch_size`` prompts per iteration. ``max_epochs`` (null = off), when set, replaces
     ``max_steps`` (for SFT, unless ``algo.epochs`` is set): the run takes as many iterations as pass over the training questions that many
-    times at the global batch (``data.batch_size`` × processes), so it means the same on any number of GPUs."""
+    times at the global batch (``data.batch_size`` × processes), so it means the same on any number of GPUs.
+    The held-out sets are evaluated at step 0 (``eval_before``), at the last step (``eval_after``) and, when
+    ``eval_every`` is set, after every that many iterations. ``log_system_metrics``: MLflow's system metrics
+    (``system/*``: CPU, memory, disk, network, GPU) sampled into the run."""
 
     max_steps: int = 12
     max_epochs: Optional[float] = None
@@ -502,6 +505,8 @@ class TrainerConfig:
     eval_before: bool = True
     eval_after: bool = True
     eval_ood: bool = False
+    eval_every: Optional[int] = None
+    log_system_metrics: bool = False
     save_model: bool = True
     output_dir: Optional[str] = None
     checkpoint_every: int = 5
@@ -534,6 +539,11 @@ class TrainerConfig:
         )
         _check(self.num_threads >= 0, "trainer.num_threads", "must be >= 0 (0 = all cores)")
         _check(self.log_samples_every >= 0, "trainer.log_samples_every", "must be >= 0 (0 = never)")
+        _check(
+            self.eval_every is None or self.eval_every >= 1,
+            "trainer.eval_every",
+            f"must be >= 1 or null (only before and after training), got {self.eval_every}",
+        )
         _check(self.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0 (0 = only at the end)")
         _check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
         _check(self.max_bad_updates >= 1, "trainer.max_bad_updates", f"must be >= 1, got {self.max_bad_updates}")

@@ -114,15 +114,15 @@ def load_model(cfg: EvaluateConfig) -> tuple[PreTrainedTokenizerBase, torch.nn.M
 
 def letter_table(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     """Shares of chosen and of correct letters, for every letter up to the largest option count."""
-    most = max(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("accuracy/options_"))
+    most = max(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("accuracy_options_"))
     letters = OPTION_LETTERS[:most]
     return {kind: {x: metrics.get(f"{kind}_{x}", 0.0) for x in letters} for kind in ("chosen", "true")}
 
 
 def by_option_count(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
-    counts = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("accuracy/options_"))
+    counts = sorted(int(k.rsplit("_", 1)[1]) for k in metrics if k.startswith("accuracy_options_"))
     return {
-        str(k): {"accuracy": metrics[f"accuracy/options_{k}"], "questions": metrics[f"questions/options_{k}"]}
+        str(k): {"accuracy": metrics[f"accuracy_options_{k}"], "questions": metrics[f"questions_options_{k}"]}
         for k in counts
     }
 

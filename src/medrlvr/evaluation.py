@@ -140,7 +140,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
       (the last: text stood before ``<think>``, allowed by ``reward.format=study``);
     - ``response_tokens``, ``reasoning_words``: means over completions (0 words when there is no think block);
     - ``majority_accuracy``: only when some question has several samples;
-    - ``accuracy/options_K`` and ``questions/options_K`` for each option count K present;
+    - ``accuracy_options_K`` and ``questions_options_K`` for each option count K present;
     - ``chosen_X``: share of completions answering letter X; ``true_X``: share whose correct letter is X (both
       for every letter up to the largest option count, 0 for a letter never chosen or never right);
       ``position_bias_tv``: total variation distance ½·Σ_X |p_chosen(X) − p_true(X)| between the letters
@@ -168,8 +168,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
     for record in records:
         by_count[record["num_options"]].append(record["correct"])
     for count, correct in sorted(by_count.items()):
-        metrics[f"accuracy/options_{count}"] = sum(correct) / len(correct)
-        metrics[f"questions/options_{count}"] = float(sum(r["num_options"] == count for r in questions.values()))
+        metrics[f"accuracy_options_{count}"] = sum(correct) / len(correct)
+        metrics[f"questions_options_{count}"] = float(sum(r["num_options"] == count for r in questions.values()))
     metrics.update(letter_shares(records))
     answered = [r for r in records if r["letter"] is not None]
     if answered:

@@ -2,7 +2,7 @@
 
 Prints the trials sorted by objective (swept parameters, objective, key metrics), writes the table as
 ``trials.csv`` and ``trials.md`` and, apart from it, the best trial's test numbers (``best_trial_test.md``: its
-evaluations on other sets than ``data.eval_split``, e.g. ``eval/after_ood/*``, which no trial is chosen by),
+evaluations on other sets than ``data.eval_split``, e.g. ``eval/bundled_ood/*``, which no trial is chosen by),
 plots the objective against each swept parameter, the training curves of the best trials and, for Optuna
 sweeps, the parameter importances (PNG), and logs all of it to the sweep's parent run under ``report/``.
 Without ``--parent`` the latest sweep of the experiment is reported.
@@ -26,13 +26,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError, default_tracking_uri
+from medrlvr.data.compose import set_name
 from medrlvr.sweeping import tags as T
-from medrlvr.sweeping.objective import HELD_OUT_METRIC
+from medrlvr.sweeping.objective import held_out
 
+# metrics at a trial's last step; {validation} is its data.eval_split's evaluation set
 KEY_METRICS = (
-    "eval/after/accuracy",
-    "eval/after/format_rate",
-    "eval/before/accuracy",
+    "eval/{validation}/accuracy",
+    "eval/{validation}/format_rate",
     "reward/mean",
     "kl/mean_per_sequence",
     "response/tokens_mean",
@@ -123,26 +124,28 @@ def load_sweep(client: MlflowClient, parent_run_id: str) -> Sweep:
 def _trial(run: Run) -> Trial:
     tags, metrics = run.data.tags, run.data.metrics
     end = run.info.end_time
+    validation = set_name(run.data.params.get("data/name", "?"), run.data.params.get("data/eval_split", "?"))
+    keys = [key.format(validation=validation) for key in KEY_METRICS]
     return Trial(
         number=int(tags[T.TRIAL]) if tags.get(T.TRIAL, "").isdigit() else None,
         run_id=run.info.run_id,
         status=run.info.status,
         params=T.parse_overrides(tags.get(T.OVERRIDES, "")),
         objective=metrics.get(T.OBJECTIVE_METRIC),
-        metrics={key: metrics[key] for key in KEY_METRICS if key in metrics},
-        test_metrics=held_out_metrics(metrics),
+        metrics={key: metrics[key] for key in keys if key in metrics},
+        test_metrics=held_out_metrics(metrics, validation),
         minutes=(end - run.info.start_time) / 60000 if end and run.info.start_time else None,
         error=tags.get(T.ERROR, ""),
     )
 
 
-def held_out_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """Accuracy and format rate of a run's evaluations on held-out test sets (``eval/<before|after>_<set>/*``),
-    sorted by name."""
+def held_out_metrics(metrics: dict[str, float], validation_set: str) -> dict[str, float]:
+    """Accuracy and format rate of a run's evaluations on other sets than ``validation_set`` (test sets) at its
+    last step, sorted by name."""
     return {
         key: value
         for key, value in sorted(metrics.items())
-        if HELD_OUT_METRIC.match(key) and key.rsplit("/", 1)[-1] in TEST_METRIC_NAMES
+        if held_out(key, validation_set) and key.rsplit("/", 1)[-1] in TEST_METRIC_NAMES
     }
 
 
@@ -154,7 +157,7 @@ def _rank(trial: Trial, direction: str) -> tuple:
 
 def table(sweep: Sweep) -> tuple[list[str], list[list[str]]]:
     """Header and rows (best first): trial, status, swept parameters, objective, key metrics, minutes, run, error."""
-    metrics = [key for key in KEY_METRICS if any(key in trial.metrics for trial in sweep.trials)]
+    metrics = list(dict.fromkeys(key for trial in sweep.trials for key in trial.metrics))
     header = ["trial", "status", *sweep.params, sweep.objective_label, *metrics, "minutes", "run_id", "error"]
     rows = [
         [

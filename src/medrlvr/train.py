@@ -22,9 +22,11 @@ from torch.utils.data import DataLoader, RandomSampler
 from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
+from medrlvr.analysis.classifier import classify
+from medrlvr.analysis.dynamics import StageTracker
 from medrlvr.cli import error_boundary
 from medrlvr.config import TrainConfig, config_dir, default_tracking_uri, register_configs, to_train_config
-from medrlvr.data.compose import eval_set_configs, eval_set_params
+from medrlvr.data.compose import eval_set_params, heldout_sets, set_name
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split, load_split
@@ -35,7 +37,7 @@ from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.policy_config import write_policy_config
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
-from medrlvr.training.callbacks import ProgressPrinter, SampleTableLogger
+from medrlvr.training.callbacks import ProgressPrinter
 from medrlvr.training.checkpointing import (
     Checkpoint,
     CheckpointCallback,
@@ -43,14 +45,16 @@ from medrlvr.training.checkpointing import (
     checkpoint_root,
     resolve_resume,
 )
-from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
+from medrlvr.training.completions import CompletionTableLogger, as_columns, evaluation_rows
 from medrlvr.training.distributed import rank_order
+from medrlvr.training.ppo_module import PPOModule
+from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
+from medrlvr.training.resume import Change, check_resume_config, describe
+from medrlvr.training.run_record import NOTE_TAG, description, log_datasets, system_metrics
+from medrlvr.training.sft_module import SFTModule
+from medrlvr.training.signals import Stopped, StopSignals
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
 from medrlvr.training.tracking import open_run, reopen, terminal_status
-from medrlvr.training.ppo_module import PPOModule
-from medrlvr.training.resume import Change, check_resume_config, describe
-from medrlvr.training.signals import StopSignals, Stopped
-from medrlvr.training.sft_module import SFTModule
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -89,15 +93,14 @@ def prompt_loader(
 
 
 def evaluation_sets(cfg: TrainConfig) -> dict[str, list[MCQExample]]:
-    """The held-out examples evaluated before and after training, by metric-name suffix: ``""`` for the first
-    ``data.eval_size`` of ``data.eval_split``, ``"_ood"`` for those of ``data.ood_split`` when
-    ``trainer.eval_ood``, and ``"_<name>"`` for those of each of ``data.eval_sets``' ``test_split``, with their
-    published options (``data.option_count`` applies to training only). Empty sets are left out."""
-    splits = {"": cfg.data.eval_split, **({"_ood": cfg.data.ood_split} if cfg.trainer.eval_ood else {})}
-    sets = {suffix: load_heldout_split(cfg.data, split)[: cfg.data.eval_size] for suffix, split in splits.items()}
-    for name, data in eval_set_configs(cfg.data).items():
-        sets[f"_{name}"] = load_heldout_split(data, data.test_split)[: cfg.data.eval_size]
-    return {suffix: examples for suffix, examples in sets.items() if examples}
+    """The held-out examples evaluated during training, by metric name (``eval/<name>/*``, see
+    :func:`medrlvr.data.compose.heldout_sets`): the first ``data.eval_size`` of each set, with their published
+    options (``data.option_count`` applies to training only). Empty sets are left out."""
+    sets = {
+        name: load_heldout_split(data, split)[: cfg.data.eval_size]
+        for name, (data, split) in heldout_sets(cfg.data, cfg.trainer.eval_ood).items()
+    }
+    return {name: examples for name, examples in sets.items() if examples}
 
 
 def within_context(
@@ -113,10 +116,10 @@ def within_context(
     tokens, skip, rollout = builders.prompt_token_counter(prompts), cfg.data.skip_long_prompts, cfg.rollout
     train = fit_to_context(train_examples, tokens, context, rollout.max_new_tokens, "rollout.max_new_tokens", skip)
     evals = {
-        suffix: fit_to_context(
+        name: fit_to_context(
             examples, tokens, context, rollout.eval_max_new_tokens, "rollout.eval_max_new_tokens", skip
         )
-        for suffix, examples in eval_sets.items()
+        for name, examples in eval_sets.items()
     }
     return train, evals
 
@@ -129,19 +132,28 @@ def run_evaluation(
     cfg: TrainConfig,
     logger: MLFlowLogger,
     step: int,
+    after_exploit: bool = False,
 ) -> dict[str, float]:
-    """Greedy evaluation on held-out examples, logged as ``eval/<name>/*`` metrics and a table."""
+    """Greedy evaluation on held-out examples at training step ``step`` (0 = before training), logged as
+    ``eval/<name>/*`` metrics at that step and as rows of the table ``eval/<name>.json`` with each completion's
+    stage and flags (``after_exploit``: training has had its exploit phase, see :class:`StageTracker`)."""
+    rules = builders.parse_rules(cfg.reward)
     result = evaluate(
-        engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
-        rules=builders.parse_rules(cfg.reward),
+        engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings), rules=rules
     )
     metrics = {f"eval/{name}/{key}": value for key, value in result.metrics.items()}
     logger.log_metrics(metrics, step=step)
-    table = {key: [record[key] for record in result.records] for key in result.records[0]}
-    logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"eval/{name}.json")
+    questions = [examples[record["question_index"]] for record in result.records]
+    analyses = [
+        classify(record["response"], question.letters, cfg.analysis, after_exploit, rules, question.options)
+        for record, question in zip(result.records, questions)
+    ]
+    rows = evaluation_rows(step, examples, result.records, analyses)
+    logger.experiment.log_table(logger.run_id, data=as_columns(rows), artifact_file=f"eval/{name}.json")
     log.info(
-        "eval %s: accuracy %.3f | format %.3f | %d completions",
+        "eval %s at step %d: accuracy %.3f | format %.3f | %d completions",
         name,
+        step,
         result.metrics["accuracy"],
         result.metrics["format_rate"],
         len(result.records),
@@ -149,22 +161,32 @@ def run_evaluation(
     return metrics
 
 
-class EvaluateBeforeTraining(L.Callback):
-    """The evaluation before training, on the first process once fit has started: a vLLM rollout engine
-    exists only from then on (it joins the process group the strategy sets up in fit)."""
+class EvaluateDuringTraining(L.Callback):
+    """The evaluations on the first process while fit runs: at step 0 before training (``before``) and after
+    every ``every`` iterations but the last (:func:`_fit_and_evaluate` evaluates after training). A vLLM rollout
+    engine exists only once fit has started (it joins the process group the strategy sets up in fit). ``tracker``
+    is the training stage classifier's, whose exploit phase the evaluated completions' stages follow."""
 
     def __init__(
-        self, eval_sets: dict[str, list[MCQExample]], prompts: PromptBuilder, cfg: TrainConfig, logger: MLFlowLogger
+        self, eval_sets: dict[str, list[MCQExample]], prompts: PromptBuilder, cfg: TrainConfig, logger: MLFlowLogger,
+        before: bool, every: int | None, last_step: int, tracker: StageTracker,
     ) -> None:
         self.eval_sets, self.prompts, self.cfg, self.logger = eval_sets, prompts, cfg, logger
-        self.metrics: dict[str, float] = {}
+        self.before, self.every, self.last_step, self.tracker = before, every, last_step, tracker
+
+    def evaluate(self, pl_module: Any, step: int) -> None:
+        after_exploit = self.tracker.exploit_phase_at is not None
+        for name, examples in self.eval_sets.items():
+            run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, step, after_exploit)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        for suffix, examples in self.eval_sets.items():
-            name = f"before{suffix}"
-            self.metrics.update(run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, 0))
+        if self.before and trainer.is_global_zero:
+            self.evaluate(pl_module, 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = pl_module.iteration
+        if self.every and step % self.every == 0 and step < self.last_step and trainer.is_global_zero:
+            self.evaluate(pl_module, step)
 
 
 def save_policy(
@@ -202,11 +224,13 @@ def record_overrides(logger: MLFlowLogger, overrides: dict[str, Change], resolve
 
 
 def train(
-    cfg: TrainConfig, output_dir: Path, resolved_yaml: str, signals: StopSignals | None = None
+    cfg: TrainConfig, output_dir: Path, resolved_yaml: str, signals: StopSignals | None = None,
+    command: str | None = None,
 ) -> dict[str, float]:
     """Run one training: evaluate, fit (RL iterations or SFT steps), evaluate, save. Returns final metrics.
 
-    ``signals``, when the caller installed it, stops training on SIGINT or SIGTERM."""
+    ``signals``, when the caller installed it, stops training on SIGINT or SIGTERM; ``command``, the command line
+    that started the run, goes into the run's description."""
     signals = signals or StopSignals()
     threads = set_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True)
@@ -234,14 +258,16 @@ def train(
     mark_model_training(logger.experiment, logger.experiment_id)
     if checkpoint is None:
         logger.log_hyperparams(run_config(cfg))
-        logger.log_hyperparams(eval_set_params(cfg.data))
+        logger.log_hyperparams(eval_set_params(cfg.data, cfg.trainer.eval_ood))
         logger.experiment.log_text(run_id, resolved_yaml, "config.yaml")
+        logger.experiment.set_tag(run_id, NOTE_TAG, description(cfg, list(eval_sets), command))
+        log_datasets(logger.experiment, run_id, cfg, train_examples, eval_sets)
     else:
         reopen(logger.experiment, run_id)
         log.info("resuming from %s (iteration %d)", checkpoint.path, start)
         record_overrides(logger, overrides, resolved_yaml, start)
     log.info("MLflow run %s in %s (torch threads: %d)", run_id, logger._tracking_uri, threads)
-    with terminal_status(logger):
+    with terminal_status(logger), system_metrics(cfg.trainer.log_system_metrics, run_id, tracking_uri, checkpoint is not None):
         final = _fit_and_evaluate(
             cfg, output_dir, module, prompts, tokenizer, logger, train_examples, eval_sets, checkpoint, signals
         )
@@ -274,15 +300,17 @@ def _fit_and_evaluate(
         checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint,
         signals, run_config(cfg),
     )
+    stages = StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward))
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
-        SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
-        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward)),
+        stages,  # before the completion table, which shows its stages and flags
+        CompletionTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps, stages),
     ]
-    before = None
-    if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):
-        before = EvaluateBeforeTraining(eval_sets, prompts, cfg, logger)
-        callbacks.append(before)
+    if logger is not None and not zero3(cfg.trainer):
+        before = cfg.trainer.eval_before and checkpoint is None
+        callbacks.append(
+            EvaluateDuringTraining(eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps, stages.tracker)
+        )
     if isinstance(module, PPOModule):
         callbacks.append(checkpoints)
     trainer = L.Trainer(
@@ -304,7 +332,7 @@ def _fit_and_evaluate(
     # Evaluation runs in the main process only; under ZeRO-3 no process holds the whole model, so it is
     # left to `python -m medrlvr.evaluate` on the saved policy.
     evaluate_here = logger is not None and trainer.is_global_zero and not zero3(cfg.trainer)
-    if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after):
+    if zero3(cfg.trainer) and (cfg.trainer.eval_before or cfg.trainer.eval_after or cfg.trainer.eval_every):
         log.warning("ZeRO-3: skipping evaluation during training; run python -m medrlvr.evaluate on the saved policy")
     if start < steps:
         loader = prompt_loader(
@@ -318,11 +346,11 @@ def _fit_and_evaluate(
             f"interrupted after iteration {module.iteration} by {signal.Signals(checkpoints.stop_signal).name};"
             f" checkpoint {checkpoints.last_saved}",
         )
-    final.update(before.metrics if before else {})
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
     if cfg.trainer.eval_after and evaluate_here:
-        for suffix, examples in eval_sets.items():
-            final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
+        for name, examples in eval_sets.items():
+            after_exploit = stages.tracker.exploit_phase_at is not None
+            final.update(run_evaluation(name, module.engine, prompts, examples, cfg, logger, steps, after_exploit))
     if cfg.trainer.save_model:
         log_to = logger if cfg.logger.log_model else None
         folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
@@ -350,13 +378,15 @@ def fit(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader, signa
 
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 def main(dict_cfg: DictConfig) -> float:
-    """Hydra entry point; returns held-out accuracy after training (the default sweep objective)."""
+    """Hydra entry point; returns the accuracy on ``data.eval_split`` after training (the default sweep objective),
+    or the last iteration's ``reward/accuracy`` without that evaluation."""
     with error_boundary():
         cfg = to_train_config(dict_cfg)
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
         with output_dir_lock_on_main(output_dir), StopSignals().installed() as signals:
-            metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals)
-    return metrics.get("eval/after/accuracy", metrics.get("reward/accuracy", 0.0))
+            command = " ".join(["python -m medrlvr.train", *HydraConfig.get().overrides.task])
+            metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals, command)
+    return metrics.get(f"eval/{set_name(cfg.data.name, cfg.data.eval_split)}/accuracy", metrics.get("reward/accuracy", 0.0))
 
 
 if __name__ == "__main__":

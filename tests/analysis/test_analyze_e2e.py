@@ -51,7 +51,7 @@ def test_train_then_analyze_run_and_eval_table(tmp_path):
     logged = {a.path for a in client.list_artifacts(run_id, "analysis")}
     assert logged == {"analysis/report.md", "analysis/stage_fractions.png", "analysis/training_curves.png"}
 
-    table = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="eval/before.json", tracking_uri=uri, dst_path=str(tmp_path))
+    table = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="eval/bundled_validation.json", tracking_uri=uri, dst_path=str(tmp_path))
     run(tmp_path, "medrlvr.analyze", table, "--output", str(tmp_path / "eval_report"), "--letters", "ABCDE")
     assert "4 completions" in (tmp_path / "eval_report" / "report.md").read_text()
     assert (tmp_path / "eval_report" / "stage_fractions.png").is_file()

@@ -80,6 +80,7 @@ def test_wrong_type_fails_naming_the_key():
         ("model.lora_alpha=0", "model.lora_alpha"),
         ("trainer.precision=fp8", "trainer.precision"),
         ("trainer.accelerator=npu", "trainer.accelerator"),
+        ("trainer.eval_every=0", "trainer.eval_every"),
         ("logger.samples_per_table=0", "logger.samples_per_table"),
         ("seed=4294967296", "seed"),
     ],

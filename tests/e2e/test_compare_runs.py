@@ -31,7 +31,7 @@ def test_compare_reads_real_training_and_evaluation_runs(tmp_path):
         train(to_train_config(composed), tmp_path / experiment, OmegaConf.to_yaml(composed))
     client = MlflowClient(tracking_uri=uri)
     trained = {r.data.params["algo/name"]: r for r in client.search_runs([client.get_experiment_by_name("study").experiment_id])}
-    assert trained["ppo"].data.metrics["eval/after_ood/questions/options_10"] == 4  # the OOD split has 10 options
+    assert trained["ppo"].data.metrics["eval/bundled_ood/questions_options_10"] == 4  # the OOD split has 10 options
     sft = trained["sft"]
 
     eval_cfg = OmegaConf.to_object(compose_run("evaluate", [
@@ -50,9 +50,9 @@ def test_compare_reads_real_training_and_evaluation_runs(tmp_path):
         ("SFT", "OOD bundled/ood (4 q)"), ("RLVR (ppo)", "OOD bundled/ood (4 q)"),
         ("SFT", "ID bundled/test (2 q)"), ("SFT", "OOD bundled/ood (2 q)"),
     }
-    assert found["SFT", "OOD bundled/ood (4 q)"].values["accuracy"] == [sft.data.metrics["eval/after_ood/accuracy"]]
+    assert found["SFT", "OOD bundled/ood (4 q)"].values["accuracy"] == [sft.data.metrics["eval/bundled_ood/accuracy"]]
     assert found["RLVR (ppo)", "ID bundled/validation (4 q)"].values["format_rate"] == [
-        trained["ppo"].data.metrics["eval/after/format_rate"]
+        trained["ppo"].data.metrics["eval/bundled_validation/format_rate"]
     ]
     nested = found["SFT", "OOD bundled/ood (2 q)"]
     assert nested.seeds == ["1"] and nested.values["accuracy"] == [report["datasets"]["bundled_ood"]["metrics"]["accuracy"]]

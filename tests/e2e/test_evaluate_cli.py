@@ -42,7 +42,7 @@ def test_evaluate_two_datasets_with_sampling_nested_in_mlflow(tmp_path):
     run = client.get_run(report["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.experiment_id == experiment_id
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    for key in ("bundled/accuracy", "bundled/majority_accuracy", "mmlu_pro_health/format_rate", "mmlu_pro_health/accuracy/options_10"):
+    for key in ("bundled/accuracy", "bundled/majority_accuracy", "mmlu_pro_health/format_rate", "mmlu_pro_health/accuracy_options_10"):
         assert key in run.data.metrics, key
     assert run.data.params["num_samples"] == "2" and run.data.params["model/name_or_path"] == "tiny"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

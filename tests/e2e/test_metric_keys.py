@@ -21,18 +21,18 @@ PLACEHOLDERS = {
     "error": "|".join(FORMAT_ERRORS),
     "stage": "|".join(stage.slug for stage in Stage),
     "flag": "|".join(name for name in FLAGS if name != "format_failure"),
-    "set": "before|after|before_ood|after_ood",
+    "set": "bundled_validation|bundled_ood",
     "K": r"\d+",
     "X": "[A-J]",
 }
 # documented rows no tiny CPU run can show: a GPU's memory, and letters of answered completions (the tiny
-# random model answers none)
-NOT_IN_TINY_RUNS = {"perf/max_memory_allocated_gib", "eval/<set>/position_bias_tv"}
+# random model answers none); system metrics are off by default (tests/e2e/test_run_record.py turns them on)
+NOT_IN_TINY_RUNS = {"perf/max_memory_allocated_gib", "eval/<set>/position_bias_tv", "system/*"}
 RUNS = {
-    # every optional PPO family that does not skip updates: the OOD evaluation, the KL loss term, TIS, the actor's
-    # and critic's gradient norms
+    # every optional PPO family that does not skip updates: the OOD evaluation (also during training), the KL loss
+    # term, TIS, the actor's and critic's gradient norms
     "ppo": (
-        "experiment=smoke", "trainer.eval_ood=true", "algo.kl_loss_coef=0.01", "algo.tis_cap=2.0",
+        "experiment=smoke", "trainer.eval_ood=true", "trainer.eval_every=1", "algo.kl_loss_coef=0.01", "algo.tis_cap=2.0",
         "algo.separate_clipping=true",
     ),
     "sft": (
@@ -99,9 +99,9 @@ def test_every_training_key_has_a_value_at_every_iteration(logged):
         sparse = {key: history for key, history in keys.items() if not key.startswith("eval/") and history != steps}
         assert not sparse, f"{name}: keys without a value at every iteration {steps}: {sparse}"
     evaluation = {key: history for key, history in logged["ppo"].items() if key.startswith("eval/")}
-    assert all(history == ([0] if "/before" in key else [2]) for key, history in evaluation.items()), evaluation
+    assert evaluation and all(history == [0, 1, 2] for history in evaluation.values()), evaluation  # eval_every=1
     assert {f"format_error/{error}" for error in FORMAT_ERRORS} <= set(logged["ppo"])
-    assert {f"eval/after_ood/chosen_{x}" for x in "ABCDEFGHIJ"} <= set(logged["ppo"])
+    assert {f"eval/bundled_ood/chosen_{x}" for x in "ABCDEFGHIJ"} <= set(logged["ppo"])
 
 
 def test_readme_table_documents_every_logged_key(logged):

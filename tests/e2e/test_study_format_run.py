@@ -32,9 +32,11 @@ def test_one_iteration_with_the_study_format_and_r1_zero_prompt(tmp_path):
         "study", "r1_zero", ""
     )
     assert 0.0 <= metrics["response/text_before_think_rate"] <= 1.0
-    assert {"eval/before/text_before_think_rate", "eval/after/text_before_think_rate"} <= set(metrics)
-    assert {"eval/before_bundled_ood/accuracy", "eval/after_bundled_ood/accuracy"} <= set(metrics)  # data.eval_sets
-    assert metrics["eval/after_bundled_ood/num_questions"] == 4  # data.eval_size of experiment=smoke
+    history = client.get_metric_history(run.info.run_id, "eval/bundled_validation/text_before_think_rate")
+    assert sorted(m.step for m in history) == [0, 1]
+    history = client.get_metric_history(run.info.run_id, "eval/bundled_ood/accuracy")  # data.eval_sets
+    assert sorted(m.step for m in history) == [0, 1]
+    assert metrics["eval/bundled_ood/num_questions"] == 4  # data.eval_size of experiment=smoke
     assert (params["eval_set/bundled_ood/data"], params["eval_set/bundled_ood/split"]) == ("bundled", "ood")
     saved = read_policy_config(tmp_path / "run" / "policy")  # what medrlvr.evaluate checkpoint=... reads
     prompt = saved.data.prompt
@@ -63,4 +65,4 @@ def test_the_study_experiment_runs_on_the_tiny_model(tmp_path):
     assert run.info.status == "FINISHED"
     rates = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "lr/actor"), key=lambda m: m.step)]
     assert len(rates) == 2 and rates[-1] < rates[0] <= 5e-7  # decaying from the peak after the warmup step
-    assert "eval/after/accuracy" in run.data.metrics and run.data.params["algo/loss_aggregation"] == "seq-mean-token-mean"
+    assert "eval/bundled_test/accuracy" in run.data.metrics and run.data.params["algo/loss_aggregation"] == "seq-mean-token-mean"

@@ -63,7 +63,7 @@ def test_grid_multirun_records_each_trial_in_one_experiment(kl_grid: Path):
         assert run.data.tags["sweep"] == "kl_coef" and run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert f"algo.kl_coef={kl}" in run.data.tags["overrides"].split()
         assert run.data.params["algo/kl_coef"] == kl and run.data.params["trainer/max_steps"] == "2"
-        assert run.data.metrics["sweep/objective"] == run.data.metrics["eval/after/accuracy"]
+        assert run.data.metrics["sweep/objective"] == run.data.metrics["eval/bundled_validation/accuracy"]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "reward/mean")] == [1, 2]
     assert parent.info.status == "FINISHED" and parent.data.tags["sweep_kind"] == "grid"
     assert parent.data.tags["sweep_params"] == "algo.kl_coef"
@@ -84,20 +84,20 @@ def test_report_cli_writes_table_and_plots(kl_grid: Path):
         cwd=kl_grid, capture_output=True, text=True, timeout=300, env=ENV,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "| trial | status | algo.kl_coef | objective (return value) | eval/after/accuracy |" in result.stdout
+    assert "| trial | status | algo.kl_coef | objective (return value) | eval/bundled_validation/accuracy |" in result.stdout
     rows = (out / "trials.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and {row.split(",")[2] for row in rows[1:]} == {"0.0", "0.05"}
     assert "_ood" not in rows[0]  # trials are compared on the validation split only
     client = MlflowClient(f"sqlite:///{kl_grid / 'mlflow.db'}")
     _, trials = runs_by_role(client, "sweep-kl_coef")
     best = max(trials.values(), key=lambda run: (run.data.metrics["sweep/objective"], -int(run.data.tags["trial"])))
-    test_accuracy = best.data.metrics["eval/after_ood/accuracy"]
+    test_accuracy = best.data.metrics["eval/bundled_ood/accuracy"]
     apart = result.stdout.split("Test numbers of the best trial (not used to choose it):")[1]
     assert f"Best trial #{best.data.tags['trial']} (run {best.info.run_id})" in apart
-    assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in apart
-    assert f"| eval/after_ood/accuracy | {test_accuracy:.4g} |" in (out / "best_trial_test.md").read_text()
+    assert f"| eval/bundled_ood/accuracy | {test_accuracy:.4g} |" in apart
+    assert f"| eval/bundled_ood/accuracy | {test_accuracy:.4g} |" in (out / "best_trial_test.md").read_text()
     parent = client.get_run(best.data.tags["mlflow.parentRunId"])
-    assert parent.data.metrics["best_trial/eval/after_ood/accuracy"] == test_accuracy
+    assert parent.data.metrics["best_trial/eval/bundled_ood/accuracy"] == test_accuracy
     for name in ("objective_vs_algo.kl_coef.png", "best_trials_curves.png"):
         assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 5000
 

@@ -31,7 +31,7 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
     result, uri = run_train(tmp_path, "reward=length_penalty")
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
-    assert "iter 2/2" in output and "ETA" in output and "eval after: accuracy" in output
+    assert "iter 2/2" in output and "ETA" in output and "eval bundled_validation at step 2: accuracy" in output
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("e2e")
@@ -48,11 +48,11 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
     assert [m.step for m in history] == [1, 2]
     for key in ("kl/mean_per_sequence", "loss/policy_loss", "loss/value_loss", "loss/entropy", "time/generate_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 2, key
-    for key in ("eval/before/accuracy", "eval/after/accuracy", "eval/after/format_rate"):
-        assert key in run.data.metrics, key
+    for key in ("eval/bundled_validation/accuracy", "eval/bundled_validation/format_rate"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 2], key  # base, trained
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "samples", "eval", "policy"} <= artifacts
+    assert {"config.yaml", "completions.json", "eval", "policy"} <= artifacts
     config_text = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=uri)).read_text()
     assert "length_penalty" in config_text
     assert (tmp_path / "out" / "policy" / "config.json").is_file()
@@ -70,7 +70,8 @@ def _first_iteration(tmp_path: Path, name: str, seed: int) -> dict[str, float]:
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])[0]
     keys = ("reward/mean", "response/tokens_mean", "loss/policy_loss", "loss/value_loss", "kl/mean_per_token")
-    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/samples/iteration_00001.json")
+    table = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/completions.json")
+    assert {row[table["columns"].index("iteration")] for row in table["data"]} == {1}
     responses = [row[table["columns"].index("response")] for row in table["data"]]
     return {"responses": responses, **{k: run.data.metrics[k] for k in keys}}
 
@@ -96,5 +97,6 @@ def test_sft_two_steps_on_a_repeated_batch_lower_the_loss(tmp_path):
     assert run.data.params["algo/name"] == "sft" and run.data.params["algo/lr"] == "0.001"
     losses = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "loss/sft"), key=lambda m: m.step)]
     assert len(losses) == 2 and losses[1] < losses[0]  # the training split is 4 questions: both steps see all of them
-    assert {"eval/before/accuracy", "eval/after/accuracy", "eval/after/format_rate"} <= set(run.data.metrics)
+    history = client.get_metric_history(run.info.run_id, "eval/medqa_dev/accuracy")  # data=medqa_5opt's dev split
+    assert sorted(m.step for m in history) == [0, 2]  # base, trained
     assert (tmp_path / "out" / "policy" / "config.json").is_file()

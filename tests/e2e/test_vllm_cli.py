@@ -41,7 +41,7 @@ def test_two_ppo_iterations_with_vllm_rollouts(tmp_path):
     assert [m.step for m in diffs] == [1, 2] and all(m.value < 1e-3 for m in diffs), diffs
     for key in ("time/weight_sync_s", "loss/tis_weight_mean", "perf/generate_tokens_per_s"):
         assert len(client.get_metric_history(run_id, key)) == 2, key
-    assert "eval/after/accuracy" in client.get_run(run_id).data.metrics
+    assert "eval/bundled_validation/accuracy" in client.get_run(run_id).data.metrics
 
 
 def test_evaluate_with_vllm(tmp_path):
@@ -115,4 +115,5 @@ def test_two_processes_started_by_lightning_each_place_their_own_engine(tmp_path
     (run_info,) = client.search_runs([client.get_experiment_by_name("ranks").experiment_id])
     assert run_info.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run_info.info.run_id, "reward/mean")) == [1, 2]
-    assert {"eval/before/accuracy", "eval/after/accuracy"} <= set(run_info.data.metrics)
+    history = client.get_metric_history(run_info.info.run_id, "eval/bundled_validation/accuracy")
+    assert sorted(m.step for m in history) == [0, 2]  # base, trained

@@ -48,12 +48,13 @@ def test_the_sweeper_refuses_a_test_split_before_any_trial(overrides, key):
     check_objective(compose_sweep([*overrides, "data.eval_split=dev", "data.ood_split=null"]), None)
 
 
-@pytest.mark.parametrize("objective", ["eval/after_ood/accuracy", "eval/before_ood/format_rate", "eval/after_x/y"])
+@pytest.mark.parametrize("objective", ["eval/bundled_ood/accuracy", "eval/mmlu_pro_health/format_rate", "eval/x/y"])
 def test_an_objective_metric_of_a_held_out_set_is_refused(objective):
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.objective: .*must not tune on test"):
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.objective: .*must not tune on test: use a metric of data\.eval_split \(eval/bundled_validation/\*\)"):
         check_objective(compose_sweep([]), objective)
-    for allowed in (None, "eval/after/accuracy", "eval/after/format_rate", "reward/mean"):
+    for allowed in (None, "eval/bundled_validation/accuracy", "eval/bundled_validation/format_rate", "reward/mean"):
         check_objective(compose_sweep([]), allowed)
+    check_objective(compose_sweep(["data.eval_split=dev", "data.ood_split=null"]), "eval/bundled_dev/accuracy")
     check_objective(OmegaConf.create({"x": 1}), None)  # a config without data (another app)
 
 

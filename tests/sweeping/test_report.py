@@ -3,11 +3,11 @@
 from medrlvr.report import Sweep, Trial, best_trial_test, held_out_metrics, table
 
 METRICS = {
-    "eval/after/accuracy": 0.5,
-    "eval/after_ood/accuracy": 0.25,
-    "eval/after_ood/format_rate": 0.75,
-    "eval/before_ood/accuracy": 0.125,
-    "eval/after_ood/reasoning_words": 12.0,
+    "eval/bundled_validation/accuracy": 0.5,
+    "eval/bundled_ood/accuracy": 0.25,
+    "eval/bundled_ood/format_rate": 0.75,
+    "eval/mmlu_pro_health/accuracy": 0.125,
+    "eval/bundled_ood/reasoning_words": 12.0,
     "reward/mean": 0.1,
 }
 
@@ -15,8 +15,8 @@ METRICS = {
 def trial(number, objective, metrics):
     return Trial(
         number=number, run_id=f"run{number}", status="FINISHED", params={"algo.kl_coef": str(number / 10)},
-        objective=objective, metrics={k: v for k, v in metrics.items() if k == "eval/after/accuracy"},
-        test_metrics=held_out_metrics(metrics), minutes=1.0, error="",
+        objective=objective, metrics={k: v for k, v in metrics.items() if k == "eval/bundled_validation/accuracy"},
+        test_metrics=held_out_metrics(metrics, "bundled_validation"), minutes=1.0, error="",
     )
 
 
@@ -28,23 +28,23 @@ def sweep(*trials):
 
 
 def test_test_metrics_are_the_held_out_sets_accuracy_and_format_rate():
-    assert held_out_metrics(METRICS) == {
-        "eval/after_ood/accuracy": 0.25, "eval/after_ood/format_rate": 0.75, "eval/before_ood/accuracy": 0.125
+    assert held_out_metrics(METRICS, "bundled_validation") == {
+        "eval/bundled_ood/accuracy": 0.25, "eval/bundled_ood/format_rate": 0.75, "eval/mmlu_pro_health/accuracy": 0.125
     }
 
 
 def test_best_trial_test_numbers_are_reported_apart_from_the_trials_table():
-    best, other = trial(1, 0.5, METRICS), trial(0, 0.25, {**METRICS, "eval/after_ood/accuracy": 0.9})
+    best, other = trial(1, 0.5, METRICS), trial(0, 0.25, {**METRICS, "eval/bundled_ood/accuracy": 0.9})
     report = sweep(best, other)
     text = best_trial_test(report)
     assert text.splitlines()[0] == "Best trial #1 (run run1): objective (return value) 0.5; algo.kl_coef=0.1"
-    assert "| eval/after_ood/accuracy | 0.25 |" in text and "0.9" not in text and "reasoning_words" not in text
+    assert "| eval/bundled_ood/accuracy | 0.25 |" in text and "0.9" not in text and "reasoning_words" not in text
     header, _ = table(report)
-    assert not any("_ood" in column for column in header)
+    assert "eval/bundled_validation/accuracy" in header and not any("_ood" in column for column in header)
 
 
 def test_a_best_trial_without_test_metrics_says_how_to_get_them():
-    text = best_trial_test(sweep(trial(0, 0.5, {"eval/after/accuracy": 0.5})))
+    text = best_trial_test(sweep(trial(0, 0.5, {"eval/bundled_validation/accuracy": 0.5})))
     assert "no test-set metrics (train with trainer.eval_ood=true" in text
     assert best_trial_test(sweep()) == "No completed trial.\n"
 

@@ -188,6 +188,6 @@ def test_training_cli_on_two_ddp_processes(tmp_path: Path):
     assert run_info.info.status == "FINISHED"
     history = client.get_metric_history(run_info.info.run_id, "reward/mean")
     assert sorted(m.step for m in history) == [1, 2]  # logged once per iteration, by one process
-    assert "eval/after/accuracy" in run_info.data.metrics
+    assert "eval/bundled_validation/accuracy" in run_info.data.metrics
     assert (tmp_path / "out" / "policy" / "config.json").is_file()
     assert (tmp_path / "out" / "checkpoints" / "iter_00002" / "manifest.json").is_file()

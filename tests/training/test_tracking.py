@@ -64,10 +64,10 @@ def test_a_run_stays_running_after_fit_until_finish(tmp_path, monkeypatch):
     trainer.fit(_OneParameter(), torch.utils.data.DataLoader(torch.ones(4, 1), batch_size=2))
     client = MlflowClient(uri)
     assert client.get_run(logger.run_id).info.status == "RUNNING"  # the evaluation after training comes next
-    logger.log_metrics({"eval/after/accuracy": 0.5}, step=2)
+    logger.log_metrics({"eval/bundled_validation/accuracy": 0.5}, step=2)
     logger.finish()
     run = client.get_run(logger.run_id)
-    assert run.info.status == "FINISHED" and run.data.metrics["eval/after/accuracy"] == 0.5
+    assert run.info.status == "FINISHED" and run.data.metrics["eval/bundled_validation/accuracy"] == 0.5
 
 
 def test_runs_with_the_same_seed_get_different_names():

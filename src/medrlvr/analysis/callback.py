@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger
 
+from medrlvr.analysis.classifier import CompletionAnalysis
 from medrlvr.analysis.dynamics import StageTracker, example_rows, iteration_metrics
 from medrlvr.config import AnalysisConfig
 from medrlvr.data.schema import OPTION_LETTERS
@@ -19,12 +20,14 @@ class StageAnalysisCallback(L.Callback):
     classifying completions with ``rules``, those of the training reward (and each sample's ``options``).
 
     Every ``every`` iterations (and at the first and last) it also logs up to ``cfg.examples_per_stage``
-    classified completions per stage as the MLflow table ``stages/iteration_<n>.json``.
+    classified completions per stage as the MLflow table ``stages/iteration_<n>.json``. The iteration's
+    classifications stay in ``last_analyses`` (one per sample) for the completion table.
     """
 
     def __init__(self, cfg: AnalysisConfig, every: int, max_steps: int, rules: ParseRules = ParseRules()) -> None:
         self.cfg, self.every, self.max_steps, self.rules = cfg, every, max_steps, rules
         self.tracker = StageTracker(cfg)
+        self.last_analyses: list[CompletionAnalysis] = []
 
     def state_dict(self) -> dict[str, Any]:
         return {"exploit_phase_at": self.tracker.exploit_phase_at, "recent_lengths": list(self.tracker.recent_lengths)}
@@ -36,7 +39,7 @@ class StageAnalysisCallback(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         iteration = pl_module.iteration
         samples = pl_module.last_samples
-        analyses = self.tracker.classify_iteration(
+        analyses = self.last_analyses = self.tracker.classify_iteration(
             iteration,
             [(s["response"], s.get("letters", OPTION_LETTERS)) for s in samples],
             self.rules,

@@ -46,9 +46,34 @@ def eval_set_configs(data: DataConfig) -> dict[str, DataConfig]:
     return named_datasets(data.eval_sets, "data.eval_sets", data.prompt)
 
 
-def eval_set_params(data: DataConfig) -> dict[str, str]:
-    """``eval_set/<name>/data`` and ``eval_set/<name>/split`` of each of ``data.eval_sets``, for the run's params."""
-    params = {}
+def set_name(data_name: str, split: str) -> str:
+    """The metric name of a dataset's ``split`` in training's evaluations: ``<data name>_<split>``."""
+    return f"{data_name}_{split}"
+
+
+def heldout_sets(data: DataConfig, eval_ood: bool) -> dict[str, tuple[DataConfig, str]]:
+    """Training's evaluation sets by metric name (``eval/<name>/*``), each as (data, split): ``data.eval_split``
+    (:func:`set_name`), ``data.ood_split`` when ``eval_ood``, then each of ``data.eval_sets`` by its name on its
+    ``test_split``. A set named twice is kept once when it is the same data and split, else refused."""
+    sets = {set_name(data.name, data.eval_split): (data, data.eval_split)}
+    if eval_ood and data.ood_split is not None:
+        sets.setdefault(set_name(data.name, data.ood_split), (data, data.ood_split))
     for name, config in eval_set_configs(data).items():
-        params.update({f"eval_set/{name}/data": config.name, f"eval_set/{name}/split": config.test_split})
+        if name in sets and _source(*sets[name]) != _source(config, config.test_split):
+            taken, split = sets[name]
+            raise ConfigError(f"data.eval_sets: {name!r} already names the evaluation of {taken.name}/{split}; rename it")
+        sets.setdefault(name, (config, config.test_split))
+    return sets
+
+
+def _source(data: DataConfig, split: str) -> tuple[str | None, ...]:
+    """Where a set's questions come from: two sets of the same name are one set only when this is equal."""
+    return data.name, data.path, data.hub_name, data.variant, split
+
+
+def eval_set_params(data: DataConfig, eval_ood: bool) -> dict[str, str]:
+    """``eval_set/<name>/data`` and ``eval_set/<name>/split`` of each of :func:`heldout_sets`, for the run's params."""
+    params = {}
+    for name, (config, split) in heldout_sets(data, eval_ood).items():
+        params.update({f"eval_set/{name}/data": config.name, f"eval_set/{name}/split": split})
     return params

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-import re
-
 from omegaconf import DictConfig
 
 from medrlvr.config import ConfigError, DataConfig, check_sweep_eval_split
+from medrlvr.data.compose import set_name
 
-# Metrics of the evaluations on other sets than data.eval_split (eval/after_ood/*, ...): test numbers.
-HELD_OUT_METRIC = re.compile(r"^eval/(?:before|after)_[^/]+/")
+
+def held_out(metric: str, validation_set: str) -> bool:
+    """Whether ``metric`` comes from an evaluation on another set than ``data.eval_split``'s (named
+    ``validation_set``, see :func:`medrlvr.data.compose.set_name`): a test number."""
+    return metric.startswith("eval/") and not metric.startswith(f"eval/{validation_set}/")
 
 
 def check_objective(config: DictConfig, objective: str | None) -> None:
     """Refuse a sweep whose objective is computed on a test split: an objective metric of a held-out evaluation
     (``hydra.sweeper.objective``) or, for the return value and ``eval/*`` metrics, ``data.eval_split``."""
-    if objective and HELD_OUT_METRIC.match(objective):
+    data = config.get("data")
+    if data is None:
+        return
+    validation = set_name(data.name, data.eval_split)
+    if objective and held_out(objective, validation):
         raise ConfigError(
             f"hydra.sweeper.objective: {objective!r} is measured on a held-out test set, and a sweep must not tune "
-            "on test: use a metric of data.eval_split (eval/after/*) or null (the return value, eval/after/accuracy)"
+            f"on test: use a metric of data.eval_split (eval/{validation}/*) or null (the return value, "
+            f"eval/{validation}/accuracy after training)"
         )
-    data = config.get("data")
-    if data is not None:
-        split = DataConfig(eval_split=data.eval_split, test_split=data.test_split, ood_split=data.get("ood_split"))
-        check_sweep_eval_split(split, sweeping=True)
+    split = DataConfig(eval_split=data.eval_split, test_split=data.test_split, ood_split=data.get("ood_split"))
+    check_sweep_eval_split(split, sweeping=True)

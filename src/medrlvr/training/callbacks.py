@@ -1,4 +1,4 @@
-"""Lightning callbacks: a one-line progress report per iteration and sample tables in MLflow."""
+"""Lightning callback: a one-line progress report per iteration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import MLFlowLogger
 
 from medrlvr.progress import clock
 
@@ -47,20 +46,3 @@ class ProgressPrinter(L.Callback):
         parts = [f"iter {done}/{self.max_steps}"]
         parts += [f"{label} {fmt.format(m[key])}" for label, key, fmt in self.FIELDS if key in m]
         log.info("%s | ETA %s", " | ".join(parts), clock(eta))
-
-
-class SampleTableLogger(L.Callback):
-    """Logs the iteration's completions as an MLflow table every ``every`` iterations (and at the last)."""
-
-    def __init__(self, every: int, max_rows: int, max_steps: int) -> None:
-        self.every, self.max_rows, self.max_steps = every, max_rows, max_steps
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        iteration = pl_module.iteration
-        due = self.every > 0 and (iteration % self.every == 0 or iteration in (1, self.max_steps))
-        logger = trainer.logger
-        if not due or not isinstance(logger, MLFlowLogger):
-            return
-        rows = pl_module.last_samples[: self.max_rows]
-        table = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
-        logger.experiment.log_table(logger.run_id, data=table, artifact_file=f"samples/iteration_{iteration:05d}.json")

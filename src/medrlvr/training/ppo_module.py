@@ -385,13 +385,15 @@ class PPOModule(L.LightningModule):
             {
                 "iteration": iteration,
                 "id": row.id,
+                "question": row.question,
                 "answer": row.answer,
                 "letters": row.letters,
                 "options": row.options,
                 "response": response,
                 "score": score,
                 "letter": parsed.letter,
+                "correct": correct,
                 "format_error": parsed.format_error,
             }
-            for row, response, score, parsed in zip(rows, responses, scored.scores, scored.parsed)
+            for row, response, score, parsed, correct in zip(rows, responses, scored.scores, scored.parsed, scored.correct)
         ]

@@ -31,6 +31,8 @@ CHANGEABLE = (
     "trainer.max_bad_updates",
     "trainer.num_threads",
     "trainer.eval_after",
+    "trainer.eval_every",
+    "trainer.log_system_metrics",
     "trainer.save_model",
     "trainer.output_dir",
     "logger.tracking_uri",

@@ -141,7 +141,8 @@ class SFTModule(L.LightningModule):
             "perf/iteration_s": elapsed,
         }
         self.last_samples = [
-            {"iteration": iteration, "id": e.id, "answer": e.answer, "response": t} for e, t in zip(batch, targets)
+            {"iteration": iteration, "id": e.id, "question": e.question, "options": e.options, "answer": e.answer, "response": t}
+            for e, t in zip(batch, targets)
         ]
         if self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=iteration)
