@@ -42,6 +42,7 @@ from medrlvr.training.checkpointing import (
     checkpoint_root,
     resolve_resume,
 )
+from medrlvr.training.model_logging import log_policy_model
 from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
 from medrlvr.training.distributed import rank_order
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
@@ -163,21 +164,25 @@ class EvaluateBeforeTraining(L.Callback):
 
 
 def save_policy(
-    module: PPOModule | SFTModule, tokenizer, cfg: TrainConfig, output_dir: Path, logger: MLFlowLogger | None,
-    main_process: bool = True, gather: bool = False,
+    module: PPOModule | SFTModule, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder, cfg: TrainConfig,
+    output_dir: Path, logger: MLFlowLogger | None, main_process: bool = True, gather: bool = False,
 ) -> Path:
     """Save the trained policy (LoRA merged) in Hugging Face format with its training config
-    (``medrlvr_config.yaml``, read by ``medrlvr.evaluate``) and log it to MLflow, from the main process;
-    ``gather`` first collects ZeRO-3's partitioned weights (every process must call)."""
+    (``medrlvr_config.yaml``, read by ``medrlvr.evaluate``) and log it to MLflow as a model
+    (``trainer.log_model``), from the main process; ``gather`` first collects ZeRO-3's partitioned weights
+    (every process must call)."""
     folder = output_dir / "policy"
-    policy = module.merged_policy()
-    with gathered_parameters(policy, gather):
+    policy, adapters = module.merged_policy(), module.lora_policy()
+    with gathered_parameters(policy, gather), gathered_parameters(adapters, gather and adapters is not None):
         if main_process:
             policy.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             write_policy_config(folder, cfg)
-    if logger is not None and main_process:
-        logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
+        if logger is not None and main_process:
+            log_policy_model(
+                logger._tracking_uri, logger.run_id, cfg.trainer.log_model, policy, adapters, tokenizer, prompts,
+                cfg.model.name_or_path, cfg.rollout.eval_max_new_tokens,
+            )
     return folder
 
 
@@ -316,8 +321,9 @@ def _fit_and_evaluate(
         for suffix, examples in eval_sets.items():
             final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
     if cfg.trainer.save_model:
-        log_to = logger if cfg.logger.log_model else None
-        folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
+        folder = save_policy(
+            module, tokenizer, prompts, cfg, output_dir, logger, trainer.is_global_zero, zero3(cfg.trainer)
+        )
         if trainer.is_global_zero:
             log.info("saved policy to %s", folder)
     return final

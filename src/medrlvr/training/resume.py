@@ -32,10 +32,10 @@ CHANGEABLE = (
     "trainer.num_threads",
     "trainer.eval_after",
     "trainer.save_model",
+    "trainer.log_model",
     "trainer.output_dir",
     "logger.tracking_uri",
     "logger.samples_per_table",
-    "logger.log_model",
     "resume",
 )
 
