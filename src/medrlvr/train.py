@@ -42,6 +42,7 @@ from medrlvr.training.checkpointing import (
     checkpoint_root,
     resolve_resume,
 )
+from medrlvr.training.figures import TrainingHistory, log_run_figures
 from medrlvr.training.model_logging import log_policy_model
 from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
 from medrlvr.training.distributed import rank_order
@@ -125,8 +126,9 @@ def run_evaluation(
     cfg: TrainConfig,
     logger: MLFlowLogger,
     step: int,
-) -> dict[str, float]:
-    """Greedy evaluation on held-out examples, logged as ``eval/<name>/*`` metrics and a table."""
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy evaluation on held-out examples, logged as ``eval/<name>/*`` metrics and a table; returns the
+    metrics and the completions' records."""
     result = evaluate(
         engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings),
         rules=builders.parse_rules(cfg.reward),
@@ -142,7 +144,7 @@ def run_evaluation(
         result.metrics["format_rate"],
         len(result.records),
     )
-    return metrics
+    return metrics, result.records
 
 
 class EvaluateBeforeTraining(L.Callback):
@@ -154,13 +156,17 @@ class EvaluateBeforeTraining(L.Callback):
     ) -> None:
         self.eval_sets, self.prompts, self.cfg, self.logger = eval_sets, prompts, cfg, logger
         self.metrics: dict[str, float] = {}
+        self.records: dict[str, list[dict[str, Any]]] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         for suffix, examples in self.eval_sets.items():
             name = f"before{suffix}"
-            self.metrics.update(run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, 0))
+            metrics, self.records[suffix] = run_evaluation(
+                name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, 0
+            )
+            self.metrics.update(metrics)
 
 
 def save_policy(
@@ -274,10 +280,13 @@ def _fit_and_evaluate(
         checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint,
         signals, run_config(cfg),
     )
+    history = TrainingHistory()
+    stages = StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward))
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
         SampleTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps),
-        StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward)),
+        stages,
+        history,
     ]
     before = None
     if cfg.trainer.eval_before and checkpoint is None and logger is not None and not zero3(cfg.trainer):
@@ -317,9 +326,17 @@ def _fit_and_evaluate(
         )
     final.update(before.metrics if before else {})
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
+    evaluations = {suffix: {"before": records} for suffix, records in (before.records if before else {}).items()}
     if cfg.trainer.eval_after and evaluate_here:
         for suffix, examples in eval_sets.items():
-            final.update(run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, step=steps))
+            metrics, records = run_evaluation(f"after{suffix}", module.engine, prompts, examples, cfg, logger, steps)
+            final.update(metrics)
+            evaluations.setdefault(suffix, {})["after"] = records
+    if logger is not None and trainer.is_global_zero:
+        log_run_figures(
+            logger.experiment, logger.run_id, history.curves, stages.fractions, evaluations,
+            cfg.analysis.boundary_min_iterations,
+        )
     if cfg.trainer.save_model:
         folder = save_policy(
             module, tokenizer, prompts, cfg, output_dir, logger, trainer.is_global_zero, zero3(cfg.trainer)

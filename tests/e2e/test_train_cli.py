@@ -52,7 +52,13 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
         assert key in run.data.metrics, key
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "samples", "eval", "policy"} <= artifacts
+    assert {"config.yaml", "samples", "eval", "figures"} <= artifacts and "policy" not in artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    names = ("stage_fractions", "training_curves", "answer_letters")
+    assert figures == {f"figures/{name}.png" for name in names}
+    (output,) = run.outputs.model_outputs  # the policy as an MLflow model (whole: the tiny model has no LoRA)
+    model = client.get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id) == ("policy", run.info.run_id)
     config_text = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=uri)).read_text()
     assert "length_penalty" in config_text
     assert (tmp_path / "out" / "policy" / "config.json").is_file()
