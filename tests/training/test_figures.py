@@ -1,10 +1,12 @@
 """Pictures logged at the end of a run: what each is computed from, and that they land in the run."""
 
+from types import SimpleNamespace
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from medrlvr.analysis.classifier import Stage
-from medrlvr.training.figures import letter_choices, log_run_figures, sample_curves
+from medrlvr.training.figures import TrainingHistory, letter_choices, log_run_figures, sample_curves
 
 
 def test_sample_curves_are_mean_score_accuracy_and_format_rate():
@@ -15,6 +17,15 @@ def test_sample_curves_are_mean_score_accuracy_and_format_rate():
         {"score": 1.0, "letter": "C", "answer": "C", "format_error": None},
     ]
     assert sample_curves(samples) == {"reward": 0.25, "accuracy": 0.5, "format rate": 0.75}
+
+
+def test_history_keeps_rl_iterations_and_skips_sft_steps():
+    history = TrainingHistory()
+    scored = [{"score": 1.0, "letter": "A", "answer": "A", "format_error": None}]
+    history.on_train_batch_end(None, SimpleNamespace(iteration=3, last_samples=scored), None, None, 0)
+    sft = [{"iteration": 4, "id": "q1", "answer": "A", "response": "<think>x</think><answer>A</answer>"}]
+    history.on_train_batch_end(None, SimpleNamespace(iteration=4, last_samples=sft), None, None, 1)
+    assert history.curves == {3: {"reward": 1.0, "accuracy": 1.0, "format rate": 1.0}}
 
 
 def test_letter_choices_count_every_letter_of_the_largest_option_count_and_none():

@@ -30,13 +30,14 @@ def sample_curves(samples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 class TrainingHistory(L.Callback):
-    """Keeps :func:`sample_curves` of every iteration this process ran (``curves``: iteration → name → value)."""
+    """Keeps :func:`sample_curves` of every RL iteration this process ran (``curves``: iteration → name → value);
+    SFT steps have none (their samples are the training targets, not scored completions)."""
 
     def __init__(self) -> None:
         self.curves: dict[int, dict[str, float]] = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if pl_module.last_samples:
+        if pl_module.last_samples and "score" in pl_module.last_samples[0]:
             self.curves[pl_module.iteration] = sample_curves(pl_module.last_samples)
 
 
