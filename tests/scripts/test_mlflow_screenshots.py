@@ -21,7 +21,9 @@ SCRIPT = ROOT / "scripts" / "mlflow_screenshots.py"
 
 def run_script(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **({"PATH": path} if path is not None else {})}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], check=False, capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 @pytest.fixture

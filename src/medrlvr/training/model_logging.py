@@ -1,9 +1,9 @@
 """The trained policy as an MLflow model (MLflow's transformers flavour, task ``text-generation``), linked to
 its run as a LoggedModel so it shows under the run's "Logged models" and can be registered.
 
-``trainer.log_model``: ``true`` logs the whole policy (LoRA merged) with its tokenizer; ``adapters`` logs only the LoRA adapters and a reference to the base model: a folder
-path (the bundled model's converted copy, or a local model folder) that must exist where the model is loaded,
-or a hub id that MLflow pins to the hub's current commit (the hub must be reachable when logging and loading).
+``trainer.log_model``: ``true`` logs the whole policy (LoRA merged) with its tokenizer; ``adapters`` logs only
+the LoRA adapters and a reference to the base model: a folder path (the bundled model's converted copy, or a
+local model folder) that must exist where the model is loaded, or a hub id that MLflow pins to the hub's current commit (the hub must be reachable when logging and loading).
 A policy with no adapters (``model.lora_rank=0``) or whose base exists nowhere (``model=tiny``, built from a
 config) is logged whole instead, with a warning. ``false`` logs no model.
 """
@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -35,20 +34,10 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "policy"
 
 
-@dataclass(frozen=True)
-class BaseReference:
-    """Where an adapters-only model finds its base: a local ``folder``, else the hub id in ``name_or_path``."""
-
-    name_or_path: str
-    folder: str | None
-
-
-def base_reference(name_or_path: str) -> BaseReference | None:
-    """The base model an adapters-only MLflow model can load from; None for the tiny model (no weights exist)."""
-    if name_or_path == TINY_MODEL:
-        return None
+def base_model_path(name_or_path: str) -> str | None:
+    """The folder an adapters-only model loads its base from; None for a hub id (MLflow references the hub)."""
     resolved = resolve_model_path(name_or_path)
-    return BaseReference(name_or_path, resolved if Path(resolved).is_dir() else None)
+    return resolved if Path(resolved).is_dir() else None
 
 
 def signature(max_new_tokens: int) -> ModelSignature:
@@ -99,21 +88,19 @@ def log_policy_model(
     project's prompt (``prompt_template``) and decodes greedily."""
     if mode == "false":
         return None
-    base = base_reference(base_model) if mode == "adapters" and adapters is not None else None
-    if mode == "adapters" and base is None:
+    adapters_only = mode == "adapters" and adapters is not None and base_model != TINY_MODEL
+    if mode == "adapters" and not adapters_only:
         reason = "it has no LoRA adapters (model.lora_rank=0)" if adapters is None else f"{base_model} has no saved base"
         log.warning("trainer.log_model=adapters: logging the whole policy, as %s", reason)
-    model = policy if base is None else adapters
-    common = dict(
-        name=MODEL_NAME,
-        task="text-generation",
-        signature=signature(max_new_tokens),
-        prompt_template=prompts.format_template(),
-        model_config={"max_new_tokens": max_new_tokens, "do_sample": False},
-        metadata={"base_model": base_model, "response_prefix": prompts.prefix, "adapters_only": base is not None},
-        pip_requirements=requirements(adapters_only=base is not None),
-    )
     with tracking_store(tracking_uri), mlflow.start_run(run_id=run_id):
         return mlflow.transformers.log_model(
-            {"model": model, "tokenizer": tokenizer}, base_model_path=base and base.folder, **common
+            {"model": adapters if adapters_only else policy, "tokenizer": tokenizer},
+            name=MODEL_NAME,
+            task="text-generation",
+            signature=signature(max_new_tokens),
+            prompt_template=prompts.format_template(),
+            model_config={"max_new_tokens": max_new_tokens, "do_sample": False},
+            metadata={"base_model": base_model, "response_prefix": prompts.prefix, "adapters_only": adapters_only},
+            pip_requirements=requirements(adapters_only),
+            base_model_path=base_model_path(base_model) if adapters_only else None,
         )
