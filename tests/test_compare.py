@@ -142,8 +142,8 @@ def test_table_groups_methods_and_datasets_over_seeds(store):
     assert [c.distribution for c in cells] == ["ID"] * 5 + ["OOD"] * 5
 
 
-def test_outputs_markdown_csv_json_and_png(store):
-    uri, _, _, tmp_path = store
+def test_outputs_markdown_csv_json_and_png_logged_to_a_comparison_run(store):
+    uri, client, _, tmp_path = store
     out = tmp_path / "out"
     run(CompareConfig(experiments=["study"], tracking_uri=uri), out)
     text = (out / "compare.md").read_text()
@@ -158,6 +158,10 @@ def test_outputs_markdown_csv_json_and_png(store):
     report = json.loads((out / "compare.json").read_text())
     assert report["experiments"] == ["study"] and len(report["cells"]) == len(rows)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "compare.png").stat().st_size > 10_000
+    (comparison,) = client.search_runs([client.get_experiment_by_name("study").experiment_id], "tags.kind = 'compare'")
+    files = {a.path for a in client.list_artifacts(comparison.info.run_id, "compare")}
+    assert files == {f"compare/compare.{ext}" for ext in ("md", "csv", "json", "png")}
+    assert comparison.info.status == "FINISHED" and len(comparison.data.tags["compared_runs"].split(",")) == 8  # finished runs
 
 
 def test_repeated_seed_keeps_the_latest_run_and_says_so(store):

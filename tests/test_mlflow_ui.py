@@ -1,4 +1,4 @@
-"""The project's MLflow experiments open on MLflow's runs view."""
+"""The project's MLflow experiments are tagged as model training (MLflow's experiment kind)."""
 
 from mlflow.tracking import MlflowClient
 

@@ -461,9 +461,25 @@ def run(cfg: CompareConfig, out_dir: Path) -> list[Cell]:
         classify = functools.partial(distribution, in_distribution=list(cfg.in_distribution))
     cells, seed_notes = summarize(measurements, classify, list(cfg.metrics), cfg.confidence)
     text, paths = write_outputs(cells, notes + seed_notes, cfg, out_dir)
+    comparison = log_comparison(client, experiments, runs, paths)
     print(text)
     print("\n".join(f"wrote {path}" for path in paths))
+    print(f"logged to run {comparison} under compare/")
     return cells
+
+
+def log_comparison(client: MlflowClient, experiments: list[str], runs: list[Run], paths: list[Path]) -> str:
+    """A run named ``compare`` (tag ``kind=compare``; ignored by later comparisons) holding ``paths`` under
+    ``compare/``, in the first of ``experiments`` (else the first compared run's), tagged with the compared
+    run ids; returns its id."""
+    found = client.get_experiment_by_name(experiments[0]) if experiments else None
+    experiment_id = found.experiment_id if found else runs[0].info.experiment_id
+    ids = ",".join(sorted(run.info.run_id for run in runs))
+    run_id = client.create_run(experiment_id, run_name="compare", tags={"kind": "compare", "compared_runs": ids[:5000]}).info.run_id
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path="compare")
+    client.set_terminated(run_id)
+    return run_id
 
 
 @hydra.main(config_path=str(config_dir()), config_name="compare", version_base="1.3")

@@ -481,6 +481,10 @@ class DeepSpeedConfig:
         _check(self.bucket_size >= 1, "trainer.deepspeed.bucket_size", f"must be >= 1, got {self.bucket_size}")
 
 
+# trainer.log_model: no MLflow model, the whole policy, or its LoRA adapters only (see medrlvr.training.model_logging)
+LOG_MODEL_CHOICES = ("false", "true", "adapters")
+
+
 @dataclass
 class TrainerConfig:
     """Lightning ``Trainer`` settings. ``devices`` per node (-1 = every GPU) and ``num_nodes``; ``strategy``
@@ -508,6 +512,7 @@ class TrainerConfig:
     eval_every: Optional[int] = None
     log_system_metrics: bool = False
     save_model: bool = True
+    log_model: str = "adapters"
     output_dir: Optional[str] = None
     checkpoint_every: int = 5
     keep_checkpoints: int = 2
@@ -547,6 +552,12 @@ class TrainerConfig:
         _check(self.checkpoint_every >= 0, "trainer.checkpoint_every", "must be >= 0 (0 = only at the end)")
         _check(self.keep_checkpoints >= 1, "trainer.keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
         _check(self.max_bad_updates >= 1, "trainer.max_bad_updates", f"must be >= 1, got {self.max_bad_updates}")
+        self.log_model = str(self.log_model).lower()  # Hydra reads true/false as booleans: "True" here
+        _check(
+            self.log_model in LOG_MODEL_CHOICES,
+            "trainer.log_model",
+            f"must be one of {', '.join(LOG_MODEL_CHOICES)}, got {self.log_model!r}",
+        )
 
 
 @dataclass
@@ -554,7 +565,6 @@ class LoggerConfig:
     tracking_uri: Optional[str] = None
     experiment_name: str = "medrlvr"
     run_name: Optional[str] = None
-    log_model: bool = True
     samples_per_table: int = 16
     sweep: Optional[str] = None
     trial: Optional[int] = None

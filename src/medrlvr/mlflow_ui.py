@@ -5,7 +5,8 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-# MLflow 3's value for model training: the experiment opens on its runs, not on the GenAI traces page
+# MLflow 3's value for model training. MLflow 3.17's UI reads it (it routes a genai_development experiment to its
+# traces) but a fresh browser still lands on the GenAI view of its switch: README, The MLflow UI.
 MODEL_TRAINING = "custom_model_development"
 
 

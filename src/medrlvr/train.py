@@ -47,6 +47,8 @@ from medrlvr.training.checkpointing import (
 )
 from medrlvr.training.completions import CompletionTableLogger, as_columns, evaluation_rows
 from medrlvr.training.distributed import rank_order
+from medrlvr.training.figures import TrainingHistory, log_run_figures
+from medrlvr.training.model_logging import log_policy_model
 from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.preflight import check_output_dir, check_run_in_store, check_tracking_uri, output_dir_lock
 from medrlvr.training.resume import Change, check_resume_config, describe
@@ -133,10 +135,11 @@ def run_evaluation(
     logger: MLFlowLogger,
     step: int,
     after_exploit: bool = False,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Greedy evaluation on held-out examples at training step ``step`` (0 = before training), logged as
     ``eval/<name>/*`` metrics at that step and as rows of the table ``eval/<name>.json`` with each completion's
-    stage and flags (``after_exploit``: training has had its exploit phase, see :class:`StageTracker`)."""
+    stage and flags (``after_exploit``: training has had its exploit phase, see :class:`StageTracker`);
+    returns the metrics and the completions' records."""
     rules = builders.parse_rules(cfg.reward)
     result = evaluate(
         engine, prompts, examples, cfg.rollout.eval_max_new_tokens, tuple(cfg.rollout.stop_strings), rules=rules
@@ -158,7 +161,7 @@ def run_evaluation(
         result.metrics["format_rate"],
         len(result.records),
     )
-    return metrics
+    return metrics, result.records
 
 
 class EvaluateDuringTraining(L.Callback):
@@ -173,11 +176,16 @@ class EvaluateDuringTraining(L.Callback):
     ) -> None:
         self.eval_sets, self.prompts, self.cfg, self.logger = eval_sets, prompts, cfg, logger
         self.before, self.every, self.last_step, self.tracker = before, every, last_step, tracker
+        self.before_records: dict[str, list[dict[str, Any]]] = {}
 
     def evaluate(self, pl_module: Any, step: int) -> None:
         after_exploit = self.tracker.exploit_phase_at is not None
         for name, examples in self.eval_sets.items():
-            run_evaluation(name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, step, after_exploit)
+            _, records = run_evaluation(
+                name, pl_module.engine, self.prompts, examples, self.cfg, self.logger, step, after_exploit
+            )
+            if step == 0:
+                self.before_records[name] = records
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.before and trainer.is_global_zero:
@@ -190,21 +198,25 @@ class EvaluateDuringTraining(L.Callback):
 
 
 def save_policy(
-    module: PPOModule | SFTModule, tokenizer, cfg: TrainConfig, output_dir: Path, logger: MLFlowLogger | None,
-    main_process: bool = True, gather: bool = False,
+    module: PPOModule | SFTModule, tokenizer: PreTrainedTokenizerBase, prompts: PromptBuilder, cfg: TrainConfig,
+    output_dir: Path, logger: MLFlowLogger | None, main_process: bool = True, gather: bool = False,
 ) -> Path:
     """Save the trained policy (LoRA merged) in Hugging Face format with its training config
-    (``medrlvr_config.yaml``, read by ``medrlvr.evaluate``) and log it to MLflow, from the main process;
-    ``gather`` first collects ZeRO-3's partitioned weights (every process must call)."""
+    (``medrlvr_config.yaml``, read by ``medrlvr.evaluate``) and log it to MLflow as a model
+    (``trainer.log_model``), from the main process; ``gather`` first collects ZeRO-3's partitioned weights
+    (every process must call)."""
     folder = output_dir / "policy"
-    policy = module.merged_policy()
-    with gathered_parameters(policy, gather):
+    policy, adapters = module.merged_policy(), module.lora_policy()
+    with gathered_parameters(policy, gather), gathered_parameters(adapters, gather and adapters is not None):
         if main_process:
             policy.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             write_policy_config(folder, cfg)
-    if logger is not None and main_process:
-        logger.experiment.log_artifacts(logger.run_id, str(folder), artifact_path="policy")
+        if logger is not None and main_process:
+            log_policy_model(
+                logger._tracking_uri, logger.run_id, cfg.trainer.log_model, policy, adapters, tokenizer, prompts,
+                cfg.model.name_or_path, cfg.rollout.eval_max_new_tokens,
+            )
     return folder
 
 
@@ -300,17 +312,21 @@ def _fit_and_evaluate(
         checkpoint_root(output_dir), cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints, steps, checkpoint,
         signals, run_config(cfg),
     )
+    history = TrainingHistory()
     stages = StageAnalysisCallback(cfg.analysis, cfg.trainer.log_samples_every, steps, builders.parse_rules(cfg.reward))
     callbacks: list[L.Callback] = [
         ProgressPrinter(steps),
         stages,  # before the completion table, which shows its stages and flags
         CompletionTableLogger(cfg.trainer.log_samples_every, cfg.logger.samples_per_table, steps, stages),
+        history,
     ]
+    during = None
     if logger is not None and not zero3(cfg.trainer):
         before = cfg.trainer.eval_before and checkpoint is None
-        callbacks.append(
-            EvaluateDuringTraining(eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps, stages.tracker)
+        during = EvaluateDuringTraining(
+            eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps, stages.tracker
         )
+        callbacks.append(during)
     if isinstance(module, PPOModule):
         callbacks.append(checkpoints)
     trainer = L.Trainer(
@@ -347,13 +363,22 @@ def _fit_and_evaluate(
             f" checkpoint {checkpoints.last_saved}",
         )
     final.update({k: v for k, v in module.last_metrics.items() if k.startswith("reward/")})
+    evaluations = {name: {"before": records} for name, records in (during.before_records if during else {}).items()}
     if cfg.trainer.eval_after and evaluate_here:
+        after_exploit = stages.tracker.exploit_phase_at is not None
         for name, examples in eval_sets.items():
-            after_exploit = stages.tracker.exploit_phase_at is not None
-            final.update(run_evaluation(name, module.engine, prompts, examples, cfg, logger, steps, after_exploit))
+            metrics, records = run_evaluation(name, module.engine, prompts, examples, cfg, logger, steps, after_exploit)
+            final.update(metrics)
+            evaluations.setdefault(name, {})["after"] = records
+    if logger is not None and trainer.is_global_zero:
+        log_run_figures(
+            logger.experiment, logger.run_id, history.curves, stages.fractions, evaluations,
+            cfg.analysis.boundary_min_iterations,
+        )
     if cfg.trainer.save_model:
-        log_to = logger if cfg.logger.log_model else None
-        folder = save_policy(module, tokenizer, cfg, output_dir, log_to, trainer.is_global_zero, zero3(cfg.trainer))
+        folder = save_policy(
+            module, tokenizer, prompts, cfg, output_dir, logger, trainer.is_global_zero, zero3(cfg.trainer)
+        )
         if trainer.is_global_zero:
             log.info("saved policy to %s", folder)
     return final

@@ -73,3 +73,18 @@ def test_cot_style_keeps_the_reasoning_prompt(tokenizer):
     assert cot(QUESTION) == PromptBuilder(tokenizer)(QUESTION) and cot.prefix == "<think>"
     with pytest.raises(ValueError, match="unknown prompt style 'terse'"):
         PromptBuilder(tokenizer, style="terse")
+
+
+@pytest.mark.parametrize("template", ["chat", "r1_zero"])
+@pytest.mark.parametrize("style", ["cot", "direct"])
+def test_format_template_filled_with_a_question_is_the_prompt(tokenizer, template, style):
+    builder = PromptBuilder(tokenizer, template=template, style=style)
+    text = builder.format_template()
+    assert text.count("{prompt}") == 1
+    assert text.format(prompt=format_question(QUESTION)) == builder(QUESTION)
+
+
+def test_format_template_escapes_braces_of_the_rest_of_the_prompt(tokenizer):
+    builder = PromptBuilder(tokenizer, one_shot=False, reminder="", system_prompt="Use {curly} braces.", template="r1_zero")
+    assert builder.format_template() == "Use {{curly}} braces. User: {prompt} Assistant:<think>"
+    assert builder.format_template().format(prompt="Q?") == "Use {curly} braces. User: Q? Assistant:<think>"

@@ -35,7 +35,7 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("e2e")
-    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING  # MLflow's UI opens it on the runs view
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING  # MLflow's experiment kind: model training
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     run = runs[0]
@@ -52,7 +52,13 @@ def test_two_ppo_iterations_are_recorded_in_mlflow(tmp_path):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0, 2], key  # base, trained
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "completions.json", "eval", "policy"} <= artifacts
+    assert {"config.yaml", "completions.json", "eval", "figures"} <= artifacts and "policy" not in artifacts
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    names = ("stage_fractions", "training_curves", "answer_letters_bundled_validation")
+    assert figures == {f"figures/{name}.png" for name in names}
+    (output,) = run.outputs.model_outputs  # the policy as an MLflow model (whole: the tiny model has no LoRA)
+    model = client.get_logged_model(output.model_id)
+    assert (model.name, model.source_run_id) == ("policy", run.info.run_id)
     config_text = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="config.yaml", tracking_uri=uri)).read_text()
     assert "length_penalty" in config_text
     assert (tmp_path / "out" / "policy" / "config.json").is_file()

@@ -8,8 +8,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import MLFlowLogger
 
-from medrlvr.analysis.classifier import CompletionAnalysis
-from medrlvr.analysis.dynamics import StageTracker, example_rows, iteration_metrics
+from medrlvr.analysis.classifier import CompletionAnalysis, Stage
+from medrlvr.analysis.dynamics import StageTracker, example_rows, iteration_metrics, stage_fractions
 from medrlvr.config import AnalysisConfig
 from medrlvr.data.schema import OPTION_LETTERS
 from medrlvr.rewards.parsing import ParseRules
@@ -21,13 +21,15 @@ class StageAnalysisCallback(L.Callback):
 
     Every ``every`` iterations (and at the first and last) it also logs up to ``cfg.examples_per_stage``
     classified completions per stage as the MLflow table ``stages/iteration_<n>.json``. The iteration's
-    classifications stay in ``last_analyses`` (one per sample) for the completion table.
+    classifications stay in ``last_analyses`` (one per sample) for the completion table; ``fractions`` keeps
+    the stage shares of every iteration this process classified (iteration → stage → share).
     """
 
     def __init__(self, cfg: AnalysisConfig, every: int, max_steps: int, rules: ParseRules = ParseRules()) -> None:
         self.cfg, self.every, self.max_steps, self.rules = cfg, every, max_steps, rules
         self.tracker = StageTracker(cfg)
         self.last_analyses: list[CompletionAnalysis] = []
+        self.fractions: dict[int, dict[Stage, float]] = {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"exploit_phase_at": self.tracker.exploit_phase_at, "recent_lengths": list(self.tracker.recent_lengths)}
@@ -48,6 +50,7 @@ class StageAnalysisCallback(L.Callback):
         logger = trainer.logger
         if logger is None or not samples:
             return
+        self.fractions[iteration] = stage_fractions(analyses)
         logger.log_metrics(iteration_metrics(analyses), step=iteration)
         due = self.every > 0 and (iteration % self.every == 0 or iteration in (1, self.max_steps))
         if due and isinstance(logger, MLFlowLogger):

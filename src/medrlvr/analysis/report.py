@@ -40,9 +40,9 @@ def _mark_boundaries(ax: plt.Axes, boundaries: Sequence[tuple[int, Stage]], labe
             )
 
 
-def plot_stage_fractions(
-    iterations: Sequence[int], fractions: Mapping[Stage, Sequence[float]], boundaries: Sequence[tuple[int, Stage]], path: Path
-) -> Path:
+def stage_fractions_figure(
+    iterations: Sequence[int], fractions: Mapping[Stage, Sequence[float]], boundaries: Sequence[tuple[int, Stage]]
+) -> plt.Figure:
     """Stacked area of the six stage fractions over iterations, boundaries as dashed lines."""
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.stackplot(
@@ -53,12 +53,19 @@ def plot_stage_fractions(
     ax.set_title("Reasoning stages over training")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
-    return _save(fig, path)
+    return _tight(fig)
 
 
-def plot_training_curves(
-    panels: Mapping[str, Mapping[str, Series]], boundaries: Sequence[tuple[int, Stage]], path: Path
+def plot_stage_fractions(
+    iterations: Sequence[int], fractions: Mapping[Stage, Sequence[float]], boundaries: Sequence[tuple[int, Stage]], path: Path
 ) -> Path:
+    """:func:`stage_fractions_figure` saved as ``path``."""
+    return _save(stage_fractions_figure(iterations, fractions, boundaries), path)
+
+
+def training_curves_figure(
+    panels: Mapping[str, Mapping[str, Series]], boundaries: Sequence[tuple[int, Stage]]
+) -> plt.Figure:
     """One panel per entry of ``panels`` (title → {curve label → (steps, values)}), boundaries marked in each."""
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3 * len(panels)), sharex=True, squeeze=False)
     for ax, (title, curves) in zip(axes[:, 0], panels.items()):
@@ -71,7 +78,31 @@ def plot_training_curves(
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     axes[-1, 0].set_xlabel("PPO iteration")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save(fig, path)
+    return _tight(fig)
+
+
+def plot_training_curves(
+    panels: Mapping[str, Mapping[str, Series]], boundaries: Sequence[tuple[int, Stage]], path: Path
+) -> Path:
+    """:func:`training_curves_figure` saved as ``path``."""
+    return _save(training_curves_figure(panels, boundaries), path)
+
+
+def letter_distribution_figure(chosen: Mapping[str, Mapping[str, float]], true: Mapping[str, float]) -> plt.Figure:
+    """Grouped bars of the share of completions answering each letter (``"none"``: no letter parsed), one group
+    member per set of ``chosen`` (label → letter → share, e.g. before and after training), the answer key's
+    shares ``true`` (letter → share) as black outlines."""
+    letters = list(true) + ["none"]
+    width = 0.8 / max(len(chosen), 1)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for n, (label, shares) in enumerate(chosen.items()):
+        xs = [i + (n - (len(chosen) - 1) / 2) * width for i in range(len(letters))]
+        ax.bar(xs, [shares.get(x, 0.0) for x in letters], width=width, label=label)
+    ax.bar(range(len(true)), list(true.values()), width=0.9, fill=False, edgecolor="black", label="answer key")
+    ax.set_xticks(range(len(letters)), letters)
+    ax.set(ylabel="share of completions", ylim=(0, 1), title="Answer letters")
+    ax.legend(fontsize=8)
+    return _tight(fig)
 
 
 def plot_stage_bars(fractions: Mapping[Stage, float], flag_rates: Mapping[str, float], path: Path) -> Path:
@@ -84,6 +115,11 @@ def plot_stage_bars(fractions: Mapping[Stage, float], flag_rates: Mapping[str, f
     right.invert_yaxis()
     right.set(xlim=(0, 1), xlabel="share of completions", title="Flags")
     return _save(fig, path)
+
+
+def _tight(fig: plt.Figure) -> plt.Figure:
+    fig.tight_layout()
+    return fig
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

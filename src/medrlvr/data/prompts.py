@@ -104,7 +104,19 @@ class PromptBuilder:
         return messages + [{"role": "user", "content": format_question(example, reminder)}]
 
     def __call__(self, example: MCQExample) -> str:
-        messages = self.messages(example)
+        return self._render(self.messages(example))
+
+    def format_template(self) -> str:
+        """The prompt as a ``str.format`` template with one field, ``{prompt}``: a question followed by its
+        ``X. option`` lines (:func:`format_question` without the reminder). MLflow's ``prompt_template``."""
+        marker = "\x00question\x00"
+        messages = self.messages(MCQExample(question=marker, options={}, answer="", source="template", id="template"))
+        reminder = DIRECT_REMINDER if self.direct and self.reminder else self.reminder
+        messages[-1]["content"] = marker + (f"\n\n{reminder}" if reminder else "")
+        text = self._render(messages).replace("{", "{{").replace("}", "}}")
+        return text.replace(marker, "{prompt}")
+
+    def _render(self, messages: list[dict[str, str]]) -> str:
         if self.template == "r1_zero":
             text = r1_zero_text(messages)
         elif getattr(self.tokenizer, "chat_template", None):

@@ -135,6 +135,10 @@ class PPOModule(L.LightningModule):
         """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
         return self.model.merged_policy()
 
+    def lora_policy(self) -> torch.nn.Module | None:
+        """The actor with its LoRA adapters (a peft model), or None when the whole model trains."""
+        return self.model.actor if self.model.uses_lora else None
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer), and its
         learning-rate schedule in ``self.scheduler``, stepped by the module after each optimizer step (also

@@ -34,10 +34,10 @@ CHANGEABLE = (
     "trainer.eval_every",
     "trainer.log_system_metrics",
     "trainer.save_model",
+    "trainer.log_model",
     "trainer.output_dir",
     "logger.tracking_uri",
     "logger.samples_per_table",
-    "logger.log_model",
     "resume",
 )
 

@@ -152,3 +152,7 @@ class SFTModule(L.LightningModule):
         if hasattr(self.policy, "merge_and_unload"):
             return copy.deepcopy(self.policy).merge_and_unload()
         return self.policy
+
+    def lora_policy(self) -> torch.nn.Module | None:
+        """The policy with its LoRA adapters (a peft model), or None when the whole model trains."""
+        return self.policy if hasattr(self.policy, "merge_and_unload") else None
