@@ -99,3 +99,22 @@ def test_file_read_with_the_study_format(tmp_path):
         assert main([str(path), "--output", str(out), "--letters", "ABCDE", "--format", name]) == 0
         stages[name] = json.loads((out / "classified.jsonl").read_text())["stage"]
     assert stages == {"strict": 1, "study": 3}
+
+
+def test_completion_tables_give_options_as_lines_and_their_letters(tmp_path):
+    table = {
+        "columns": ["response", "options"],
+        "data": [
+            ["<think>x</think><answer>B</answer>", "A. Iron\nB. Folate\nC. Zinc"],
+            ["<think>y</think><answer>A</answer>", "A. E. coli infection\nB. Sepsis"],
+        ],
+    }
+    path = tmp_path / "eval.json"
+    path.write_text(json.dumps(table))
+    first, second = load_completions(path)
+    assert first["options"] == {"A": "Iron", "B": "Folate", "C": "Zinc"} and first["letters"] == "ABC"
+    assert second["options"] == {"A": "E. coli infection", "B": "Sepsis"} and second["letters"] == "AB"
+    table["data"][1][1] = "A. Iron\nnot an option line"
+    path.write_text(json.dumps(table))
+    with pytest.raises(DatasetError, match=r"row 2, field 'options'"):
+        load_completions(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +47,32 @@ def _check_objects(rows: list[Any], source: str) -> list[dict[str, Any]]:
     return rows
 
 
+# One option per line as the completion tables write them (``A. text``)
+OPTION_LINE = re.compile(r"([A-J])\. (.*)")
+
+
+def options_by_letter(text: str) -> dict[str, str] | None:
+    """``{"A": text, ...}`` from ``A. text`` lines, or None when a line is not an option."""
+    matches = [OPTION_LINE.fullmatch(line) for line in text.splitlines()]
+    if not matches or not all(matches):
+        return None
+    return {m.group(1): m.group(2) for m in matches if m}
+
+
 def load_completions(path: Path, default_letters: str = OPTION_LETTERS) -> list[dict[str, Any]]:
-    """Rows with a text ``response``, the question's option ``letters`` (``default_letters`` when absent) and,
-    optionally, its ``options`` (text by letter)."""
+    """Rows with a text ``response``, the question's option ``letters`` and, optionally, its ``options`` (text by
+    letter, or ``A. text`` lines as in the completion tables). Letters default to the options' letters, else
+    ``default_letters``."""
     rows = read_rows(path)
     if not rows:
         raise DatasetError(str(path), None, None, "no completions")
     for number, row in enumerate(rows, start=1):
         if not isinstance(row.get("response"), str):
             raise DatasetError(str(path), number, "response", "missing or not text")
-        letters = row.get("letters") or default_letters
+        if isinstance(row.get("options"), str):
+            row["options"] = options_by_letter(row["options"]) or row["options"]
+        from_options = "".join(row["options"]) if isinstance(row.get("options"), dict) else None
+        letters = row.get("letters") or from_options or default_letters
         if not isinstance(letters, str) or not letters or any(c not in OPTION_LETTERS for c in letters):
             raise DatasetError(str(path), number, "letters", f"expected option letters within A-J, got {letters!r}")
         row["letters"] = letters
