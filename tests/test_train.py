@@ -43,7 +43,11 @@ def test_option_count_changes_the_training_questions_only():
 
 def test_evaluations_during_training_run_at_step_0_and_every_n_iterations_but_the_last(monkeypatch):
     calls = []
-    monkeypatch.setattr(train_module, "run_evaluation", lambda name, *args: calls.append((name, args[-2])))
+    def run_evaluation(name, *args):
+        calls.append((name, args[-2]))
+        return {}, [f"record of {name} at step {args[-2]}"]
+
+    monkeypatch.setattr(train_module, "run_evaluation", run_evaluation)
     sets = {"bundled_validation": [], "bundled_ood": []}
     trainer = SimpleNamespace(is_global_zero=True)
     for before, every, expected_steps in ((True, 2, [0, 2, 4]), (False, None, []), (False, 5, [])):
@@ -53,6 +57,8 @@ def test_evaluations_during_training_run_at_step_0_and_every_n_iterations_but_th
         for iteration in range(1, 6):  # the last step's evaluation runs after fit
             callback.on_train_batch_end(trainer, SimpleNamespace(engine=None, iteration=iteration), None, None, 0)
         assert calls == [(name, step) for step in expected_steps for name in sets]
+        # the base model's completions are kept for the before/after answer-letter picture
+        assert callback.before_records == ({name: [f"record of {name} at step 0"] for name in sets} if before else {})
     callback = EvaluateDuringTraining(sets, None, None, None, True, 1, 5, StageTracker(AnalysisConfig()))
     callback.on_train_start(SimpleNamespace(is_global_zero=False), SimpleNamespace(engine=None))
     other = SimpleNamespace(is_global_zero=False)
