@@ -3,7 +3,6 @@ tables across iterations and steps, its description, its datasets as inputs and,
 
 import json
 
-import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
@@ -42,19 +41,13 @@ def smoke_data():
         return to_train_config(compose(config_name="config", overrides=["experiment=smoke"])).data
 
 
-def load_table(uri, run, name):
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=run.info.experiment_id)  # load_table searches the active experiment
-    return mlflow.load_table(name, run_ids=[run.info.run_id]).to_dict("records")
-
-
-def test_completions_are_one_table_across_iterations_and_evaluations_one_across_steps(logged):
+def test_completions_are_one_table_across_iterations_and_evaluations_one_across_steps(logged, load_mlflow_table):
     uri, _, run = logged
-    rows = load_table(uri, run, "completions.json")
+    rows = load_mlflow_table(uri, run.info.experiment_id, run.info.run_id, "completions.json")
     assert sorted({row["iteration"] for row in rows}) == [1, 2]  # experiment=smoke logs samples every iteration
     assert len(rows) == 2 * 2 * 2  # 2 prompts x 2 samples per iteration (under logger.samples_per_table=16)
     assert all(row["question"] and row["options"].startswith("A. ") and row["stage"][0] in "123456" for row in rows)
-    evaluated = load_table(uri, run, "eval/bundled_validation.json")
+    evaluated = load_mlflow_table(uri, run.info.experiment_id, run.info.run_id, "eval/bundled_validation.json")
     assert [row["step"] for row in evaluated] == [0] * 4 + [1] * 4 + [2] * 4  # data.eval_size=4 at each step
     assert all(row["question"] and row["stage"][0] in "123456" for row in evaluated)
     assert {row["id"] for row in evaluated} == {e.id for e in load_heldout_split(smoke_data(), "validation")[:4]}

@@ -2,7 +2,6 @@
 
 from types import SimpleNamespace
 
-import mlflow
 import pandas as pd
 import pytest
 from lightning.pytorch.loggers import MLFlowLogger
@@ -30,7 +29,7 @@ def test_options_are_one_per_line_as_in_the_prompt():
 
 
 @pytest.mark.slow  # about 30 s on the shared CPU (MLflow store creation and artifact round trips)
-def test_the_training_table_grows_by_iteration_and_loads_back_whole(tmp_path):
+def test_the_training_table_grows_by_iteration_and_loads_back_whole(tmp_path, load_mlflow_table):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = MLFlowLogger(experiment_name="tables", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
     trainer = SimpleNamespace(logger=logger)
@@ -41,9 +40,7 @@ def test_the_training_table_grows_by_iteration_and_loads_back_whole(tmp_path):
         module = SimpleNamespace(last_samples=samples, iteration=iteration)
         stages.on_train_batch_end(trainer, module, None, None, iteration - 1)
         table.on_train_batch_end(trainer, module, None, None, iteration - 1)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment_id=logger.experiment_id)  # load_table searches the active experiment
-    rows = mlflow.load_table(TRAINING_TABLE, run_ids=[logger.run_id]).to_dict("records")
+    rows = load_mlflow_table(uri, logger.experiment_id, logger.run_id, TRAINING_TABLE)
     assert [row["iteration"] for row in rows] == [1, 1, 2]  # 2 of iteration 1's 3 rows; iteration 3 had none
     assert list(rows[0]) == [
         "iteration", "id", "question", "options", "response", "letter", "answer", "correct", "format_error",

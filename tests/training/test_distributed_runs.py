@@ -134,9 +134,14 @@ def test_lightning_strategy_runs_ppo_on_two_processes(strategy_runs, tiny_folder
 
 
 def test_ddp_zero2_and_zero3_agree(strategy_runs):
-    ends = [strategy_runs[option][0]["end"] for option in ("ddp", "deepspeed_zero2", "deepspeed_zero3")]
-    for key in ends[0]:
-        assert all(close(end[key], ends[0][key], 1e-6) for end in ends), key
+    runs = [strategy_runs[option][0] for option in ("ddp", "deepspeed_zero2", "deepspeed_zero3")]
+    start, end = runs[0]["start"], runs[0]["end"]
+    for key in end:
+        # the same update within 1e-4 of how far the weights moved: with every reward -1 the whitened advantages
+        # are the critic's rounding noise, and Adam's first steps turn a near-zero gradient element's sign into a
+        # full lr step, so a few elements may differ by 2 x lr; a wrong accumulation differs by far more
+        moved = abs(end[key] - start[key])
+        assert all(abs(run["end"][key] - end[key]) <= 1e-4 * moved + 1e-9 * abs(end[key]) for run in runs), key
 
 
 def test_zero2_shards_optimizer_state_of_trainable_parameters_only(strategy_runs):
