@@ -10,21 +10,17 @@ Writes ``mlflow_runs.png`` and ``mlflow_run_charts.png`` (palette PNGs, to keep 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from PIL import Image
+
+from medrlvr.mlflow_ui import local_ui
 
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -32,50 +28,6 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 def find_browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def mlflow_ui(store: str, timeout: float = 300.0) -> Iterator[str]:
-    """``mlflow ui`` on ``store`` bound to 127.0.0.1; yields its base URL once it answers ``/health``."""
-    port = free_port()
-    # one web worker and no background-job consumers: a UI to look at, on a shared machine; its own process
-    # group, so that stopping it stops every process it started
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError(f"mlflow ui exited with code {server.returncode}: {server.stderr.read()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow ui did not answer on {url} within {timeout:.0f} s")
-            time.sleep(1)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
 
 
 def screenshot(browser: str, url: str, path: Path, size: tuple[int, int], budget_ms: int) -> Path:
@@ -136,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mlflow_runs.png": f"#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}",
         "mlflow_run_charts.png": f"#/experiments/{experiment_id}/runs/{run_id}/model-metrics?{MODEL_TRAINING_VIEW}",
     }
-    with mlflow_ui(args.store) as url:
+    with local_ui(args.store) as url:
         for name, page in pages.items():
             path = screenshot(browser, f"{url}/{page}", args.out / name, (args.width, args.height), args.budget_ms)
             print(f"wrote {path} ({path.stat().st_size // 1024} KB): {page}")

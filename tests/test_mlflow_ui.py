@@ -1,8 +1,9 @@
 """The project's MLflow experiments are tagged as model training (MLflow's experiment kind)."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-from medrlvr.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING, mark_model_training
+from medrlvr.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING, local_ui, mark_model_training
 from medrlvr.sweeping.tracking import SweepTracker
 
 
@@ -26,3 +27,9 @@ def test_a_sweep_marks_its_experiment(tmp_path):
     tracker.start()
     experiment = MlflowClient(uri).get_experiment_by_name("sweeps")
     assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING
+
+
+def test_a_local_ui_that_cannot_start_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match=r"mlflow ui on http://127\.0\.0\.1:\d+ exited with code"):
+        with local_ui("bogus-scheme://nowhere", timeout=120):
+            pass

@@ -3,18 +3,17 @@ crashing trial, two sweepers in parallel on the same stores, the MLflow server, 
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+
+from medrlvr.mlflow_ui import local_ui
 
 pytestmark = pytest.mark.slow
 SMOKE = [
@@ -102,12 +101,6 @@ def test_report_cli_writes_table_and_plots(kl_grid: Path):
         assert (out / name).read_bytes()[:8] == PNG and (out / name).stat().st_size > 5000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def http_json(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -116,41 +109,19 @@ def http_json(url: str, body: dict | None = None) -> dict:
 
 
 def test_mlflow_server_serves_the_sweep_runs(kl_grid: Path):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    with open(kl_grid / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [str(mlflow_cli), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{kl_grid / 'mlflow.db'}", "--workers", "1"],
-            cwd=kl_grid, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (kl_grid / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
+    with local_ui(f"sqlite:///{kl_grid / 'mlflow.db'}", timeout=120) as base:
         experiment = http_json(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=sweep-kl_coef")
         found = http_json(
             f"{base}/api/2.0/mlflow/runs/search",
             {"experiment_ids": [experiment["experiment"]["experiment_id"]], "filter": "tags.sweep = 'kl_coef'"},
         )
-        runs = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in found["runs"]]
-        assert sorted(tags.get("trial", "parent") for tags in runs) == ["0", "1", "parent"]
-        params = {
-            tags["trial"]: {p["key"]: p["value"] for p in run["data"]["params"]}["algo/kl_coef"]
-            for tags, run in zip(runs, found["runs"]) if "trial" in tags
-        }
-        assert params == {"0": "0.0", "1": "0.05"}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+    runs = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in found["runs"]]
+    assert sorted(tags.get("trial", "parent") for tags in runs) == ["0", "1", "parent"]
+    params = {
+        tags["trial"]: {p["key"]: p["value"] for p in run["data"]["params"]}["algo/kl_coef"]
+        for tags, run in zip(runs, found["runs"]) if "trial" in tags
+    }
+    assert params == {"0": "0.0", "1": "0.05"}
 
 
 def test_optuna_sweep_resumes_and_records_a_crashing_trial(tmp_path: Path):
