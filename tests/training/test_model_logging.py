@@ -5,7 +5,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
+from mlflow.tracking import MlflowClient, _tracking_service
 from transformers import AutoModelForCausalLM
 
 from medrlvr.data.prompts import PromptBuilder
@@ -24,6 +24,8 @@ def folder_size(path: Path) -> int:
 def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # the process-wide store wins over the variable, and Lightning's MLFlowLogger sets it in in-process runs
+    monkeypatch.setattr(_tracking_service.utils, "_tracking_uri", uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("models", artifact_location=str(tmp_path / "artifacts"))
     return uri, client, client.create_run(experiment).info.run_id
