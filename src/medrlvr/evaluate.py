@@ -54,6 +54,7 @@ from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.policy_config import POLICY_CONFIG, apply_policy_config, read_policy_config
 from medrlvr.train import set_threads
 from medrlvr.training import builders
+from medrlvr.training.distributed import close_process_group
 from medrlvr.training.preflight import check_output_dir, check_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,10 @@ def main(dict_cfg: DictConfig) -> float:
         checkpoint_settings(dict_cfg, list(HydraConfig.get().overrides.task))
         cfg: EvaluateConfig = OmegaConf.to_object(dict_cfg)  # type: ignore[assignment]
         folder = Path(cfg.output_dir or HydraConfig.get().runtime.output_dir).resolve()
-        report = run(cfg, check_output_dir(folder, "output_dir"))
+        try:
+            report = run(cfg, check_output_dir(folder, "output_dir"))
+        finally:
+            close_process_group()
     return next(iter(report["datasets"].values()))["metrics"]["accuracy"]
 
 

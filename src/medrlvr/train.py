@@ -46,7 +46,7 @@ from medrlvr.training.checkpointing import (
     resolve_resume,
 )
 from medrlvr.training.completions import CompletionTableLogger, as_columns, evaluation_rows
-from medrlvr.training.distributed import rank_order
+from medrlvr.training.distributed import close_process_group, rank_order
 from medrlvr.training.figures import TrainingHistory, log_run_figures
 from medrlvr.training.model_logging import log_policy_model
 from medrlvr.training.ppo_module import PPOModule
@@ -410,7 +410,10 @@ def main(dict_cfg: DictConfig) -> float:
         output_dir = check_output_dir(Path(cfg.trainer.output_dir or HydraConfig.get().runtime.output_dir).resolve())
         with output_dir_lock_on_main(output_dir), StopSignals().installed() as signals:
             command = " ".join(["python -m medrlvr.train", *HydraConfig.get().overrides.task])
-            metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals, command)
+            try:
+                metrics = train(cfg, output_dir, OmegaConf.to_yaml(dict_cfg, resolve=True), signals, command)
+            finally:
+                close_process_group()
     return metrics.get(f"eval/{set_name(cfg.data.name, cfg.data.eval_split)}/accuracy", metrics.get("reward/accuracy", 0.0))
 
 

@@ -199,6 +199,7 @@ TENSOR_PARALLEL_SCRIPT = textwrap.dedent(
     from medrlvr.rollout.base import SamplingParams
     from medrlvr.rollout.hf import pad_after_common_prefix
     from medrlvr.rollout.vllm import VLLMRolloutEngine
+    from medrlvr.training.distributed import close_process_group
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
@@ -233,6 +234,7 @@ TENSOR_PARALLEL_SCRIPT = textwrap.dedent(
     engine.sync_weights(policy)  # every rank streams the full weights; vLLM keeps its shard
     check(SamplingParams(num_samples=3, max_new_tokens=8, temperature=0.8, seed=rank))
     print("ok", rank)
+    close_process_group()
     """
 )
 

@@ -26,6 +26,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from medrlvr.algo import core  # noqa: E402
 from medrlvr.config import config_dir, register_configs, to_train_config  # noqa: E402
 from medrlvr.training import builders  # noqa: E402
+from medrlvr.training.distributed import close_process_group  # noqa: E402
 from medrlvr.training.ppo_module import parameter_groups  # noqa: E402
 from medrlvr.training.strategies import deepspeed_config, micro_batch_size  # noqa: E402
 
@@ -100,4 +101,7 @@ def main(out: Path, stage: int, overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
+    try:
+        main(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:])
+    finally:
+        close_process_group()

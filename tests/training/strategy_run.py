@@ -27,6 +27,7 @@ from medrlvr.config import config_dir, register_configs, to_train_config  # noqa
 from medrlvr.data.registry import load_split  # noqa: E402
 from medrlvr.train import prompt_loader  # noqa: E402
 from medrlvr.training import builders  # noqa: E402
+from medrlvr.training.distributed import close_process_group  # noqa: E402
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3  # noqa: E402
 
 
@@ -108,4 +109,7 @@ def main(out_dir: Path, option: str, overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3:])
+    try:
+        main(Path(sys.argv[1]), sys.argv[2], sys.argv[3:])
+    finally:
+        close_process_group()

@@ -39,3 +39,12 @@ def gather_metrics(metrics: dict[str, float]) -> dict[str, float]:
     per_rank: list[dict[str, float] | None] = [None] * dist.get_world_size()
     dist.all_gather_object(per_rank, metrics)
     return combine_metrics([m for m in per_rank if m is not None])
+
+
+def close_process_group() -> None:
+    """Destroy the default process group if one is open. A process that exits with it open (DeepSpeed's
+    ``init_distributed`` and the vLLM engine's placement open it without registering a teardown) can die
+    with SIGABRT, "terminate called without an active exception", when Gloo's worker threads are torn down
+    at interpreter exit; every entry point calls this before it returns."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
