@@ -299,7 +299,7 @@ def _fit_and_evaluate(
     checkpoint: Checkpoint | None,
     signals: StopSignals,
 ) -> dict[str, float]:
-    """Evaluate (unless resuming; when fit starts), fit the remaining iterations with checkpoints (RL), evaluate,
+    """Evaluate (unless resuming; when fit starts), fit the remaining iterations with checkpoints, evaluate,
     save the policy. A signal during an iteration stops training after it (with a checkpoint) and raises
     :class:`Stopped`.
 
@@ -327,8 +327,7 @@ def _fit_and_evaluate(
             eval_sets, prompts, cfg, logger, before, cfg.trainer.eval_every, steps, stages.tracker
         )
         callbacks.append(during)
-    if isinstance(module, PPOModule):
-        callbacks.append(checkpoints)
+    callbacks.append(checkpoints)
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,

@@ -1,5 +1,5 @@
-"""Real processes: SIGKILL then resume equals an uninterrupted run; NaN updates are skipped or stop the run;
-Ctrl-C and SIGTERM save a checkpoint and mark the run KILLED."""
+"""Real processes: SIGKILL then resume equals an uninterrupted run (and so does a resumed SFT run); NaN updates are
+skipped or stop the run; Ctrl-C and SIGTERM save a checkpoint and mark the run KILLED."""
 
 import os
 import re
@@ -22,17 +22,20 @@ QUICK = ("trainer.eval_before=false", "trainer.eval_after=false", "trainer.save_
 UNTIMED = ("time/", "perf/")
 
 
-def command(folder: Path, *overrides: str, script: list[str] | None = None) -> list[str]:
+def command(folder: Path, *overrides: str, script: list[str] | None = None, experiment: str = "smoke") -> list[str]:
     return [
-        sys.executable, *(script or ["-m", "medrlvr.train"]), "experiment=smoke", "trainer.num_threads=1",
+        sys.executable, *(script or ["-m", "medrlvr.train"]), f"experiment={experiment}", "trainer.num_threads=1",
         f"logger.tracking_uri=sqlite:///{folder / 'mlflow.db'}", "logger.experiment_name=rel",
         f"trainer.output_dir={folder / 'out'}", f"hydra.run.dir={folder / 'hydra'}", *overrides,
     ]
 
 
-def run(folder: Path, *overrides: str, script: list[str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    folder: Path, *overrides: str, script: list[str] | None = None, experiment: str = "smoke"
+) -> subprocess.CompletedProcess:
     folder.mkdir(exist_ok=True)
-    return subprocess.run(command(folder, *overrides, script=script), cwd=folder, capture_output=True, text=True,
+    return subprocess.run(command(folder, *overrides, script=script, experiment=experiment), cwd=folder,
+                          capture_output=True, text=True,
                           timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
@@ -93,6 +96,33 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path):
     for key, values in metrics_a.items():
         assert sorted(metrics_b[key]) == sorted(values), key  # same steps, same values, nothing twice
     assert [step for step, _ in metrics_b["reward/mean"]] == [1, 2, 3, 4]
+
+
+def test_sft_resumed_from_its_checkpoint_matches_the_uninterrupted_run(tmp_path):
+    settings = ("trainer.checkpoint_every=2", *QUICK)
+    straight = run(tmp_path / "straight", "trainer.max_steps=4", *settings, experiment="smoke_sft")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = run(tmp_path / "resumed", "trainer.max_steps=2", *settings, experiment="smoke_sft")
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = run(tmp_path / "resumed", "trainer.max_steps=4", *settings, "resume=auto", experiment="smoke_sft")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    output = resumed.stdout + resumed.stderr
+    assert "resuming from" in output and "iter 3/4" in output and "iter 1/4" not in output
+
+    folders = [tmp_path / name / "out" / "checkpoints" / "iter_00004" for name in ("resumed", "straight")]
+    final, expected = (load_file(str(folder / "trainable.safetensors")) for folder in folders)
+    assert final.keys() == expected.keys() and final
+    assert all(torch.equal(final[name], expected[name]) for name in expected), "weights differ after resume"
+    optimizer, expected_optimizer = (torch.load(folder / "optimizer.pt", weights_only=True) for folder in folders)
+    for state, expected_state in zip(optimizer["state"].values(), expected_optimizer["state"].values(), strict=True):
+        assert all(torch.equal(state[key], expected_state[key]) for key in expected_state)
+
+    client, run_a = only_run(tmp_path / "straight")
+    client_b, run_b = only_run(tmp_path / "resumed")
+    metrics_a, metrics_b = history(client, run_a), history(client_b, run_b)
+    assert {"loss/sft", "numerics/skipped_update"} <= metrics_a.keys()
+    for key in ("loss/sft", "loss/grad_norm", "numerics/skipped_update", "numerics/bad_iterations"):
+        assert sorted(metrics_b[key]) == sorted(metrics_a[key]), key  # same steps, same values, nothing twice
 
 
 def test_nan_updates_are_skipped_and_counted_and_repeated_ones_fail_the_run(tmp_path):

@@ -131,7 +131,7 @@ def build_module(
     num_train: int | None = None,
 ) -> tuple[PPOModule | SFTModule, RolloutEngine | None]:
     """The LightningModule of ``algo.name`` (an RL algorithm or ``sft``) and the rollout engine generating from
-    its policy; an RL module resumes counting after ``first_iteration``, and its learning-rate schedule spans
+    its policy; either resumes counting after ``first_iteration``; an RL module's learning-rate schedule spans
     the run's :func:`rl_iterations` (``num_train`` training questions are needed with ``trainer.max_epochs``).
 
     A vLLM engine joins the run's process group, which exists only once fit has started (Lightning's own
@@ -140,11 +140,13 @@ def build_module(
     (partitioned as they are created, during ``fit``), so no engine exists before fit either.
     """
     in_fit = cfg.rollout.backend == "vllm"
+    guard = NumericsGuard(cfg.trainer.max_bad_updates)
     if isinstance(cfg.algo, SFTConfig):
         policy = build_policy(cfg.model, tokenizer, cfg.seed)
         engine = None if in_fit else build_rollout_engine(cfg.rollout, policy, tokenizer, cfg.seed)
         module = SFTModule(
-            policy, engine, prompts, tokenizer, cfg.algo, cfg.model.logits_chunk_size, engine_builder(cfg, tokenizer)
+            policy, engine, prompts, tokenizer, cfg.algo, cfg.model.logits_chunk_size, engine_builder(cfg, tokenizer),
+            guard, first_iteration,
         )
         return module, engine
     algo = cfg.algo
@@ -153,7 +155,6 @@ def build_module(
         with hf_zero3_context(cfg):
             return build_actor_critic(cfg.model, tokenizer, cfg.seed, algo.uses_critic, reload=zero3(cfg.trainer))
 
-    guard = NumericsGuard(cfg.trainer.max_bad_updates)
     model = None if zero3(cfg.trainer) else build_model()
     engine = None if model is None or in_fit else build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed)
     module = PPOModule(

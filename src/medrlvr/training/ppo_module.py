@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
-import lightning as L
 import torch
 
 from medrlvr.algo import advantages as adv
@@ -33,8 +32,9 @@ from medrlvr.rollout.base import EngineBuilder, RolloutBatch, RolloutEngine, Sam
 from medrlvr.training.distributed import gather_metrics
 from medrlvr.training.experience import Experience, group_size, make_experience, whole_group_rows
 from medrlvr.training.numerics import NumericsGuard, nonfinite
-from medrlvr.training.optim import build_lr_scheduler, learning_rates, load_lr_scheduler
-from medrlvr.training.strategies import begin_micro_batch, clip_and_step, deepspeed_engine
+from medrlvr.training.optim import build_lr_scheduler, learning_rates
+from medrlvr.training.policy_module import PolicyModule
+from medrlvr.training.strategies import begin_micro_batch, deepspeed_engine
 
 log = logging.getLogger(__name__)
 # statistics aggregated like the loss (the rest are means over response tokens)
@@ -71,7 +71,7 @@ def format_error_shares(parsed: list[ParsedCompletion]) -> dict[str, float]:
     return {f"format_error/{name}": errors.count(name) / len(parsed) for name in FORMAT_ERRORS}
 
 
-class PPOModule(L.LightningModule):
+class PPOModule(PolicyModule):
     """Owns actor, critic and reference (in :class:`ActorCritic`) and the rollout engine.
 
     Given ``build_model`` instead of ``model``, it builds the models in :meth:`configure_model`, which
@@ -99,45 +99,26 @@ class PPOModule(L.LightningModule):
         build_engine: EngineBuilder | None = None,
         total_optimizer_steps: int | None = None,
     ) -> None:
-        super().__init__()
-        if (model is None and build_model is None) or (engine is None and build_engine is None):
-            raise ValueError("PPOModule needs a model (or build_model) and an engine (or build_engine)")
-        self.automatic_optimization = False
+        super().__init__(engine, build_engine, guard, first_iteration)
+        if model is None and build_model is None:
+            raise ValueError("PPOModule needs a model (or build_model)")
         self.model = model
-        self.engine = engine
         self._build_model = build_model
-        self._build_engine = build_engine
         self.prompt_builder = prompt_builder
         self.reward_fn = reward_fn
         self.algo = algo
         self.rollout_cfg = rollout
         self.seed = seed
-        self.guard = guard or NumericsGuard(max_bad_updates=1)
-        self.first_iteration = first_iteration
         self.total_optimizer_steps = total_optimizer_steps
-        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
-        self.iteration = first_iteration
-        self.last_metrics: dict[str, float] = {}
-        self.last_samples: list[dict[str, Any]] = []
 
     def configure_model(self) -> None:
         """Build actor, critic and reference once (under the strategy's sharding context)."""
         if self.model is None:
             self.model = self._build_model()  # type: ignore[misc]
 
-    def on_fit_start(self) -> None:
-        """Build the rollout engine once: every process exists now, the strategy has set up their process
-        group and placed the model on its device."""
-        if self.engine is None:
-            self.engine = self._build_engine(self.model.actor, self.trainer)  # type: ignore[misc]
-
-    def merged_policy(self) -> torch.nn.Module:
-        """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
-        return self.model.merged_policy()
-
-    def lora_policy(self) -> torch.nn.Module | None:
-        """The actor with its LoRA adapters (a peft model), or None when the whole model trains."""
-        return self.model.actor if self.model.uses_lora else None
+    def rollout_policy(self) -> torch.nn.Module:
+        """The actor."""
+        return self.model.actor  # type: ignore[union-attr]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer), and its
@@ -152,23 +133,6 @@ class PPOModule(L.LightningModule):
             raise ValueError(f"algo.lr_scheduler={self.algo.lr_scheduler} needs the run's total_optimizer_steps")
         self.scheduler = build_lr_scheduler(optimizer, self.algo, self.total_optimizer_steps or 1)
         return optimizer
-
-    def scheduler_state(self) -> dict[str, Any]:
-        """The learning-rate schedule's ``state_dict`` (JSON-serialisable), for checkpoints."""
-        return self.scheduler.state_dict()  # type: ignore[union-attr]
-
-    def load_scheduler_state(self, state: dict[str, Any]) -> None:
-        """Resume the learning-rate schedule from :meth:`scheduler_state`."""
-        load_lr_scheduler(self.scheduler, state)  # type: ignore[arg-type]
-
-    def on_train_start(self) -> None:
-        """Push the policy into the rollout engine once the strategy has placed it (and a resumed checkpoint
-        has been loaded into it), so the first rollout comes from the weights being trained."""
-        self.engine.sync_weights(self.model.actor)
-
-    def transfer_batch_to_device(self, batch: ExampleBatch, device: torch.device, dataloader_idx: int) -> ExampleBatch:
-        """Batches are questions (text); tensors are made on the right device later."""
-        return batch
 
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
         iteration = self.iteration = self.first_iteration + batch_idx + 1
@@ -271,39 +235,25 @@ class PPOModule(L.LightningModule):
         ``algo.micro_batch_size`` rows. Returns the minibatch's statistics, or the problem that skipped the step.
 
         Each micro-batch's loss is weighted by its share of the minibatch (:func:`core.accumulation_weight`),
-        so the accumulated gradient is the minibatch's whatever the micro-batch size. A non-finite loss on any
-        process skips the step on all: without DeepSpeed the gradients are cleared; under DeepSpeed the
-        non-finite gradient makes the engine drop the step and what it had accumulated.
+        so the accumulated gradient is the minibatch's whatever the micro-batch size. A non-finite loss or
+        gradient skips the step (:meth:`backward_unless_nonfinite`, :meth:`step_optimizer`).
         """
-        optimizer = self.optimizers()
         engine = deepspeed_engine(self)
-        optimizer.zero_grad()
+        self.optimizers().zero_grad()
         micro_batches = minibatch.split(self.algo.micro_batch_size)  # type: ignore[arg-type]
         totals: dict[str, float] = defaultdict(float)
         for number, micro in enumerate(micro_batches, start=1):
             begin_micro_batch(engine)
             loss, micro_stats = self._loss(micro)
-            # every process decides together, or the gradient all-reduce of the others would wait forever
-            bad = self.trainer.strategy.reduce_boolean_decision(bool(nonfinite(loss=loss)), all=False)
-            last = bad or number == len(micro_batches)
             loss_share = core.accumulation_weight(micro.response_mask, minibatch.response_mask, self.algo.loss_aggregation)  # type: ignore[arg-type]
-            if engine is not None:
-                engine.set_gradient_accumulation_boundary(last)
-                self.manual_backward(loss * loss_share, scale_wrt_gas=False)
-            elif not bad:
-                self.manual_backward(loss * loss_share)
-            if bad:
-                if engine is not None:
-                    optimizer.step()  # the engine sees the non-finite gradient and drops the step
-                optimizer.zero_grad()
+            if self.backward_unless_nonfinite(loss, loss_share, last=number == len(micro_batches)):
                 return {}, "loss"
             token_share = core.accumulation_weight(micro.response_mask, minibatch.response_mask)
             for key, value in micro_stats.items():
                 totals[key] += value * (loss_share if key in _LOSS_STATS else token_share)
-        norms, stepped = clip_and_step(self, optimizer, self._clipping_groups(), self.algo.max_grad_norm)
-        if not stepped:
+        norms = self.step_optimizer(self._clipping_groups(), self.algo.max_grad_norm)
+        if norms is None:
             return {}, "gradients"
-        self.scheduler.step()  # type: ignore[union-attr]
         return dict(totals) | grad_norm_stats(norms), None
 
     def _clipping_groups(self) -> list[list[torch.nn.Parameter]]:

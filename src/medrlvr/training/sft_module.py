@@ -3,19 +3,17 @@
 The SFT baseline of the study: the same policy, prompts, data and evaluation as PPO, trained with
 cross-entropy on the response tokens of a target ``<think>rationale</think><answer>X</answer>`` (see
 :mod:`medrlvr.data.targets`). The prompt (which ends with the pre-filled response prefix, e.g. ``<think>``)
-is context only: its tokens get no loss. Mirrors :class:`~medrlvr.training.ppo_module.PPOModule`: manual
-optimisation, ``last_metrics``/``last_samples`` after each step, metrics logged at step = iteration.
+is context only: its tokens get no loss. Shares :class:`~medrlvr.training.policy_module.PolicyModule` with
+:class:`~medrlvr.training.ppo_module.PPOModule`: a step with a non-finite loss or gradient is skipped and counted,
+metrics are logged at step = iteration, and checkpoints resume it.
 """
 
 from __future__ import annotations
 
-import copy
 import time
-from typing import Any
 
-import lightning as L
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, get_constant_schedule
 
 from medrlvr.config import SFTConfig
 from medrlvr.data.prompts import PromptBuilder
@@ -24,7 +22,9 @@ from medrlvr.data.targets import sft_target
 from medrlvr.models.actor_critic import response_hidden_states, unwrap
 from medrlvr.models.logprobs import token_logprobs
 from medrlvr.rollout.base import EngineBuilder, RolloutEngine
-from medrlvr.training.strategies import clip_and_step
+from medrlvr.training.numerics import NumericsGuard
+from medrlvr.training.policy_module import PolicyModule
+from medrlvr.training.strategies import begin_micro_batch, deepspeed_engine
 
 
 def encode_sft_batch(
@@ -69,9 +69,10 @@ def sft_loss(
     return -(logprobs * mask).sum() / mask.sum()
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(PolicyModule):
     """Owns the policy (optionally LoRA-wrapped) and the rollout engine that generates from it (given, or built
-    by ``build_engine`` when fit starts)."""
+    by ``build_engine`` when fit starts). One ``training_step`` is one optimizer step, at a constant learning
+    rate."""
 
     def __init__(
         self,
@@ -82,40 +83,41 @@ class SFTModule(L.LightningModule):
         algo: SFTConfig,
         logits_chunk_size: int = 1024,
         build_engine: EngineBuilder | None = None,
+        guard: NumericsGuard | None = None,
+        first_iteration: int = 0,
     ) -> None:
-        super().__init__()
-        if engine is None and build_engine is None:
-            raise ValueError("SFTModule needs an engine or build_engine")
-        self.automatic_optimization = False
+        super().__init__(engine, build_engine, guard, first_iteration)
         self.logits_chunk_size = logits_chunk_size
         self.policy = policy
-        self.engine = engine
-        self._build_engine = build_engine
         self.prompt_builder = prompt_builder
         self.tokenizer = tokenizer
         self.algo = algo
-        self.last_metrics: dict[str, float] = {}
-        self.last_samples: list[dict[str, Any]] = []
 
-    def on_fit_start(self) -> None:
-        """Build the rollout engine once every process exists and the strategy has set up their process group."""
-        if self.engine is None:
-            self.engine = self._build_engine(self.policy, self.trainer)  # type: ignore[misc]
+    @property
+    def model(self) -> torch.nn.Module:
+        """The policy, under the name checkpoints save and load the trained module by."""
+        return self.policy
+
+    def rollout_policy(self) -> torch.nn.Module:
+        """The policy."""
+        return self.policy
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The policy's parameters with ``requires_grad`` (the LoRA adapters, or every weight)."""
+        return [p for p in self.policy.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.algo.lr, weight_decay=self.algo.weight_decay)
-
-    def transfer_batch_to_device(self, batch: ExampleBatch, device: torch.device, dataloader_idx: int) -> ExampleBatch:
-        """Batches are questions (text); tensors are made on the right device later."""
-        return batch
+        """AdamW over the trainable parameters; a constant schedule in ``self.scheduler`` (saved in checkpoints)."""
+        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=self.algo.lr, weight_decay=self.algo.weight_decay)
+        self.scheduler = get_constant_schedule(optimizer)
+        return optimizer
 
     def targets(self, batch: ExampleBatch) -> list[str]:
         """The full target response of each question (including the pre-filled prefix)."""
         return [sft_target(example, self.algo.rationale, self.algo.rationale_field) for example in batch]
 
     def training_step(self, batch: ExampleBatch, batch_idx: int) -> None:
-        iteration = self.iteration = batch_idx + 1
+        iteration = self.iteration = self.first_iteration + batch_idx + 1
         start = time.perf_counter()
         targets = self.targets(batch)
         prefix = self.prompt_builder.response_prefix
@@ -123,36 +125,27 @@ class SFTModule(L.LightningModule):
         input_ids, attention_mask, response_ids, response_mask = (
             t.to(self.device) for t in encode_sft_batch(self.tokenizer, [self.prompt_builder(e) for e in batch], responses)
         )
-        optimizer = self.optimizers()
         self.policy.train()
+        self.optimizers().zero_grad()
+        begin_micro_batch(deepspeed_engine(self))
         loss = sft_loss(self.policy, input_ids, attention_mask, response_ids, response_mask, self.logits_chunk_size)
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        parameters = [p for p in self.policy.parameters() if p.requires_grad]
-        (grad_norm,), _ = clip_and_step(self, optimizer, [parameters], self.algo.max_grad_norm)
-        self.engine.sync_weights(self.policy)
+        norms, problems = None, ["loss"]
+        if not self.backward_unless_nonfinite(loss, 1.0, last=True):
+            norms = self.step_optimizer([self.trainable_parameters()], self.algo.max_grad_norm)
+            problems = [] if norms is not None else ["gradients"]
+        self.engine.sync_weights(self.policy)  # type: ignore[union-attr]
         elapsed = time.perf_counter() - start
         tokens = int(response_mask.sum())
         self.last_metrics = {
-            "loss/sft": loss.item(),
-            "loss/grad_norm": float(grad_norm),
             "response/tokens_mean": tokens / len(batch),
             "perf/train_tokens_per_s": int(attention_mask.sum()) / max(elapsed, 1e-9),
             "perf/iteration_s": elapsed,
-        }
+        } | self.guard.record(iteration, problems)
+        if norms is not None:
+            self.last_metrics |= {"loss/sft": loss.item(), "loss/grad_norm": norms[0]}
         self.last_samples = [
             {"iteration": iteration, "id": e.id, "question": e.question, "options": e.options, "answer": e.answer, "response": t}
             for e, t in zip(batch, targets)
         ]
         if self.logger is not None:
             self.logger.log_metrics(self.last_metrics, step=iteration)
-
-    def merged_policy(self) -> torch.nn.Module:
-        """The policy as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
-        if hasattr(self.policy, "merge_and_unload"):
-            return copy.deepcopy(self.policy).merge_and_unload()
-        return self.policy
-
-    def lora_policy(self) -> torch.nn.Module | None:
-        """The policy with its LoRA adapters (a peft model), or None when the whole model trains."""
-        return self.policy if hasattr(self.policy, "merge_and_unload") else None
