@@ -52,7 +52,7 @@ from medrlvr.evaluation import EvalResult, evaluate
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.models.loading import load_causal_lm, load_tokenizer
 from medrlvr.policy_config import POLICY_CONFIG, apply_policy_config, read_policy_config
-from medrlvr.train import set_threads
+from medrlvr.runtime import set_threads
 from medrlvr.training import builders
 from medrlvr.training.distributed import close_process_group
 from medrlvr.training.preflight import check_output_dir, check_tracking_uri

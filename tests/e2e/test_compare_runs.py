@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from medrlvr import evaluate
 from medrlvr.compare import run
 from medrlvr.config import CompareConfig, config_dir, register_configs, to_train_config
-from medrlvr.train import train
+from medrlvr.training.run import train
 
 pytestmark = pytest.mark.slow
 register_configs()
