@@ -17,7 +17,7 @@ from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_heldout_split
 from medrlvr.data.schema import MCQExample
-from medrlvr.evaluation import evaluate
+from medrlvr.evaluation.policy import evaluate
 from medrlvr.rollout.base import RolloutEngine
 from medrlvr.training import builders
 from medrlvr.training.completions import as_columns, evaluation_rows
