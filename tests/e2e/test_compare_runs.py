@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from medrlvr.evaluation import checkpoint
-from medrlvr.compare import run
+from medrlvr.comparison.run import run
 from medrlvr.config import CompareConfig, config_dir, register_configs, to_train_config
 from medrlvr.training.run import train
 
