@@ -41,7 +41,7 @@ from medrlvr.analysis.dynamics import (
     stage_phases,
 )
 from medrlvr.analysis.io import load_completions, read_rows
-from medrlvr.analysis.report import (
+from medrlvr.analysis.stage_report import (
     BOUNDARY_RULE,
     Series,
     examples_section,

@@ -45,10 +45,10 @@ from medrlvr.training.preflight import check_output_dir, check_run_in_store, che
 from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training.resume import Change, check_resume_config, describe
 from medrlvr.training.run_record import NOTE_TAG, description, log_datasets, system_metrics
+from medrlvr.training.run_tracking import open_run, reopen, terminal_status
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.training.signals import Stopped, StopSignals
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3
-from medrlvr.training.tracking import open_run, reopen, terminal_status
 
 log = logging.getLogger(__name__)
 
