@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from medrlvr.compare import base_and_trained
+from medrlvr.comparison.measurements import base_and_trained
 from medrlvr.data.compose import set_name
 
 PHASES = ("generate", "score", "logprobs", "update", "weight_sync")

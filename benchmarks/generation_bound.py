@@ -36,7 +36,7 @@ from medrlvr.data.registry import load_split
 from medrlvr.models.actor_critic import unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
 
 GB = 1e9

@@ -38,7 +38,7 @@ from mlflow.tracking import MlflowClient
 from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
 from medrlvr.data.registry import load_split
 from medrlvr.models.loading import resolve_model_path
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
 
 REPO = Path(__file__).resolve().parents[1]

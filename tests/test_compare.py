@@ -11,7 +11,9 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from medrlvr.compare import CompareError, dataset_label, distribution, run, select_runs, t_interval, trained_data
+from medrlvr.comparison.measurements import CompareError, dataset_label, distribution, select_runs, trained_data
+from medrlvr.comparison.run import run
+from medrlvr.comparison.summary import t_interval
 from medrlvr.config import CompareConfig
 
 T_975_2 = 4.302653  # t quantile 0.975 with 2 degrees of freedom (tables: 4.303)

@@ -5,7 +5,7 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from medrlvr.config import ConfigError, DataConfig, EvaluateConfig
 from medrlvr.data.compose import compose_data
-from medrlvr.evaluate import by_option_count, dataset_configs, format_table, letter_table
+from medrlvr.evaluation.checkpoint import by_option_count, dataset_configs, format_table, letter_table
 
 
 def test_no_datasets_means_the_data_group_choice():

@@ -5,7 +5,7 @@ import torch
 
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import OPTION_LETTERS, MCQExample
-from medrlvr.evaluation import evaluate
+from medrlvr.evaluation.policy import evaluate
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 
 

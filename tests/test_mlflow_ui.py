@@ -4,7 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medrlvr.mlflow_ui import EXPERIMENT_KIND_TAG, MODEL_TRAINING, local_ui, mark_model_training
-from medrlvr.sweeping.tracking import SweepTracker
+from medrlvr.sweeping.sweep_tracking import SweepTracker
 
 
 def test_an_experiment_is_marked_as_model_training(tmp_path):

@@ -6,7 +6,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
-from medrlvr.evaluate import dataset_configs
+from medrlvr.evaluation.checkpoint import dataset_configs
 from medrlvr.policy_config import POLICY_CONFIG, apply_policy_config, read_policy_config, write_policy_config
 
 register_configs()

@@ -3,11 +3,11 @@ as published) and the steps they are evaluated at."""
 
 from types import SimpleNamespace
 
-from medrlvr import train as train_module
 from medrlvr.analysis.dynamics import StageTracker
 from medrlvr.config import AnalysisConfig, DataConfig, SFTConfig, TrainConfig, TrainerConfig
 from medrlvr.data.registry import load_split
-from medrlvr.train import EvaluateDuringTraining, evaluation_sets
+from medrlvr.training import heldout_eval
+from medrlvr.training.heldout_eval import EvaluateDuringTraining, evaluation_sets
 
 
 def test_eval_split_alone_by_default_and_the_ood_split_on_request():
@@ -47,7 +47,7 @@ def test_evaluations_during_training_run_at_step_0_and_every_n_iterations_but_th
         calls.append((name, args[-2]))
         return {}, [f"record of {name} at step {args[-2]}"]
 
-    monkeypatch.setattr(train_module, "run_evaluation", run_evaluation)
+    monkeypatch.setattr(heldout_eval, "run_evaluation", run_evaluation)
     sets = {"bundled_validation": [], "bundled_ood": []}
     trainer = SimpleNamespace(is_global_zero=True)
     for before, every, expected_steps in ((True, 2, [0, 2, 4]), (False, None, []), (False, 5, [])):

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from medrlvr.analysis.io import load_completions, read_rows
-from medrlvr.analyze import config_from, main
+from medrlvr.analysis.stage_analysis import config_from
+from medrlvr.analyze import main
 from medrlvr.config import ConfigError
 from medrlvr.data.schema import DatasetError
 

@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from medrlvr.config import ConfigError, EvaluateConfig, config_dir, register_configs
-from medrlvr.evaluate import dataset_configs
+from medrlvr.evaluation.checkpoint import dataset_configs
 
 register_configs()
 

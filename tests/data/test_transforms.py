@@ -186,7 +186,7 @@ def test_questions_with_options_about_options_keep_their_order():
 
 
 def test_prompt_loader_reshuffles_options_per_draw_and_resumes_the_same():
-    from medrlvr.train import prompt_loader
+    from medrlvr.training.prompt_batches import prompt_loader
 
     examples = [NUTRIENT, MCQExample(question="Other?", options={"A": "x", "B": "y"}, answer="A", source="t", id="q2")]
     # 2 examples, 1 per iteration, 6 iterations: each question is drawn 3 times

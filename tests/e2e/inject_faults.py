@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import medrlvr.evaluation
+import medrlvr.evaluation.policy
 from medrlvr.rewards.functions import CorrectnessReward
 
 kind, _, spec = sys.argv.pop(1).partition(":")
@@ -32,14 +32,14 @@ def inject_nan_reward() -> None:
 
 
 def inject_slow_eval() -> None:
-    original = medrlvr.evaluation.evaluate
+    original = medrlvr.evaluation.policy.evaluate
 
     def slow_evaluate(*args, **kwargs):
         Path(spec).touch()
         time.sleep(60)
         return original(*args, **kwargs)
 
-    medrlvr.evaluation.evaluate = slow_evaluate
+    medrlvr.evaluation.policy.evaluate = slow_evaluate
 
 
 {"nan_reward": inject_nan_reward, "slow_eval": inject_slow_eval}[kind]()

@@ -8,10 +8,10 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from medrlvr import evaluate
-from medrlvr.compare import run
+from medrlvr.evaluation import checkpoint
+from medrlvr.comparison.run import run
 from medrlvr.config import CompareConfig, config_dir, register_configs, to_train_config
-from medrlvr.train import train
+from medrlvr.training.run import train
 
 pytestmark = pytest.mark.slow
 register_configs()
@@ -39,7 +39,7 @@ def test_compare_reads_real_training_and_evaluation_runs(tmp_path):
         "num_threads=1", f"logger.tracking_uri={uri}", f"parent_run_id={sft.info.run_id}",
     ]))
     (tmp_path / "evaluate").mkdir()
-    report = evaluate.run(eval_cfg, tmp_path / "evaluate")
+    report = checkpoint.run(eval_cfg, tmp_path / "evaluate")
     assert list(report["datasets"]) == ["bundled", "bundled_ood"]  # the default: test split and OOD split
 
     cells = run(CompareConfig(experiments=["study"], tracking_uri=uri), tmp_path / "compare")

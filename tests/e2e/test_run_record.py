@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from medrlvr.config import config_dir, register_configs, to_train_config
 from medrlvr.data.registry import load_heldout_split, load_split
-from medrlvr.train import train
+from medrlvr.training.run import train
 
 pytestmark = pytest.mark.slow
 register_configs()

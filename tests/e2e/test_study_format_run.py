@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from medrlvr.config import config_dir, register_configs, to_train_config
 from medrlvr.policy_config import read_policy_config
-from medrlvr.train import train
+from medrlvr.training.run import train
 
 pytestmark = pytest.mark.slow
 register_configs()

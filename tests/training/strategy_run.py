@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from medrlvr.config import config_dir, register_configs, to_train_config  # noqa: E402
 from medrlvr.data.registry import load_split  # noqa: E402
-from medrlvr.train import prompt_loader  # noqa: E402
+from medrlvr.training.prompt_batches import prompt_loader  # noqa: E402
 from medrlvr.training import builders  # noqa: E402
 from medrlvr.training.distributed import close_process_group  # noqa: E402
 from medrlvr.training.strategies import build_strategy, gathered_parameters, zero3  # noqa: E402

@@ -20,7 +20,7 @@ from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.models.loading import load_causal_lm
 from medrlvr.rewards.functions import RewardOutput
 from medrlvr.rewards.parsing import parse_completion
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
 from medrlvr.training.ppo_module import PPOModule
 

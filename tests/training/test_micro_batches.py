@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from medrlvr.config import config_dir, register_configs, to_train_config
 from medrlvr.data.bundled import load_bundled
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
 from medrlvr.training.optim import build_lr_scheduler
 from medrlvr.training.ppo_module import parameter_groups

@@ -13,7 +13,7 @@ from medrlvr.data.bundled import load_bundled
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.models.loading import load_causal_lm
 from medrlvr.rollout.hf import HFRolloutEngine
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
 from medrlvr.training.checkpointing import CheckpointCallback, latest_checkpoint, save_checkpoint
 from medrlvr.training.numerics import NumericsGuard

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
 from medrlvr.data.bundled import load_bundled
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders, sft_module
 from medrlvr.training.checkpointing import OPTIMIZER, STATE, TRAINABLE, CheckpointCallback, verify
 from medrlvr.training.sft_module import SFTModule

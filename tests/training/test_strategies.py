@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
 from medrlvr.data.bundled import load_bundled
 from medrlvr.data.schema import ExampleBatch
-from medrlvr.train import prompt_loader
+from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
 from medrlvr.training.distributed import combine_metrics, rank_order
 from medrlvr.training.strategies import (

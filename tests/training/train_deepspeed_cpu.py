@@ -9,9 +9,9 @@ import os
 from cpu_deepspeed import allow_deepspeed_on_cpu
 
 from medrlvr import train
-from medrlvr.training import strategies
+from medrlvr.training import run, strategies
 
-train.build_strategy = lambda cfg: allow_deepspeed_on_cpu(
+run.build_strategy = lambda cfg: allow_deepspeed_on_cpu(
     strategies.build_strategy(cfg), int(os.environ["LOCAL_WORLD_SIZE"])
 )
 

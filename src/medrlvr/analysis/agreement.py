@@ -16,7 +16,7 @@ from typing import Any
 
 from medrlvr.analysis.classifier import CompletionAnalysis, Stage, classify
 from medrlvr.analysis.io import load_completions
-from medrlvr.analysis.report import table
+from medrlvr.analysis.stage_report import table
 from medrlvr.config import AnalysisConfig
 from medrlvr.data.schema import DatasetError
 from medrlvr.rewards.parsing import FORMATS, ParseRules

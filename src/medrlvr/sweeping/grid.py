@@ -14,7 +14,7 @@ from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 
 from medrlvr.sweeping.base import LaunchingSweep
-from medrlvr.sweeping.tracking import SweepTracker, save_multirun_config
+from medrlvr.sweeping.sweep_tracking import SweepTracker, save_multirun_config
 
 
 def grid(overrides: list[Override]) -> list[list[str]]:

@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 from medrlvr.sweeping import tags as T
 from medrlvr.sweeping.base import LaunchingSweep
 from medrlvr.sweeping.space import SearchSpace
-from medrlvr.sweeping.tracking import SweepTracker, save_multirun_config, stable_key
+from medrlvr.sweeping.sweep_tracking import SweepTracker, save_multirun_config, stable_key
 
 log = logging.getLogger(__name__)
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)

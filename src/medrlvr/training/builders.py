@@ -39,7 +39,7 @@ from medrlvr.training.ppo_module import PPOModule
 from medrlvr.training.sft_module import SFTModule
 from medrlvr.training.strategies import hf_zero3_context, zero3
 from medrlvr.sweeping.tags import hydra_task_overrides, trial_run_name, trial_tags
-from medrlvr.training.tracking import ResumableMLFlowLogger
+from medrlvr.training.run_tracking import ResumableMLFlowLogger
 
 SYSTEM_PROMPTS = {"r1": R1_SYSTEM_PROMPT, "none": ""}
 

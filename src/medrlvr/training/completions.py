@@ -20,7 +20,7 @@ from medrlvr.data.schema import MCQExample
 TRAINING_TABLE = "completions.json"
 # a sample's fields copied into the table, in column order (the SFT samples have no reward or parse)
 SAMPLE_COLUMNS = ("id", "question", "options", "response", "letter", "answer", "correct", "format_error")
-# an evaluation record's fields copied into its table after the question (see medrlvr.evaluation.evaluate)
+# an evaluation record's fields copied into its table after the question (see medrlvr.evaluation.policy.evaluate)
 EVAL_COLUMNS = (
     "response", "letter", "answer", "correct", "format_error", "text_before_think", "reasoning_words",
     "response_tokens", "finish_reason",

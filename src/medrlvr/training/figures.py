@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from medrlvr.analysis.classifier import Stage
 from medrlvr.analysis.dynamics import dominant_stage, stage_phases
-from medrlvr.analysis.report import letter_distribution_figure, stage_fractions_figure, training_curves_figure
-from medrlvr.evaluation import letter_shares
+from medrlvr.analysis.stage_report import letter_distribution_figure, stage_fractions_figure, training_curves_figure
+from medrlvr.evaluation.policy import letter_shares
 
 CURVES = {"reward": "mean score", "accuracy": "share correct", "format rate": "share without format error"}
 

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from medrlvr.config import ConfigError
 from medrlvr.training.preflight import create_sqlite_store
-from medrlvr.training.tracking import ResumableMLFlowLogger
+from medrlvr.training.run_tracking import ResumableMLFlowLogger
 
 
 def _create_and_log(uri: str, name: str) -> None:

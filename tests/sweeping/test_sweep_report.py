@@ -1,6 +1,6 @@
 """The report keeps the best trial's test numbers apart from the table the trials are compared by."""
 
-from medrlvr.report import Sweep, Trial, best_trial_test, held_out_metrics, table
+from medrlvr.sweeping.sweep_report import Sweep, Trial, best_trial_test, held_out_metrics, table
 
 METRICS = {
     "eval/bundled_validation/accuracy": 0.5,
@@ -52,7 +52,7 @@ def test_a_best_trial_without_test_metrics_says_how_to_get_them():
 def test_equal_objectives_are_said_and_get_no_importance_plot(tmp_path, capsys):
     from dataclasses import replace
 
-    from medrlvr.report import plot_importances
+    from medrlvr.sweeping.sweep_report import plot_importances
 
     flat = replace(sweep(trial(0, 0.25, METRICS), trial(1, 0.25, METRICS)), kind="optuna")
     assert flat.all_equal and not sweep(trial(0, 0.25, METRICS), trial(1, 0.5, METRICS)).all_equal

@@ -148,16 +148,16 @@ class SweepTracker:
 
         Runs of this sweeper's trials that were still running (an interrupted sweep) are closed as KILLED.
         """
-        from medrlvr import report
+        from medrlvr.sweeping import sweep_report
 
         for trial in sorted(self._pending):
             run = self.trial_run(trial)
             if run is not None and run.info.status == "RUNNING":
                 self.client.set_terminated(run.info.run_id, "KILLED")
         try:
-            sweep = report.load_sweep(self.client, self.parent_run_id)
-            report.log_summary(self.client, sweep)
-            report.write_report(self.client, sweep, report_dir)
+            sweep = sweep_report.load_sweep(self.client, self.parent_run_id)
+            sweep_report.log_summary(self.client, sweep)
+            sweep_report.write_report(self.client, sweep, report_dir)
         except Exception:
             log.exception("could not write the sweep report; try: python -m medrlvr.report %s", self.experiment_name)
         self.client.set_terminated(self.parent_run_id, status)
