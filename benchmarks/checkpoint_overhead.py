@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.config import register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.training import builders
 from medrlvr.training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
 

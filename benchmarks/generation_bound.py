@@ -31,7 +31,8 @@ from collections.abc import Callable
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import TrainConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.registry import load_split
 from medrlvr.models.actor_critic import unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams

@@ -57,7 +57,8 @@ def measure(case: str) -> dict:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from medrlvr.config import config_dir, register_configs, to_train_config
+    from medrlvr.config import register_configs, to_train_config
+    from medrlvr.paths import config_dir
     from medrlvr.models.configs import load_model_config
     from medrlvr.plan.memory import DTYPE_BYTES, Workload, experience_item, no_grad_items, update_items
     from medrlvr.plan.sizes import Skeleton

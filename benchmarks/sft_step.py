@@ -20,7 +20,8 @@ import time
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.config import register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.registry import load_split
 from medrlvr.data.targets import sft_target
 from medrlvr.training import builders

@@ -35,7 +35,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import TrainConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.registry import load_split
 from medrlvr.models.loading import resolve_model_path
 from medrlvr.training.prompt_batches import prompt_loader

@@ -5,7 +5,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.evaluation.checkpoint import dataset_configs
 from medrlvr.policy_config import POLICY_CONFIG, apply_policy_config, read_policy_config, write_policy_config
 

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 
 from medrlvr.comparison.measurements import CompareError
 from medrlvr.comparison.run import compare_from_config
-from medrlvr.config import ConfigError, config_dir, register_configs
+from medrlvr.config import ConfigError, register_configs
+from medrlvr.paths import config_dir
 
 register_configs()
 

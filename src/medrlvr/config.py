@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from medrlvr.algo import registry
+from medrlvr.paths import sweeps_dir
 
 
 class ConfigError(ValueError):
@@ -783,33 +783,3 @@ def to_train_config(cfg: DictConfig) -> TrainConfig:
     """Validate a composed config (range checks included) and return it as dataclasses."""
     obj: Any = OmegaConf.to_object(cfg)
     return obj
-
-
-def config_dir() -> Path:
-    """The ``conf/`` folder: ``$MEDRLVR_CONFIG_DIR``, else the copy installed in the package, else the repo's."""
-    if "MEDRLVR_CONFIG_DIR" in os.environ:
-        return Path(os.environ["MEDRLVR_CONFIG_DIR"]).resolve()
-    installed = Path(__file__).parent / "conf"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "conf"
-
-
-def sweeps_dir() -> Path:
-    """The ``sweeps/`` folder (Hydra group ``sweep``): the copy installed in the package, else the repo's."""
-    installed = Path(__file__).parent / "sweeps"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "sweeps"
-
-
-def default_tracking_uri() -> str:
-    """SQLite store in the working directory (MLflow 3 refuses the old ``./mlruns`` file store)."""
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Artifacts of a SQLite store go to ``mlartifacts/`` beside the database; other stores keep their default."""
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-    return None

@@ -17,7 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from medrlvr.cli import error_boundary
-from medrlvr.config import config_dir, register_configs
+from medrlvr.config import register_configs
+from medrlvr.paths import config_dir
 from medrlvr.evaluation.checkpoint import evaluate_from_config
 
 register_configs()

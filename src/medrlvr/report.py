@@ -14,7 +14,8 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from medrlvr.config import ConfigError, default_tracking_uri
+from medrlvr.config import ConfigError
+from medrlvr.paths import default_tracking_uri
 from medrlvr.sweeping.sweep_report import default_report_dir, find_parent_run, load_sweep, report_sweep
 
 

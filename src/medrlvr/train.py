@@ -8,7 +8,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from medrlvr.cli import error_boundary
-from medrlvr.config import config_dir, register_configs
+from medrlvr.config import register_configs
+from medrlvr.paths import config_dir
 from medrlvr.training.run import run_training
 
 register_configs()

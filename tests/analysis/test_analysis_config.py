@@ -3,7 +3,8 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, register_configs, to_train_config
+from medrlvr.paths import config_dir
 
 register_configs()
 

@@ -4,7 +4,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from medrlvr.config import CompareConfig, ConfigError, config_dir, register_configs
+from medrlvr.config import CompareConfig, ConfigError, register_configs
+from medrlvr.paths import config_dir
 
 register_configs()
 

@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, register_configs, to_train_config
+from medrlvr.paths import config_dir
 
 register_configs()
 CONF = config_dir()

@@ -9,14 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from medrlvr.config import (
-    AlgoConfig,
-    CompareConfig,
-    EvaluateConfig,
-    TrainConfig,
-    config_dir,
-    register_configs,
-)
+from medrlvr.config import AlgoConfig, CompareConfig, EvaluateConfig, TrainConfig, register_configs
+from medrlvr.paths import config_dir
 from medrlvr.rewards.functions import LengthPenaltyReward
 
 register_configs()

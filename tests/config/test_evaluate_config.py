@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from medrlvr.config import ConfigError, EvaluateConfig, config_dir, register_configs
+from medrlvr.config import ConfigError, EvaluateConfig, register_configs
+from medrlvr.paths import config_dir
 from medrlvr.evaluation.checkpoint import dataset_configs
 
 register_configs()

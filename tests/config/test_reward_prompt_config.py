@@ -3,7 +3,8 @@
 import pytest
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.rewards.parsing import ParseRules
 from medrlvr.training.builders import build_reward, parse_rules
 

@@ -5,7 +5,8 @@ import sys
 
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import AlgoConfig, SFTConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import AlgoConfig, SFTConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 
 register_configs()
 

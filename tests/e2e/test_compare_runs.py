@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 
 from medrlvr.evaluation import checkpoint
 from medrlvr.comparison.run import run
-from medrlvr.config import CompareConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import CompareConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.training.run import train
 
 pytestmark = pytest.mark.slow

@@ -69,7 +69,8 @@ def saved_study_policy(folder: Path) -> Path:
     """A tiny policy saved as training saves it, with a config of the study's format and prompt (no pre-fill)."""
     from hydra import compose, initialize_config_dir
 
-    from medrlvr.config import config_dir, register_configs, to_train_config
+    from medrlvr.config import register_configs, to_train_config
+    from medrlvr.paths import config_dir
     from medrlvr.models.loading import load_causal_lm, load_tokenizer
     from medrlvr.policy_config import write_policy_config
 

@@ -6,7 +6,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.config import register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.policy_config import read_policy_config
 from medrlvr.training.run import train
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.config import register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.models.configs import load_model_config
 from medrlvr.plan.__main__ import main
 from medrlvr.plan.memory import GIB, Counts, Workload, memory_plan, model_state_items, update_items

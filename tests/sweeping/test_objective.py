@@ -7,7 +7,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from medrlvr.config import ConfigError, DataConfig, LoggerConfig, SFTConfig, TrainConfig, config_dir, register_configs
+from medrlvr.config import ConfigError, DataConfig, LoggerConfig, SFTConfig, TrainConfig, register_configs
+from medrlvr.paths import config_dir
 from medrlvr.sweeping.objective import check_objective
 
 register_configs()

@@ -8,7 +8,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from optuna.distributions import CategoricalDistribution
 
-from medrlvr.config import config_dir, register_configs, sweeps_dir, to_train_config
+from medrlvr.config import register_configs, to_train_config
+from medrlvr.paths import config_dir, sweeps_dir
 from medrlvr.sweeping.grid import grid
 from medrlvr.sweeping.space import SearchSpace
 

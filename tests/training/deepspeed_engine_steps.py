@@ -24,7 +24,8 @@ import torch.distributed as dist  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from medrlvr.algo import core  # noqa: E402
-from medrlvr.config import config_dir, register_configs, to_train_config  # noqa: E402
+from medrlvr.config import register_configs, to_train_config  # noqa: E402
+from medrlvr.paths import config_dir  # noqa: E402
 from medrlvr.training import builders  # noqa: E402
 from medrlvr.training.distributed import close_process_group  # noqa: E402
 from medrlvr.training.ppo_module import parameter_groups  # noqa: E402

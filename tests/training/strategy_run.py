@@ -23,7 +23,8 @@ import lightning as L  # noqa: E402
 from cpu_deepspeed import allow_deepspeed_on_cpu  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from medrlvr.config import config_dir, register_configs, to_train_config  # noqa: E402
+from medrlvr.config import register_configs, to_train_config  # noqa: E402
+from medrlvr.paths import config_dir  # noqa: E402
 from medrlvr.data.registry import load_split  # noqa: E402
 from medrlvr.training.prompt_batches import prompt_loader  # noqa: E402
 from medrlvr.training import builders  # noqa: E402

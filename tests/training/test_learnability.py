@@ -14,7 +14,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import TrainConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.bundled import load_bundled
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.models.loading import load_causal_lm

@@ -12,7 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import config_dir, register_configs, to_train_config
+from medrlvr.config import register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.bundled import load_bundled
 from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders

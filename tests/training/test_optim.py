@@ -9,7 +9,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from medrlvr.config import AlgoConfig, TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import AlgoConfig, TrainConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.training import builders
 from medrlvr.training.optim import build_lr_scheduler, learning_rates, load_lr_scheduler, optimizer_steps
 from medrlvr.training.ppo_module import PPOModule, grad_norm_stats

@@ -11,7 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from medrlvr.config import TrainConfig, config_dir, register_configs, to_train_config
+from medrlvr.config import TrainConfig, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.bundled import load_bundled
 from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders, sft_module

@@ -14,7 +14,8 @@ from lightning.pytorch.plugins.precision import DeepSpeedPrecision
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from lightning.pytorch.utilities import rank_zero_only
 
-from medrlvr.config import ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.config import ConfigError, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.data.bundled import load_bundled
 from medrlvr.data.schema import ExampleBatch
 from medrlvr.training.prompt_batches import prompt_loader

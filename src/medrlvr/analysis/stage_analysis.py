@@ -51,7 +51,8 @@ from medrlvr.analysis.stage_report import (
     plot_training_curves,
     table,
 )
-from medrlvr.config import AnalysisConfig, ConfigError, default_tracking_uri
+from medrlvr.config import AnalysisConfig, ConfigError
+from medrlvr.paths import default_tracking_uri
 from medrlvr.rewards.parsing import ParseRules
 
 

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from medrlvr.comparison.measurements import CompareError, collect, distribution, select_runs, trained_data
 from medrlvr.comparison.summary import Cell, summarize, write_outputs
-from medrlvr.config import CompareConfig, default_tracking_uri
+from medrlvr.config import CompareConfig
+from medrlvr.paths import default_tracking_uri
 
 
 def run(cfg: CompareConfig, out_dir: Path) -> list[Cell]:

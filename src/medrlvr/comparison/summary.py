@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from medrlvr.comparison.measurements import BASE, Measurement
-from medrlvr.config import CompareConfig, default_tracking_uri
+from medrlvr.config import CompareConfig
+from medrlvr.paths import default_tracking_uri
 
 
 @dataclass(frozen=True)

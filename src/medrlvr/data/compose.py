@@ -10,7 +10,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from medrlvr.config import ConfigError, DataConfig, PromptConfig, config_dir
+from medrlvr.config import ConfigError, DataConfig, PromptConfig
+from medrlvr.paths import config_dir
 
 
 def compose_data(name: str, overrides: dict[str, Any] | None = None, prompt: PromptConfig | None = None) -> DataConfig:

@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
-from medrlvr.config import ConfigError, DataConfig, EvaluateConfig, LoggerConfig, default_tracking_uri
+from medrlvr.config import ConfigError, DataConfig, EvaluateConfig, LoggerConfig
+from medrlvr.paths import default_tracking_uri
 from medrlvr.data.compose import named_datasets
 from medrlvr.data.lengths import fit_to_context
 from medrlvr.data.registry import load_split_report

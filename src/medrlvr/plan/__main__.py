@@ -19,7 +19,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from medrlvr.config import AlgoConfig, ConfigError, config_dir, register_configs, to_train_config
+from medrlvr.config import AlgoConfig, ConfigError, register_configs, to_train_config
+from medrlvr.paths import config_dir
 from medrlvr.models.configs import load_model_config
 from medrlvr.models.loading import ModelLoadError
 from medrlvr.plan.memory import activation_dtype, memory_plan

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from medrlvr.config import artifact_location, default_tracking_uri
+from medrlvr.paths import artifact_location, default_tracking_uri
 from medrlvr.mlflow_ui import mark_model_training
 from medrlvr.sweeping import tags as T
 

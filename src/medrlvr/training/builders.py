@@ -12,18 +12,8 @@ import lightning as L
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from medrlvr.config import (
-    LoggerConfig,
-    ModelConfig,
-    PromptConfig,
-    RewardConfig,
-    RolloutConfig,
-    SFTConfig,
-    TrainConfig,
-    TrainerConfig,
-    artifact_location,
-    default_tracking_uri,
-)
+from medrlvr.config import LoggerConfig, ModelConfig, PromptConfig, RewardConfig, RolloutConfig, SFTConfig, TrainConfig, TrainerConfig
+from medrlvr.paths import artifact_location, default_tracking_uri
 from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilder
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.data.schema import MCQExample

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from medrlvr.analysis.callback import StageAnalysisCallback
-from medrlvr.config import TrainConfig, default_tracking_uri, to_train_config
+from medrlvr.config import TrainConfig, to_train_config
+from medrlvr.paths import default_tracking_uri
 from medrlvr.data.compose import eval_set_params, set_name
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.registry import load_split
