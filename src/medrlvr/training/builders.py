@@ -239,9 +239,11 @@ def build_reward(cfg: RewardConfig) -> RewardFn:
     scores = dict(format_error=cfg.format_error, wrong_answer=cfg.wrong_answer, correct_answer=cfg.correct_answer)
     rules = parse_rules(cfg)
     if cfg.name == "weighted":
-        params = [{k: v for k, v in entry.items() if k not in ("name", "weight")} for entry in cfg.rewards]
         return WeightedRewards(
-            rewards={e["name"]: REWARDS[e["name"]](rules=rules, **p) for e, p in zip(cfg.rewards, params)},
+            rewards={
+                e["name"]: REWARDS[e["name"]](rules=rules, **{k: v for k, v in e.items() if k not in ("name", "weight")})
+                for e in cfg.rewards
+            },
             weights={e["name"]: float(e["weight"]) for e in cfg.rewards},
         )
     if cfg.name == "length_penalty":
