@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from medrlvr.algo import registry
 from medrlvr.paths import sweeps_dir
+from medrlvr.rewards.functions import REWARDS
 
 
 class ConfigError(ValueError):
@@ -164,6 +165,10 @@ class RewardConfig:
     (text before ``<think>`` allowed and reported). ``match_option_text``: an answer that is exactly one
     option's text chooses that option (off: a format failure, ``option_text``). See
     :mod:`medrlvr.rewards.parsing`.
+
+    ``name=weighted`` sums ``rewards``, a list of ``{name, weight, <that reward's parameters>}`` (unset parameters
+    take the reward's own defaults; ``format`` and ``match_option_text`` apply to all); the first is
+    authoritative for the parse (:class:`~medrlvr.rewards.weighted.WeightedRewards`).
     """
 
     name: str = "default"
@@ -178,13 +183,23 @@ class RewardConfig:
     structure_penalty: float = 0.0
     format: str = "strict"
     match_option_text: bool = False
+    rewards: list[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check(
-            self.name in ("default", "length_penalty", "partial_format", "composite"),
+            self.name in (*REWARDS, "weighted"),
             "reward.name",
-            f"unknown reward {self.name!r}",
+            f"unknown reward {self.name!r}; choose one of {', '.join((*REWARDS, 'weighted'))}",
         )
+        _check(
+            (self.name == "weighted") == bool(self.rewards),
+            "reward.rewards",
+            "reward=weighted needs a non-empty list of {name, weight, ...}" if self.name == "weighted"
+            else f"only used by reward=weighted, not reward={self.name}",
+        )
+        names = [_check_weighted_entry(f"reward.rewards[{i}]", entry) for i, entry in enumerate(self.rewards)]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        _check(not duplicates, "reward.rewards", f"each reward may appear once, repeated: {', '.join(duplicates)}")
         _check(self.format in ("strict", "study"), "reward.format", f"must be strict or study, got {self.format!r}")
         _check(
             self.name != "partial_format" or self.format_error <= self.partial_format <= self.wrong_answer,
@@ -197,6 +212,28 @@ class RewardConfig:
         _check(self.leak_window_words >= 1, "reward.leak_window_words", "must be >= 1")
         _check(self.leak_penalty >= 0, "reward.leak_penalty", "must be >= 0")
         _check(self.structure_penalty >= 0, "reward.structure_penalty", "must be >= 0")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_weighted_entry(key: str, entry: Any) -> str:
+    """One ``reward.rewards`` entry is ``{name, weight, <parameters of that reward>}`` with numbers; its name."""
+    _check(isinstance(entry, dict), key, f"must be a mapping {{name, weight, ...}}, got {entry!r}")
+    name = entry.get("name")
+    _check(name in REWARDS, f"{key}.name", f"unknown reward {name!r}; choose one of {', '.join(REWARDS)}")
+    _check(_is_number(entry.get("weight")), f"{key}.weight", f"must be a number, got {entry.get('weight')!r}")
+    parameters = {f.name for f in fields(REWARDS[name]) if f.name != "rules"}
+    for param, value in entry.items():
+        if param not in ("name", "weight"):
+            _check(param in parameters, f"{key}.{param}", f"not a parameter of {name}: {', '.join(sorted(parameters))}")
+            _check(_is_number(value), f"{key}.{param}", f"must be a number, got {value!r}")
+    try:  # the single reward's range checks, reported under this entry's key
+        RewardConfig(**{k: v for k, v in entry.items() if k != "weight"})
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("reward.", f"{key}.", 1)) from None
+    return name
 
 
 LR_SCHEDULERS = ("constant", "cosine_with_min_lr")

@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medrlvr.analysis.classifier import FLAGS, Stage
+from medrlvr.rewards.functions import CORRECTNESS, PARTIAL_FORMAT_CREDIT, REWARDS
 from medrlvr.rewards.parsing import FORMAT_ERRORS
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,10 @@ PLACEHOLDERS = {
     "set": "bundled_validation|bundled_ood",
     "K": r"\d+",
     "X": "[A-J]",
+    # a reward's components, and the rewards' names (the components of reward=weighted)
+    "component": "|".join(
+        {CORRECTNESS, PARTIAL_FORMAT_CREDIT, *REWARDS, *(p for reward in REWARDS.values() for p in reward.PENALTIES)}
+    ),
 }
 # documented rows no tiny CPU run can show: a GPU's memory, and letters of answered completions (the tiny
 # random model answers none); system metrics are off by default (tests/e2e/test_run_record.py turns them on)

@@ -102,7 +102,7 @@ def test_length_penalty_formula():
     out = reward([short, long, broken, short], ["B", "B", "B", "C"], [LETTERS] * 4)
     assert out.scores == pytest.approx([1.0 - 0.4, 1.0, -1.0, 0.0 - 0.4])
     assert out.reasoning_words == [2, 12, 0, 2]
-    assert out.penalties == pytest.approx([0.4, 0.0, 0.0, 0.4])
+    assert out.components["length_penalty"] == pytest.approx([-0.4, 0.0, 0.0, -0.4])
 
 
 def test_length_penalty_makes_direct_answers_worse_than_reasoned_ones():
@@ -220,7 +220,8 @@ def test_composite_penalises_answering_before_reasoning_and_reasoning_before_thi
     out = reward(
         [reasoned, leaked, direct, steps, steps_and_leak, broken], ["B"] * 6, [LETTERS] * 6
     )
-    assert out.penalties == pytest.approx([0.0, 0.5, 0.5, 0.5, 1.0, 0.0])
+    assert out.components["leak_penalty"] == pytest.approx([0.0, -0.5, -0.5, 0.0, -0.5, 0.0])
+    assert out.components["structure_penalty"] == pytest.approx([0.0, 0.0, 0.0, -0.5, -0.5, 0.0])
     assert out.scores == pytest.approx([1.0, 0.5, 0.5, 0.5, -1.0, -1.0])
 
 
@@ -232,4 +233,4 @@ def test_composite_reads_the_letter_as_the_answer_parser_does():
         "<think>A patient with low ferritin lacks iron, answer B.</think><answer>B</answer>": 0.0,  # after word 4
     }
     out = reward(list(cases), ["B"] * 3, [LETTERS] * 3)
-    assert out.penalties == pytest.approx(list(cases.values()))
+    assert out.components["leak_penalty"] == pytest.approx([-p for p in cases.values()])

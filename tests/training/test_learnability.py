@@ -52,7 +52,7 @@ class FirstTokenInSetReward:
             parsed=[parse_completion(t, letters) for t, letters in zip(completions, valid_letters)],
             correct=[s > 0 for s in scores],
             reasoning_words=[0] * len(scores),
-            penalties=[0.0] * len(scores),
+            components={"first_token": scores},
         )
 
 

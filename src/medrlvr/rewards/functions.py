@@ -1,30 +1,20 @@
-"""Rule-based rewards: text in, scores and an info dict out (pure Python, no torch).
+"""Rule-based rewards, each a :class:`~medrlvr.rewards.base.RewardFn` reading completions with its :class:`ParseRules`.
 
-Contract: ``reward(completions, answers, valid_letters, options=None) -> RewardOutput``. ``completions`` are
-full responses (including any pre-filled ``<think>``), ``answers`` the correct letters, ``valid_letters`` the
-option letters of each question and ``options`` its option texts by letter (needed by
-``ParseRules.match_option_text``). Each reward reads completions with its :class:`ParseRules`.
+Every reward reports the component ``correctness`` (the study's scheme) and its shaping terms under their own
+names (``length_penalty``; ``leak_penalty`` and ``structure_penalty``; ``partial_format_credit``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
+from medrlvr.rewards.base import Options, RewardOutput
 from medrlvr.rewards.parsing import ParsedCompletion, ParseRules, answer_block_letter, parse_completion, stated_letters
 
-Options = Sequence[Mapping[str, str]]
-
-
-@dataclass(frozen=True)
-class RewardOutput:
-    """Per-completion scores plus what the parser saw (for metrics and analysis)."""
-
-    scores: list[float]
-    parsed: list[ParsedCompletion]
-    correct: list[bool]
-    reasoning_words: list[int]
-    penalties: list[float] = field(default_factory=list)
+CORRECTNESS = "correctness"
+PARTIAL_FORMAT_CREDIT = "partial_format_credit"
 
 
 def reasoning_length(parsed: ParsedCompletion) -> int:
@@ -52,7 +42,13 @@ def _check_inputs(
 
 @dataclass(frozen=True)
 class CorrectnessReward:
-    """The study's scheme: one value for a format failure, one for a wrong answer, one for a right one."""
+    """The study's scheme: one value for a format failure, one for a wrong answer, one for a right one.
+
+    Subclasses shape it with named penalties: :attr:`PENALTIES` names what :meth:`penalties` returns, each
+    subtracted from the base score and reported as a component (with a minus sign).
+    """
+
+    PENALTIES: ClassVar[tuple[str, ...]] = ()
 
     format_error: float = -1.0
     wrong_answer: float = 0.0
@@ -64,9 +60,9 @@ class CorrectnessReward:
             return self.format_error
         return self.correct_answer if parsed.letter == answer else self.wrong_answer
 
-    def penalty(self, parsed: ParsedCompletion) -> float:
-        """Shaping term subtracted from the base score; none for the plain scheme."""
-        return 0.0
+    def penalties(self, parsed: ParsedCompletion) -> tuple[float, ...]:
+        """The shaping terms (one per name in :attr:`PENALTIES`) subtracted from the base score; none here."""
+        return ()
 
     def parse(
         self, completions: Sequence[str], valid_letters: Sequence[str], options: Options | None
@@ -84,14 +80,17 @@ class CorrectnessReward:
     ) -> RewardOutput:
         _check_inputs(completions, answers, valid_letters, options, self.rules)
         parsed = self.parse(completions, valid_letters, options)
-        penalties = [self.penalty(p) for p in parsed]
-        scores = [self.base_score(p, a) - pen for p, a, pen in zip(parsed, answers, penalties)]
+        bases = [self.base_score(p, a) for p, a in zip(parsed, answers)]
+        penalties = [self.penalties(p) for p in parsed]
         return RewardOutput(
-            scores=scores,
+            scores=[base - sum(terms) for base, terms in zip(bases, penalties)],
             parsed=parsed,
             correct=[p.format_ok and p.letter == a for p, a in zip(parsed, answers)],
             reasoning_words=[reasoning_length(p) for p in parsed],
-            penalties=penalties,
+            components={
+                CORRECTNESS: bases,
+                **{name: [0.0 - terms[i] for terms in penalties] for i, name in enumerate(self.PENALTIES)},
+            },
         )
 
 
@@ -105,14 +104,16 @@ class LengthPenaltyReward(CorrectnessReward):
     penalised twice. This is the remedy the study proposes against answering without reasoning.
     """
 
+    PENALTIES: ClassVar[tuple[str, ...]] = ("length_penalty",)
+
     min_reasoning_words: int = 20  # conf/reward/length_penalty.yaml
     penalty_coef: float = 0.5
 
-    def penalty(self, parsed: ParsedCompletion) -> float:
+    def penalties(self, parsed: ParsedCompletion) -> tuple[float, ...]:
         if not parsed.format_ok or self.min_reasoning_words <= 0:
-            return 0.0
+            return (0.0,)
         shortfall = max(0, self.min_reasoning_words - reasoning_length(parsed))
-        return self.penalty_coef * shortfall / self.min_reasoning_words
+        return (self.penalty_coef * shortfall / self.min_reasoning_words,)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ class CompositeReward(CorrectnessReward):
     step-by-step exploit). Format failures already get ``format_error`` and are not penalised twice.
     """
 
+    PENALTIES: ClassVar[tuple[str, ...]] = ("leak_penalty", "structure_penalty")
+
     min_reasoning_words: int = 10
     leak_window_words: int = 10
     leak_penalty: float = 0.5
@@ -139,10 +142,10 @@ class CompositeReward(CorrectnessReward):
         words = (parsed.think or "").split()
         return len(words) < self.min_reasoning_words or bool(stated_letters(" ".join(words[: self.leak_window_words])))
 
-    def penalty(self, parsed: ParsedCompletion) -> float:
+    def penalties(self, parsed: ParsedCompletion) -> tuple[float, ...]:
         if not parsed.format_ok:
-            return 0.0
-        return self.leak_penalty * self.answered_early(parsed) + self.structure_penalty * bool(parsed.text_before_think)
+            return 0.0, 0.0
+        return self.leak_penalty * self.answered_early(parsed), self.structure_penalty * bool(parsed.text_before_think)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ class PartialFormatReward(CorrectnessReward):
     A completion that fails the strict format but still holds exactly one ``<answer>…</answer>`` block naming
     one valid option letter scores ``partial_format`` (between ``format_error`` and ``wrong_answer``) instead
     of ``format_error``, whether or not that letter is right: it pays for reaching the answer format, never
-    for a correct answer outside it. Well-formatted completions score as in the default scheme.
+    for a correct answer outside it. Well-formatted completions score as in the default scheme. The credit
+    (``partial_format − format_error``, else 0) is the component ``partial_format_credit``.
     """
 
     partial_format: float = -0.5
@@ -166,8 +170,24 @@ class PartialFormatReward(CorrectnessReward):
     ) -> RewardOutput:
         out = super().__call__(completions, answers, valid_letters, options)
         given = options if options is not None else [None] * len(completions)
-        scores = [
-            self.partial_format if not parsed.format_ok and answer_block_letter(text, v, self.rules, o) else score
-            for score, parsed, text, v, o in zip(out.scores, out.parsed, completions, valid_letters, given)
+        partial = [
+            not parsed.format_ok and answer_block_letter(text, v, self.rules, o) is not None
+            for parsed, text, v, o in zip(out.parsed, completions, valid_letters, given)
         ]
-        return replace(out, scores=scores)
+        return replace(
+            out,
+            scores=[self.partial_format if p else score for p, score in zip(partial, out.scores)],
+            components={
+                **out.components,
+                PARTIAL_FORMAT_CREDIT: [self.partial_format - self.format_error if p else 0.0 for p in partial],
+            },
+        )
+
+
+# the rewards by their ``reward.name`` (conf/reward/<name>.yaml); each dataclass field but ``rules`` is a parameter
+REWARDS: dict[str, type[CorrectnessReward]] = {
+    "default": CorrectnessReward,
+    "length_penalty": LengthPenaltyReward,
+    "partial_format": PartialFormatReward,
+    "composite": CompositeReward,
+}

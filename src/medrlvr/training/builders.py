@@ -18,8 +18,16 @@ from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilde
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.data.schema import MCQExample
 from medrlvr.models.loading import context_length_of, load_causal_lm, load_tokenizer
-from medrlvr.rewards.functions import CompositeReward, CorrectnessReward, LengthPenaltyReward, PartialFormatReward
+from medrlvr.rewards.base import RewardFn
+from medrlvr.rewards.functions import (
+    REWARDS,
+    CompositeReward,
+    CorrectnessReward,
+    LengthPenaltyReward,
+    PartialFormatReward,
+)
 from medrlvr.rewards.parsing import ParseRules
+from medrlvr.rewards.weighted import WeightedRewards
 from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.rollout.hf import HFRolloutEngine
 from medrlvr.rollout.placement import EnginePlacement, trainer_placement
@@ -216,9 +224,18 @@ def parse_rules(cfg: RewardConfig) -> ParseRules:
     return ParseRules(format=cfg.format, match_option_text=cfg.match_option_text)
 
 
-def build_reward(cfg: RewardConfig) -> CorrectnessReward:
+def build_reward(cfg: RewardConfig) -> RewardFn:
+    """The reward ``reward.name`` names, with its parameters; ``weighted`` sums ``reward.rewards`` with weights."""
     scores = dict(format_error=cfg.format_error, wrong_answer=cfg.wrong_answer, correct_answer=cfg.correct_answer)
     rules = parse_rules(cfg)
+    if cfg.name == "weighted":
+        return WeightedRewards(
+            rewards={
+                e["name"]: REWARDS[e["name"]](rules=rules, **{k: v for k, v in e.items() if k not in ("name", "weight")})
+                for e in cfg.rewards
+            },
+            weights={e["name"]: float(e["weight"]) for e in cfg.rewards},
+        )
     if cfg.name == "length_penalty":
         return LengthPenaltyReward(
             **scores, rules=rules, min_reasoning_words=cfg.min_reasoning_words, penalty_coef=cfg.penalty_coef

@@ -26,7 +26,7 @@ from medrlvr.config import AlgoConfig, RolloutConfig
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import ExampleBatch, MCQExample
 from medrlvr.models.actor_critic import ActorCritic
-from medrlvr.rewards.functions import CorrectnessReward, RewardOutput
+from medrlvr.rewards.base import RewardFn, RewardOutput
 from medrlvr.rewards.parsing import FORMAT_ERRORS, ParsedCompletion
 from medrlvr.rollout.base import EngineBuilder, RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.training.distributed import gather_metrics
@@ -89,7 +89,7 @@ class PPOModule(PolicyModule):
         model: ActorCritic | None,
         engine: RolloutEngine | None,
         prompt_builder: PromptBuilder,
-        reward_fn: CorrectnessReward,
+        reward_fn: RewardFn,
         algo: AlgoConfig,
         rollout: RolloutConfig,
         seed: int,
@@ -309,7 +309,7 @@ class PPOModule(PolicyModule):
             "reward/format_rate": sum(p.format_ok for p in scored.parsed) / len(scored.parsed),
             "response/text_before_think_rate": sum(bool(p.text_before_think) for p in scored.parsed)
             / len(scored.parsed),
-            "reward/length_penalty": sum(scored.penalties) / len(scored.penalties),
+            **{f"reward/{name}": sum(values) / len(values) for name, values in scored.components.items()},
             "response/tokens_mean": lengths.mean().item(),
             "response/tokens_max": lengths.max().item(),
             "response/truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
