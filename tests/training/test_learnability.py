@@ -19,7 +19,7 @@ from medrlvr.paths import config_dir
 from medrlvr.data.bundled import load_bundled
 from medrlvr.models.actor_critic import ActorCritic
 from medrlvr.models.loading import load_causal_lm
-from medrlvr.rewards.functions import RewardOutput
+from medrlvr.rewards.base import RewardOutput
 from medrlvr.rewards.parsing import parse_completion
 from medrlvr.training.prompt_batches import prompt_loader
 from medrlvr.training import builders
