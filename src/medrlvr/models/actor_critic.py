@@ -277,12 +277,6 @@ class ActorCritic(nn.Module):
         )
         return self.value_head(hidden)
 
-    def merged_policy(self) -> nn.Module:
-        """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
-        if not self.uses_lora:
-            return self.actor
-        return copy.deepcopy(self.actor).merge_and_unload()
-
 
 def _frozen(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
