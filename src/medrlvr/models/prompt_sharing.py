@@ -16,6 +16,8 @@ prefills every prompt token but the last (its decoding loop feeds the last one a
 rows from the cache and samples a token per step, which a training forward has no use for.
 
 Positions skip padding (:func:`position_ids`), so every row sees the positions of a plain left-padded pass.
+The training forward may also start from the cached output of frozen layers (:func:`layer_slice`), on a
+model under a peft wrapper (:func:`unwrap`).
 """
 
 from __future__ import annotations
