@@ -4,7 +4,8 @@ import warnings
 
 import torch
 
-from medrlvr.models.actor_critic import ActorCritic, LoraSettings, PromptSharing
+from medrlvr.models.actor_critic import ActorCritic, LoraSettings
+from medrlvr.models.prompt_sharing import PromptSharing
 from medrlvr.models.loading import load_causal_lm
 from medrlvr.rollout.base import SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from medrlvr.config import VLLMConfig
-from medrlvr.models.actor_critic import LoraSettings, response_hidden_states, with_lora
+from medrlvr.models.actor_critic import LoraSettings, with_lora
 from medrlvr.models.loading import BUNDLED_MODEL, load_causal_lm, load_tokenizer
+from medrlvr.models.prompt_sharing import response_hidden_states
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine
 
@@ -194,7 +195,7 @@ TENSOR_PARALLEL_SCRIPT = textwrap.dedent(
     import os, torch
     from transformers import AutoModelForCausalLM, LlamaConfig
     from medrlvr.config import VLLMConfig
-    from medrlvr.models.actor_critic import response_hidden_states
+    from medrlvr.models.prompt_sharing import response_hidden_states
     from medrlvr.models.loading import BUNDLED_MODEL, load_tokenizer
     from medrlvr.rollout.base import SamplingParams
     from medrlvr.rollout.hf import pad_after_common_prefix

@@ -7,7 +7,8 @@
   halves the forward passes on a CPU; ``none`` builds no critic (GRPO, RLOO, REINFORCE++).
 
 Only response positions go through the LM head, which saves most of the vocabulary projection, and they go
-through it in chunks of ``logits_chunk_size`` tokens (:mod:`medrlvr.models.logprobs`).
+through it in chunks of ``logits_chunk_size`` tokens (:mod:`medrlvr.models.logprobs`). Prompt tokens that
+several rows share run once (:mod:`medrlvr.models.prompt_sharing`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,17 @@ from typing import Literal
 
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import Cache
 
 from medrlvr.models.logprobs import EntropyMode, token_logprobs
+from medrlvr.models.prompt_sharing import (
+    PromptSharing,
+    layer_slice,
+    position_ids,
+    response_hidden_states,
+    shared_pass,
+    unwrap,
+)
 
 CriticMode = Literal["separate", "shared", "none"]
 
@@ -73,133 +82,6 @@ def _with_lora(model: nn.Module, lora: LoraSettings, num_layers: int) -> nn.Modu
 def with_lora(model: nn.Module, lora: LoraSettings) -> nn.Module:
     """``model`` with LoRA adapters as ``lora`` says; ``model`` itself when ``lora.rank`` is 0."""
     return _with_lora(model, lora, model.config.num_hidden_layers) if lora.rank > 0 else model
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under any peft wrapper."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that skip padding, as ``generate`` computes them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-
-
-@contextlib.contextmanager
-def _layer_slice(decoder: nn.Module, start: int, stop: int | None = None) -> Iterator[None]:
-    """Temporarily keep only ``decoder.layers[start:stop]``, e.g. to begin a pass from cached hidden states.
-
-    The kept layers are renumbered from 0 meanwhile, so that a KV cache built during the slice is a
-    well-formed cache of the slice (attention masks read the cache length from layer 0).
-    """
-    layers = decoder.layers
-    kept = list(layers)[start:stop]
-    attentions = [layer.self_attn for layer in kept if hasattr(getattr(layer, "self_attn", None), "layer_idx")]
-    numbers = [attention.layer_idx for attention in attentions]
-    decoder.layers = nn.ModuleList(kept)
-    for index, attention in enumerate(attentions):
-        attention.layer_idx = index
-    try:
-        yield
-    finally:
-        decoder.layers = layers
-        for attention, number in zip(attentions, numbers):
-            attention.layer_idx = number
-
-
-@dataclass(frozen=True)
-class PromptSharing:
-    """How rows share prompt tokens: the first ``shared`` columns are the same in every row, and consecutive
-    groups of ``group_size`` rows (samples of one prompt) have the same first ``prompt_length`` columns.
-
-    Passes then run the shared columns once, each group's prompt once, and only the responses per row.
-    """
-
-    prompt_length: int = 0
-    shared: int = 0
-    group_size: int = 1
-
-    @staticmethod
-    def detect(
-        input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, group_size: int = 1
-    ) -> PromptSharing:
-        """The sharing of a batch whose rows are ``prompt_length`` prompt tokens then a response.
-
-        Raises ValueError when the rows do not come in groups of ``group_size`` with equal prompts.
-        """
-        if prompt_length == 0:
-            return PromptSharing()
-        prompts = torch.stack([input_ids[:, :prompt_length], attention_mask[:, :prompt_length].to(input_ids.dtype)])
-        firsts = prompts[:, ::group_size]
-        if group_size > 1 and not torch.equal(prompts, firsts.repeat_interleave(group_size, 1)):
-            raise ValueError(f"rows do not come in groups of {group_size} sharing their first {prompt_length} tokens")
-        same = (prompts == prompts[:, :1]).all(dim=0).all(dim=0)
-        differing = (~same).nonzero()
-        shared = int(differing[0]) if len(differing) else prompt_length
-        return PromptSharing(prompt_length, min(shared, prompt_length - 1), group_size)
-
-
-def _shared_pass(
-    run: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache], torch.Tensor],
-    inputs: torch.Tensor,
-    attention_mask: torch.Tensor,
-    sharing: PromptSharing,
-) -> torch.Tensor:
-    """Hidden states ``(N, L, H)`` of ``run`` over all rows, running shared prompt columns once through a KV cache.
-
-    ``run(inputs, attention_mask, position_ids, cache)`` runs the model on a column slice of ``inputs`` (token
-    ids or embeddings) after the tokens already in ``cache``; ``attention_mask`` covers both.
-    """
-    rows, prompt_length, shared, group = inputs.shape[0], sharing.prompt_length, sharing.shared, sharing.group_size
-    positions = position_ids(attention_mask)
-    cache = DynamicCache()
-    parts = []
-    if shared:
-        prefix = run(inputs[:1, :shared], attention_mask[:1, :shared], positions[:1, :shared], cache)
-        cache.batch_repeat_interleave(rows // group)
-        parts.append(prefix.expand(rows, -1, -1))
-    firsts = slice(None, None, group)
-    prompts = run(
-        inputs[firsts, shared:prompt_length], attention_mask[firsts, :prompt_length], positions[firsts, shared:prompt_length], cache
-    )
-    cache.batch_repeat_interleave(group)
-    parts.append(prompts.repeat_interleave(group, 0))
-    if inputs.shape[1] > prompt_length:
-        parts.append(run(inputs[:, prompt_length:], attention_mask, positions[:, prompt_length:], cache))
-    return torch.cat(parts, dim=1)
-
-
-def response_hidden_states(
-    trunk: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_length: int,
-    frozen_hidden: torch.Tensor | None = None,
-    frozen_layers: int = 0,
-    sharing: PromptSharing | None = None,
-) -> torch.Tensor:
-    """Last hidden states at the positions that predict each response token: ``(B, T, H)``.
-
-    With ``frozen_hidden`` (the input of layer ``frozen_layers``, from :meth:`ActorCritic.frozen_prefix`),
-    only the layers from ``frozen_layers`` on are run. With ``sharing``, shared prompt tokens run once
-    (gradients flow through the shared KV cache), unless gradient checkpointing forbids the cache.
-    """
-    decoder = unwrap(trunk)
-    inputs = input_ids if frozen_hidden is None else frozen_hidden
-    key = "input_ids" if frozen_hidden is None else "inputs_embeds"
-    checkpointing = getattr(decoder, "gradient_checkpointing", False) and decoder.training
-
-    def run(part: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
-        return trunk(
-            **{key: part}, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
-        ).last_hidden_state
-
-    with _layer_slice(decoder, frozen_layers) if frozen_hidden is not None else contextlib.nullcontext():
-        if sharing is None or sharing.prompt_length == 0 or checkpointing:
-            hidden = run(inputs, attention_mask, position_ids(attention_mask), None)
-        else:
-            hidden = _shared_pass(run, inputs, attention_mask, sharing)
-    return hidden[:, -response_length - 1 : -1]
 
 
 @contextlib.contextmanager
@@ -310,12 +192,12 @@ class ActorCritic(nn.Module):
             return None
         decoder = unwrap(self.actor).get_decoder()
 
-        def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
+        def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache | None) -> torch.Tensor:
             return self._run_frozen(decoder, ids, mask, positions, cache)
 
         if sharing is None or sharing.prompt_length == 0 or not self.share_prompts:
             return run(input_ids, attention_mask, position_ids(attention_mask), None)
-        return _shared_pass(run, input_ids, attention_mask, sharing)
+        return shared_pass(run, input_ids, attention_mask, sharing)
 
     def _run_frozen(
         self,
@@ -323,13 +205,13 @@ class ActorCritic(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
-        cache: DynamicCache | None,
+        cache: Cache | None,
     ) -> torch.Tensor:
         """Output of the last frozen layer for ``input_ids`` (after any tokens already in ``cache``)."""
         captured: list[torch.Tensor] = []
         hook = decoder.layers[self.frozen_layers - 1].register_forward_hook(lambda m, a, out: captured.append(out))
         try:
-            with _layer_slice(decoder, 0, self.frozen_layers):
+            with layer_slice(decoder, 0, self.frozen_layers):
                 decoder(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
@@ -394,12 +276,6 @@ class ActorCritic(nn.Module):
             trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers, sharing
         )
         return self.value_head(hidden)
-
-    def merged_policy(self) -> nn.Module:
-        """The actor as a plain transformers model (LoRA merged into a copy), ready for ``save_pretrained``."""
-        if not self.uses_lora:
-            return self.actor
-        return copy.deepcopy(self.actor).merge_and_unload()
 
 
 def _frozen(model: nn.Module) -> nn.Module:

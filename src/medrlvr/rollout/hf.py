@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from transformers import (
+    Cache,
     LogitsProcessorList,
     PreTrainedTokenizerBase,
     StaticCache,
@@ -20,7 +21,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from medrlvr.models.actor_critic import position_ids
+from medrlvr.models.prompt_sharing import position_ids, prefill_prompts
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 
 
@@ -88,28 +89,25 @@ class HFRolloutEngine:
     ) -> StaticCache:
         """KV cache of every prompt token but the last, for ``copies`` samples of each prompt.
 
-        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt. The cache is
-        allocated once at its final length (a growing cache copies itself at every step, which took most of
-        the decoding time on a CPU) and its rows are copied twice: the prefix to every prompt, then every
-        prompt to its samples.
+        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt
+        (:func:`~medrlvr.models.prompt_sharing.prefill_prompts`). The cache is allocated once at its final
+        length: a growing cache copies itself at every step, which took most of the decoding time on a CPU.
         """
         cache = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
-        positions = position_ids(prompt_mask)
-        prompts = torch.arange(prompt_ids.shape[0], device=prompt_ids.device)
-        if shared:
-            self.model(input_ids=prompt_ids[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
-            cache.reorder_cache(torch.zeros_like(prompts))
-        last = prompt_ids.shape[1] - 1
-        if last > shared:
-            self.model(
-                input_ids=prompt_ids[:, shared:last],
-                attention_mask=prompt_mask[:, :last],
-                position_ids=positions[:, shared:last],
+
+        def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
+            return self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
-            )
-        cache.reorder_cache(prompts.repeat_interleave(copies))
+            ).logits
+
+        last = prompt_ids.shape[1] - 1
+        positions = position_ids(prompt_mask)
+        prefill_prompts(run, prompt_ids[:, :last], prompt_mask[:, :last], positions[:, :last], shared, copies, cache)
         return cache
 
     def _generate_chunk(
