@@ -34,7 +34,7 @@ from hydra import compose, initialize_config_dir
 from medrlvr.config import TrainConfig, register_configs, to_train_config
 from medrlvr.paths import config_dir
 from medrlvr.data.registry import load_split
-from medrlvr.models.actor_critic import unwrap
+from medrlvr.models.prompt_sharing import unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
 from medrlvr.training.prompt_batches import prompt_loader

@@ -19,7 +19,7 @@ import torch
 
 from medrlvr.config import PromptConfig, RolloutConfig, VLLMConfig
 from medrlvr.data.bundled import load_bundled
-from medrlvr.models.actor_critic import response_hidden_states
+from medrlvr.models.prompt_sharing import response_hidden_states
 from medrlvr.models.loading import BUNDLED_MODEL, load_causal_lm, load_tokenizer
 from medrlvr.rollout.base import RolloutBatch, RolloutEngine, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine

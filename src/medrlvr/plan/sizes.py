@@ -16,7 +16,8 @@ from unittest import mock
 import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
-from medrlvr.models.actor_critic import LoraSettings, unwrap, with_lora
+from medrlvr.models.actor_critic import LoraSettings, with_lora
+from medrlvr.models.prompt_sharing import unwrap
 
 
 class _FusedAttention(torch.autograd.Function):

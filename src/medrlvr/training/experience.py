@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 
 from medrlvr.algo.assembly import shape_advantages
-from medrlvr.models.actor_critic import ActorCritic, PromptSharing
+from medrlvr.models.actor_critic import ActorCritic
+from medrlvr.models.prompt_sharing import PromptSharing
 from medrlvr.rollout.base import RolloutBatch
 
 

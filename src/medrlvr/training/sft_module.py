@@ -19,7 +19,7 @@ from medrlvr.config import SFTConfig
 from medrlvr.data.prompts import PromptBuilder
 from medrlvr.data.schema import ExampleBatch
 from medrlvr.data.targets import sft_target
-from medrlvr.models.actor_critic import response_hidden_states, unwrap
+from medrlvr.models.prompt_sharing import response_hidden_states, unwrap
 from medrlvr.models.logprobs import token_logprobs
 from medrlvr.rollout.base import EngineBuilder, RolloutEngine
 from medrlvr.training.numerics import NumericsGuard
