@@ -197,6 +197,13 @@ class RewardConfig:
             "reward=weighted needs a non-empty list of {name, weight, ...}" if self.name == "weighted"
             else f"only used by reward=weighted, not reward={self.name}",
         )
+        unused = self.unused_parameters()
+        _check(
+            not unused,
+            f"reward.{unused[0] if unused else ''}",
+            f"not a parameter of reward={self.name}"
+            + ("; set it in an entry of reward.rewards" if self.name == "weighted" else "; choose the reward that has it"),
+        )
         names = [_check_weighted_entry(f"reward.rewards[{i}]", entry) for i, entry in enumerate(self.rewards)]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         _check(not duplicates, "reward.rewards", f"each reward may appear once, repeated: {', '.join(duplicates)}")
@@ -212,6 +219,16 @@ class RewardConfig:
         _check(self.leak_window_words >= 1, "reward.leak_window_words", "must be >= 1")
         _check(self.leak_penalty >= 0, "reward.leak_penalty", "must be >= 0")
         _check(self.structure_penalty >= 0, "reward.structure_penalty", "must be >= 0")
+
+    def unused_parameters(self) -> list[str]:
+        """Parameters set away from their default that ``name``'s reward does not read (a user's value would
+        otherwise be ignored): another reward's parameters, or under ``weighted`` any outside ``rewards``."""
+        used = {"rewards"} if self.name == "weighted" else {f.name for f in fields(REWARDS[self.name])}
+        shared = {"name", "format", "match_option_text", "rewards"}
+        return [
+            f.name for f in fields(self)
+            if f.name not in used | shared and getattr(self, f.name) != f.default
+        ]
 
 
 def _is_number(value: Any) -> bool:

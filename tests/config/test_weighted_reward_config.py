@@ -59,3 +59,23 @@ def test_bad_entries_fail_naming_the_key(rewards, key):
 def test_rewards_are_only_for_the_weighted_choice():
     with pytest.raises(ConfigError, match=r"reward\.rewards: only used by reward=weighted"):
         reward_config("reward=composite", "reward.rewards=[{name:default,weight:1}]")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["reward=weighted", "reward.penalty_coef=0.3"], r"reward\.penalty_coef: .*set it in an entry of reward\.rewards"),
+        (["reward=weighted", "reward.correct_answer=2"], r"reward\.correct_answer: not a parameter of reward=weighted"),
+        (["reward=default", "reward.leak_penalty=0.2"], r"reward\.leak_penalty: not a parameter of reward=default"),
+        (["reward=length_penalty", "reward.structure_penalty=0.2"], r"reward\.structure_penalty: .*reward=length_penalty"),
+    ],
+)
+def test_a_parameter_the_chosen_reward_does_not_read_is_refused_not_ignored(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        reward_config(*overrides)
+
+
+def test_each_rewards_own_parameters_and_the_shared_ones_are_accepted():
+    assert reward_config("reward=length_penalty", "reward.penalty_coef=0.3").penalty_coef == 0.3
+    assert reward_config("reward=composite", "reward.leak_penalty=0.2", "reward.min_reasoning_words=5").leak_penalty == 0.2
+    assert reward_config("reward=weighted", "reward.format=study", "reward.match_option_text=true").format == "study"
