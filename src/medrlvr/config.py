@@ -647,6 +647,7 @@ class AnalysisConfig:
     example_copy_words: int = 10
     exploit_phase_fraction: float = 0.25
     boundary_min_iterations: int = 3
+    seen_fraction: float = 0.1
     examples_per_stage: int = 3
 
     def __post_init__(self) -> None:
@@ -665,6 +666,7 @@ class AnalysisConfig:
         _check(self.example_copy_words >= 2, "analysis.example_copy_words", "must be >= 2")
         _check(0 < self.exploit_phase_fraction <= 1, "analysis.exploit_phase_fraction", "must be in (0, 1]")
         _check(self.boundary_min_iterations >= 1, "analysis.boundary_min_iterations", "must be >= 1")
+        _check(0 < self.seen_fraction <= 1, "analysis.seen_fraction", "must be in (0, 1]")
         _check(self.examples_per_stage >= 0, "analysis.examples_per_stage", "must be >= 0")
 
 

@@ -27,6 +27,7 @@ def test_analysis_defaults_and_overrides():
         ("analysis.verbose_length_ratio=0.5", "analysis.verbose_length_ratio"),
         ("analysis.verbose_reasoning_words=4", "analysis.verbose_reasoning_words"),
         ("analysis.exploit_phase_fraction=1.5", "analysis.exploit_phase_fraction"),
+        ("analysis.seen_fraction=0", "analysis.seen_fraction"),
     ],
 )
 def test_out_of_range_thresholds_fail_naming_the_key(override, key):

@@ -46,6 +46,7 @@ def test_train_then_analyze_run_and_eval_table(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert re.search(r"\| from iteration \| dominant stage \|\n\|---\|---\|\n\| 1 \| [1-6] [A-Z]", report)
+    assert re.search(r"## Stages seen\n\nA stage is seen from .* Seen: [1-6] of 6 stages, in the order 1", report)
     assert "## Stage fractions at the first and last iteration" in report and "iteration 3" in report
     assert "### 1 Format Failure" in report
     logged = {a.path for a in client.list_artifacts(run_id, "analysis")}

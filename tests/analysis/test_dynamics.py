@@ -11,7 +11,9 @@ from medrlvr.analysis.dynamics import (
     format_kind_shares,
     iteration_metrics,
     length_stats,
+    seen_in_study_order,
     stage_phases,
+    stage_sightings,
 )
 from medrlvr.config import AnalysisConfig
 
@@ -112,3 +114,34 @@ def test_reference_length_is_the_median_over_the_recent_iterations_window():
     third = tracker.classify_iteration(3, [(words(8), "ABCDE"), (words(30), "ABCDE")])
     # reference = median(20, 22, 8, 30) = 21; 8 <= 10.5 -> shortened
     assert [a.short_reasoning for a in third] == [True, False]
+
+
+def _fractions(**shares: list[float]) -> dict[Stage, list[float]]:
+    n = len(next(iter(shares.values())))
+    return {stage: shares.get(stage.slug, [0.0] * n) for stage in Stage}
+
+
+def test_stage_sightings_first_iteration_at_the_share_and_peak_hand_computed():
+    fractions = _fractions(
+        format_failure=[0.9, 0.6, 0.2, 0.1],
+        concise_structurer=[0.1, 0.3, 0.5, 0.3],
+        direct_answer_hacker=[0.0, 0.05, 0.3, 0.3],
+        reintegrated_reasoning=[0.0, 0.05, 0.0, 0.3],
+    )
+    sightings = {s.stage: s for s in stage_sightings([1, 2, 3, 4], fractions, seen_fraction=0.1)}
+    assert (sightings[Stage.FORMAT_FAILURE].first_seen, sightings[Stage.FORMAT_FAILURE].peak_share) == (1, 0.9)
+    assert sightings[Stage.CONCISE_STRUCTURER].first_seen == 1  # 0.1 reaches the share (>=)
+    assert (sightings[Stage.CONCISE_STRUCTURER].peak_share, sightings[Stage.CONCISE_STRUCTURER].peak_iteration) == (0.5, 3)
+    assert sightings[Stage.DIRECT_ANSWER_HACKER].first_seen == 3  # 0.05 at iteration 2 is below the share
+    assert sightings[Stage.DIRECT_ANSWER_HACKER].peak_iteration == 3  # a tied peak: its first iteration
+    assert sightings[Stage.REINTEGRATED_REASONING].first_seen == 4
+    assert sightings[Stage.VERBOSE_FORMATTER].first_seen is None
+    assert sightings[Stage.VERBOSE_FORMATTER].peak_share == 0.0
+    assert seen_in_study_order(list(sightings.values()))  # 1 and 3 together, then 4, then 6
+
+
+def test_study_order_fails_when_a_later_stage_is_seen_first():
+    hacker_first = _fractions(format_failure=[1.0, 0.5, 0.5], direct_answer_hacker=[0.0, 0.5, 0.0], concise_structurer=[0.0, 0.0, 0.5])
+    assert not seen_in_study_order(stage_sightings([1, 2, 3], hacker_first, seen_fraction=0.1))
+    with pytest.raises(ValueError, match="3 iterations but 2 shares"):
+        stage_sightings([1, 2, 3], _fractions(format_failure=[1.0, 1.0]), seen_fraction=0.1)

@@ -9,6 +9,10 @@ The run's reference reasoning length, against which "drastically shortened" (sta
 are judged, is the median think-block length of the completions of the last ``reference_iterations``
 iterations, the current one included (completions without a think block are left out).
 
+A stage is *seen* (:func:`stage_sightings`) from the first iteration in which it holds at least
+``seen_fraction`` of the completions; the run shows the study's order when the stages seen, taken in the order
+they were first seen, have rising stage numbers (stages first seen in the same iteration count as in order).
+
 Stage boundaries (:func:`stage_phases`): the dominant stage of an iteration is its most frequent one (ties
 go to the lower stage number). The run starts in the dominant stage of its first iteration; a boundary is
 the first iteration of a streak of at least ``min_iterations`` consecutive iterations dominated by a stage
@@ -128,6 +132,41 @@ def iteration_metrics(analyses: Sequence[CompletionAnalysis]) -> dict[str, float
 def dominant_stage(fractions: Mapping[Stage, float]) -> Stage:
     """The most frequent stage; ties go to the lower stage number."""
     return max(sorted(fractions), key=lambda stage: fractions[stage])
+
+
+@dataclass(frozen=True)
+class StageSighting:
+    """When a run showed a stage: the first iteration with at least the ``seen`` share (None: never), and its
+    largest share with the first iteration that reached it."""
+
+    stage: Stage
+    first_seen: int | None
+    peak_share: float
+    peak_iteration: int
+
+
+def stage_sightings(
+    iterations: Sequence[int], fractions: Mapping[Stage, Sequence[float]], seen_fraction: float
+) -> list[StageSighting]:
+    """One :class:`StageSighting` per stage, in stage order; ``fractions[stage][n]`` is that stage's share of
+    iteration ``iterations[n]``."""
+    sightings = []
+    for stage in Stage:
+        shares = list(fractions[stage])
+        if len(shares) != len(iterations):
+            raise ValueError(f"{len(iterations)} iterations but {len(shares)} shares of {stage.title}")
+        seen = next((i for i, share in zip(iterations, shares) if share >= seen_fraction), None)
+        peak = max(range(len(shares)), key=lambda n: (shares[n], -n))
+        sightings.append(StageSighting(stage, seen, shares[peak], iterations[peak]))
+    return sightings
+
+
+def seen_in_study_order(sightings: Sequence[StageSighting]) -> bool:
+    """Whether the stages seen, in the order they were first seen, have rising stage numbers."""
+    seen = sorted((s for s in sightings if s.first_seen is not None), key=lambda s: s.first_seen)
+    return all(
+        earlier.stage < later.stage or earlier.first_seen == later.first_seen for earlier, later in zip(seen, seen[1:])
+    )
 
 
 def stage_phases(iterations: Sequence[int], dominant: Sequence[Stage], min_iterations: int) -> list[tuple[int, Stage]]:

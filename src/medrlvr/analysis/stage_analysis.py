@@ -4,8 +4,8 @@ runs it.
 For an MLflow run (trained with the stage-analysis callback) it reads the ``stage/*``, ``flag/*``, ``length/*``
 and ``reward/*`` metric histories and the ``stages/`` example tables, and writes into the output folder:
 ``stage_fractions.png`` (stacked area), ``training_curves.png`` (reward / accuracy / length / flag curves with
-stage boundaries) and ``report.md`` (phases, first/last fractions, flags, examples of each stage); these are
-also logged to the run under ``analysis/``.
+stage boundaries) and ``report.md`` (phases, the stages seen and when, first/last fractions, flags, examples of
+each stage); these are also logged to the run under ``analysis/``.
 
 For a ``.json`` (MLflow table such as ``eval/bundled_validation.json``, or a list of objects) or ``.jsonl`` file of
 completions with a ``response`` field (and optionally ``letters``, ``iteration``, ``id``, ``answer``) it
@@ -39,6 +39,7 @@ from medrlvr.analysis.dynamics import (
     iteration_metrics,
     stage_fractions,
     stage_phases,
+    stage_sightings,
 )
 from medrlvr.analysis.io import load_completions, read_rows
 from medrlvr.analysis.stage_report import (
@@ -49,6 +50,7 @@ from medrlvr.analysis.stage_report import (
     plot_stage_bars,
     plot_stage_fractions,
     plot_training_curves,
+    seen_section,
     table,
 )
 from medrlvr.config import AnalysisConfig, ConfigError
@@ -159,6 +161,8 @@ def analyze_run(run_id: str, tracking_uri: str, output: Path, overrides: Sequenc
             "## Phases",
             BOUNDARY_RULE.format(k=cfg.boundary_min_iterations),
             table(["from iteration", "dominant stage"], [(i, s.title) for i, s in phases]),
+            "## Stages seen",
+            seen_section(stage_sightings(iterations, fractions, cfg.seen_fraction), cfg.seen_fraction),
             "## Stage fractions at the first and last iteration",
             table(["stage", f"iteration {first}", f"iteration {last}"], [(s.title, share[first][s], share[last][s]) for s in Stage]),
             "## Flags (share of completions)",

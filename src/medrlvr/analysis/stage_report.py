@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from medrlvr.analysis.classifier import FLAGS, Stage  # noqa: E402
+from medrlvr.analysis.dynamics import StageSighting, seen_in_study_order  # noqa: E402
 
 STAGE_COLORS = {
     Stage.FORMAT_FAILURE: "#9e9e9e",
@@ -163,6 +164,23 @@ def examples_section(rows_by_stage: Mapping[Stage, Sequence[Mapping]]) -> str:
                 + fenced(str(row["response"]))
             )
     return "\n\n".join(parts)
+
+
+def seen_section(sightings: Sequence[StageSighting], seen_fraction: float) -> str:
+    """Which stages the run showed, when first, at what peak share, and whether in the study's order."""
+    seen = sorted((s for s in sightings if s.first_seen is not None), key=lambda s: (s.first_seen, s.stage))
+    order = " → ".join(str(int(s.stage)) for s in seen) or "none"
+    verdict = "yes" if seen_in_study_order(sightings) else "no"
+    summary = (
+        f"A stage is seen from the first iteration in which it holds at least {seen_fraction:.0%} of the "
+        f"completions. Seen: {len(seen)} of 6 stages, in the order {order}; in the study's order "
+        f"(stage numbers rising, ties allowed): {verdict}."
+    )
+    rows = [
+        (s.stage.title, "-" if s.first_seen is None else s.first_seen, s.peak_share, s.peak_iteration)
+        for s in sightings
+    ]
+    return summary + "\n\n" + table(["stage", "first seen at iteration", "peak share", "at iteration"], rows)
 
 
 def flag_legend() -> str:
