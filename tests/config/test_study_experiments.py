@@ -48,3 +48,12 @@ def test_sft_experiment_prints_its_job_config():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "name: sft" in result.stdout and "lr: 5.0e-06" in result.stdout and "template: r1_zero" in result.stdout
+
+
+def test_dynamics_cpu_is_the_default_run_longer_under_the_study_format():
+    default, dynamics = train_config([]), train_config(["experiment=dynamics_cpu"])
+    assert (dynamics.reward.format, dynamics.trainer.max_steps, dynamics.logger.experiment_name) == ("study", 40, "dynamics_cpu")
+    for key in ("model", "data", "algo", "rollout", "analysis"):
+        assert getattr(dynamics, key) == getattr(default, key), key
+    assert dynamics.reward.name == default.reward.name == "default" and default.reward.format == "strict"
+    assert dynamics.seed == default.seed == 42
