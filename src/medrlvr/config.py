@@ -268,6 +268,11 @@ class AlgoConfig:
     ``clip_range_low``/``clip_range_high`` default to ``clip_range``; ``dual_clip`` null is off.
     ``tis_cap`` C weights each token's policy loss by ``min(π_old/π_rollout, C)`` (truncated importance
     sampling against rollout/trainer mismatch); null is off.
+    ``reuse_rollout_logprobs`` takes the rollout engine's log-probs of the sampled tokens as the old log-probs
+    instead of recomputing them (the ``hf`` engine in 32-bit computes them with the trainer's weights,
+    precision and temperature); the trainer still recomputes them on the first iteration and every
+    ``logprob_check_every``-th, where ``rollout/logprob_abs_diff`` is logged. With a critic the values pass runs
+    without the output layer.
 
     Batch sizes count completions per process: ``mini_batch_size`` per optimizer step, ``micro_batch_size``
     per forward/backward pass (gradients accumulated over ``mini_batch_size / micro_batch_size`` passes;
@@ -315,6 +320,8 @@ class AlgoConfig:
     whiten_advantages: bool = True
     loss_aggregation: str = "token-mean"
     tis_cap: Optional[float] = None
+    reuse_rollout_logprobs: bool = False
+    logprob_check_every: int = 10
 
     @property
     def uses_critic(self) -> bool:
@@ -390,6 +397,15 @@ class AlgoConfig:
         _check(self.max_grad_norm > 0, "algo.max_grad_norm", "must be > 0")
         _check_registered(self.loss_aggregation, registry.LOSS_AGGREGATIONS)
         _check(self.tis_cap is None or self.tis_cap > 0, "algo.tis_cap", f"must be > 0 or null (off), got {self.tis_cap}")
+        _check(
+            self.logprob_check_every >= 1, "algo.logprob_check_every", f"must be >= 1, got {self.logprob_check_every}"
+        )
+        _check(
+            not (self.reuse_rollout_logprobs and self.tis_cap is not None),
+            "algo.reuse_rollout_logprobs",
+            "cannot be combined with algo.tis_cap: importance weights against the rollout's log-probs need the "
+            "trainer's own",
+        )
 
 
 @dataclass
@@ -742,10 +758,27 @@ class TrainConfig:
             f"(filter_equal_reward_groups={self.algo.filter_equal_reward_groups}), got {self.rollout.num_samples}",
         )
         _check(
+            not self.algo.reuse_rollout_logprobs or rollout_logprobs_match(self) is None,
+            "algo.reuse_rollout_logprobs",
+            f"needs rollout log-probs computed as the trainer computes them: {rollout_logprobs_match(self)}",
+        )
+        _check(
             self.model.critic != "none" or not self.algo.uses_critic,
             "model.critic",
             f"is 'none' but algo.advantage_estimator={self.algo.advantage_estimator} needs a critic",
         )
+
+
+def rollout_logprobs_match(cfg: TrainConfig) -> str | None:
+    """Why the rollout engine's log-probs may differ from the trainer's (None: same weights, precision and
+    temperature, so they can stand in for the old log-probs)."""
+    if cfg.rollout.backend != "hf":
+        return f"rollout.backend={cfg.rollout.backend} samples with its own copy of the weights; use rollout=hf"
+    if cfg.trainer.precision not in ("32-true", "32") or cfg.model.dtype != "float32":
+        return f"trainer.precision={cfg.trainer.precision} with model.dtype={cfg.model.dtype}; use 32-true and float32"
+    if cfg.trainer.strategy == "deepspeed":
+        return "trainer.strategy=deepspeed runs the trainer's passes through its own engine; use auto or ddp"
+    return None
 
 
 @dataclass

@@ -73,11 +73,13 @@ def make_experience(
     group_eps: float,
     whiten_advantages: bool,
     forward_batch_size: int,
+    reuse_rollout_logprobs: bool = False,
 ) -> Experience:
     """Recompute old/reference log-probs (and values with a critic), fold ``kl_coef``·KL into the rewards
     (0 turns that off), and estimate advantages (GAE with a critic, otherwise group or REINFORCE++ returns).
 
-    Without a critic ``values`` are zeros.
+    With ``reuse_rollout_logprobs`` the rollout's log-probs are the old log-probs and no policy pass runs (a
+    critic's values come from a pass without the output layer). Without a critic ``values`` are zeros.
     """
     input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
@@ -91,10 +93,18 @@ def make_experience(
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
         hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], sharing)
         common = {"temperature": temperature, "frozen_hidden": hidden, "sharing": sharing}
-        policy = model.policy_forward(*args, with_values=model.has_critic, **common)
         reference = model.policy_forward(*args, reference=True, **common)
-        old_logprobs.append(policy.logprobs)
-        values.append(policy.values if model.has_critic else torch.zeros_like(policy.logprobs))
+        if reuse_rollout_logprobs:
+            old_logprobs.append(rollout.logprobs[rows])
+            values.append(
+                model.critic_values(*args[:2], response_ids.shape[1], hidden, sharing)
+                if model.has_critic
+                else torch.zeros_like(reference.logprobs)
+            )
+        else:
+            policy = model.policy_forward(*args, with_values=model.has_critic, **common)
+            old_logprobs.append(policy.logprobs)
+            values.append(policy.values if model.has_critic else torch.zeros_like(policy.logprobs))
         ref_logprobs.append(reference.logprobs)
         frozen.append(hidden)
     old_lp, ref_lp, vals = (torch.cat(t) * mask for t in (old_logprobs, ref_logprobs, values))

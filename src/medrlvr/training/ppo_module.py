@@ -120,6 +120,12 @@ class PPOModule(PolicyModule):
         """The actor."""
         return self.model.actor  # type: ignore[union-attr]
 
+    def _reuses_rollout_logprobs(self, iteration: int) -> bool:
+        """Whether this iteration takes the rollout's log-probs as old log-probs (``algo.reuse_rollout_logprobs``);
+        the run's first iteration and every ``algo.logprob_check_every``-th recompute them to measure the gap."""
+        checked = iteration == self.first_iteration + 1 or iteration % self.algo.logprob_check_every == 0
+        return self.algo.reuse_rollout_logprobs and not checked
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One AdamW over :func:`parameter_groups` (DeepSpeed strategies accept one optimizer), and its
         learning-rate schedule in ``self.scheduler``, stepped by the module after each optimizer step (also
@@ -164,6 +170,7 @@ class PPOModule(PolicyModule):
             group_eps=self.algo.group_eps,
             whiten_advantages=self.algo.whiten_advantages,
             forward_batch_size=self.algo.forward_batch_size,  # type: ignore[arg-type]
+            reuse_rollout_logprobs=self._reuses_rollout_logprobs(iteration),
         )
         timings["logprobs"] = time.perf_counter() - start
 
@@ -315,12 +322,12 @@ class PPOModule(PolicyModule):
             "response/truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
             "kl/mean_per_sequence": core.masked_sum(experience.kl, mask, dim=1).mean().item(),
             "kl/mean_per_token": core.masked_mean(experience.kl, mask).item(),
-            "rollout/logprob_abs_diff": core.masked_mean(
-                (experience.old_logprobs - experience.rollout_logprobs).abs(), mask
-            ).item(),
             "perf/generate_tokens_per_s": rollout.num_response_tokens / max(timings["generate"], 1e-9),
             "perf/iteration_s": total_time,
         }
+        if not self._reuses_rollout_logprobs(self.iteration):
+            gap = core.masked_mean((experience.old_logprobs - experience.rollout_logprobs).abs(), mask)
+            metrics["rollout/logprob_abs_diff"] = gap.item()
         if self.device.type == "cuda":  # the memory plan's prediction is checked against it (scripts/gpu_smoke.sh)
             metrics["perf/max_memory_allocated_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         if self.model.has_critic:
