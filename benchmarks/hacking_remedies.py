@@ -13,7 +13,8 @@ Each is ``python -m medrlvr.train seed=S logger.experiment_name=remedies <overri
 Prints per run: the Direct Answer Hacker share of the training completions (last iteration, mean of the last
 three, peak), the median reasoning length at the last iteration, and on the held-out questions after training
 accuracy, format rate, position bias (total variation between the letters chosen and the correct letters) and
-the most chosen letter's share against its true share. Then runs ``medrlvr.compare`` (one row per variant) and
+the most chosen letter's share against its true share; plots the hacker share per iteration and the letters
+chosen (``remedies.png``, first seed). Then runs ``medrlvr.compare`` (one row per variant) and
 ``medrlvr.analyze`` (stage plots per run) into ``--out``.
 """
 
@@ -101,6 +102,37 @@ def run_row(client: MlflowClient, run, eval_set: str) -> dict[str, object]:
     }
 
 
+def plot(client: MlflowClient, runs: Mapping[tuple[str, int], object], seed: int, eval_set: str, path: Path) -> Path:
+    """Direct Answer Hacker share per iteration and the held-out letters chosen after training, per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curves, letters) = plt.subplots(1, 2, figsize=(12, 4.2))
+    variants = [v for v in VARIANTS if (v, seed) in runs]
+    for variant in variants:
+        history = sorted(client.get_metric_history(runs[variant, seed].info.run_id, "stage/direct_answer_hacker"), key=lambda m: m.step)
+        curves.plot([m.step for m in history], [m.value for m in history], marker="o", ms=3, label=variant)
+    curves.set(xlabel="PPO iteration", ylabel="share of completions", title="Direct Answer Hacker (training)", ylim=(0, 1))
+    curves.legend()
+    bottom = [0.0] * (len(variants) + 1)
+    names = [*variants, "correct letters"]
+    for letter in LETTERS:
+        shares = [last_values(client, runs[v, seed].info.run_id, f"eval/{eval_set}/chosen_{letter}")[-1] for v in variants]
+        shares.append(last_values(client, runs[variants[0], seed].info.run_id, f"eval/{eval_set}/true_{letter}")[-1])
+        letters.bar(names, shares, bottom=bottom, label=letter)
+        bottom = [b + s for b, s in zip(bottom, shares)]
+    letters.set(ylabel="share of held-out completions", title=f"Letter chosen after training ({eval_set})", ylim=(0, 1))
+    letters.tick_params(axis="x", labelrotation=15)
+    letters.legend(title="letter", bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    fig.suptitle(f"Reward-hacking remedies, seed {seed}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def markdown(rows: Sequence[tuple[str, int, dict[str, object]]]) -> str:
     """The side-by-side table, one line per run."""
     columns = list(rows[0][2])
@@ -134,6 +166,7 @@ def main() -> None:
     if not rows:
         sys.exit(f"no finished run of experiment {EXPERIMENT!r} with seeds {args.seeds} in {uri}")
     print(markdown(rows), flush=True)
+    print(f"plot: {plot(client, runs, args.seeds[0], args.eval_set, args.out / 'remedies.png')}", flush=True)
     env = {**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     subprocess.run(
         [
