@@ -12,8 +12,9 @@ thread count, then times the project's own rollout engine (the default LoRA acto
 decoding rate and their ratio.
 
 Then real rollouts (stop at ``</answer>``), interleaved in one run: the engine, and transformers'
-``generate`` decoding from the same prefilled cache (the engine's decoding before it dropped finished rows;
-its stop-string check is rebuilt per call). For each: seconds, useful tokens (through the stop), decoding
+``generate`` decoding from a cache prefilled the same way but with every prompt's KV copied to its samples
+(the engine's decoding before it dropped finished rows and shared prompt KV; its stop-string check is
+rebuilt per call). The two sample with different random streams (inverse-CDF against ``torch.multinomial``). For each: seconds, useful tokens (through the stop), decoding
 forward calls, row-steps (rows in the batch summed over decoding steps, the work actually paid) and the
 share of the decoding bound (weights read once per step / read bandwidth) reached, with steps = the longest
 completion's tokens and steps = ``max_new_tokens``.
@@ -30,11 +31,12 @@ from collections.abc import Callable
 
 import torch
 from hydra import compose, initialize_config_dir
+from transformers import StaticCache
 
 from medrlvr.config import TrainConfig, register_configs, to_train_config
 from medrlvr.paths import config_dir
 from medrlvr.data.registry import load_split
-from medrlvr.models.prompt_sharing import unwrap
+from medrlvr.models.prompt_sharing import position_ids, prefill_prompts, unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
 from medrlvr.training.prompt_batches import prompt_loader
@@ -118,8 +120,11 @@ def main(argv: list[str]) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.actor.parameters())
     config = model.actor.config
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
-    context = rollout.prompt_ids.shape[1] + args.max_new_tokens  # the static cache's length: every step attends over it
-    kv_bytes = rows * context * kv_per_token
+    _, _, shared = pad_after_common_prefix([tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch], tokenizer.pad_token_id)
+    per_prompt = rollout.prompt_ids.shape[1] - 1 - shared
+    decoded = rows * (args.max_new_tokens + 1) // 2  # a step reads the rows' decoded tokens: half the steps on average
+    positions = shared + len(batch) * per_prompt + decoded  # each prompt's KV read once for all its samples
+    kv_bytes = positions * kv_per_token
     params = sum(p.numel() for p in model.actor.parameters())
     weights_only = weight_bytes / (read_bw * GB)
     with_kv = (weight_bytes + kv_bytes) / (read_bw * GB)
@@ -131,7 +136,8 @@ def main(argv: list[str]) -> None:
     print(f"| memory copy bandwidth (read + write) | {copy_bw:.1f} GB/s |")
     print(f"| fp32 matmul 2048^3 | {flops:.0f} GFLOP/s |")
     print(f"| weights read per decoding step ({params / 1e6:.0f} M parameters, fp32, LoRA included) | {weight_bytes / 1e6:.0f} MB |")
-    print(f"| KV cache read per step ({rows} rows x {context} positions x {kv_per_token / 1e3:.1f} kB) | {kv_bytes / 1e6:.0f} MB |")
+    print(f"| KV cache read per step, on average ({shared} prefix + {len(batch)} x {per_prompt} prompt + {rows} rows x "
+          f"{args.max_new_tokens // 2} decoded positions, {kv_per_token / 1e3:.1f} kB each) | {kv_bytes / 1e6:.0f} MB |")
     print(f"| bound: weights / bandwidth | {weights_only * 1e3:.1f} ms/step = {rows / weights_only:.0f} tok/s |")
     print(f"| bound: (weights + KV) / bandwidth | {with_kv * 1e3:.1f} ms/step = {rows / with_kv:.0f} tok/s |")
     print(f"| bound: 2 FLOPs x parameters x rows / matmul rate | {compute * 1e3:.1f} ms/step = {rows / compute:.0f} tok/s |")
@@ -142,11 +148,12 @@ def main(argv: list[str]) -> None:
 
     stop = tuple(cfg.rollout.stop_strings)
     real = SamplingParams(args.num_samples, args.max_new_tokens, cfg.rollout.temperature, stop_strings=stop, seed=cfg.seed)
-    variants = {"engine (finished rows leave the batch)": lambda: engine.generate(batch, real),
-                "transformers generate, same prefilled cache": lambda: generate_from_prefilled_cache(engine, batch, real)}
+    variants = {"engine (shared prompt KV, finished rows leave)": lambda: engine.generate(batch, real),
+                "transformers generate, prompt KV copied per sample": lambda: generate_from_prefilled_cache(engine, batch, real)}
+    weights_step = weight_bytes / (read_bw * GB)
+    flops_per_row = 2 * params / (flops * GB)  # seconds of matmul per row and decoding step
     counter = DecodingWork(unwrap(model.actor))  # the transformers model: generate calls it under peft's wrapper
     results: dict[str, list[dict]] = {name: [] for name in variants}
-    tokens: dict[str, torch.Tensor] = {}
     for _ in range(args.repeats):  # interleaved, so that both see the same load
         for name, run in variants.items():
             counter.reset()
@@ -154,52 +161,57 @@ def main(argv: list[str]) -> None:
             rollout = run()
             seconds = time.perf_counter() - start
             longest = int(rollout.response_mask.sum(1).max())
+            work = sum(max(weights_step, rows_in_call * flops_per_row) for rows_in_call in counter.rows)
             results[name].append({"seconds": seconds, "useful": rollout.num_response_tokens, "longest": longest,
-                                  "calls": counter.calls, "row_steps": counter.row_steps})
-            tokens[name] = rollout.response_ids
-    weights_step = weight_bytes / (read_bw * GB)
+                                  "calls": len(counter.rows), "row_steps": sum(counter.rows), "work_bound": work})
     print(f"\nreal rollouts ({len(batch)} prompts x {args.num_samples}, stop at {stop}, max {args.max_new_tokens} new tokens, "
-          f"median of {args.repeats} interleaved runs; bound = steps x {weights_step * 1e3:.1f} ms of weight reads)\n")
+          f"median of {args.repeats} interleaved runs; bound = steps x {weights_step * 1e3:.1f} ms of weight reads; "
+          f"work bound = the decoding calls made, each max(weight reads, {flops_per_row * 1e3:.2f} ms of matmul per row), "
+          f"prefill excluded)\n")
     print("| variant | seconds | useful tokens | longest | decoding calls | row-steps paid | useful tok/s "
-          "| bound (longest) | % of it | bound (max_new_tokens) | % of it |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| bound (longest) | % of it | bound (max_new_tokens) | % of it | work bound | % of it |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         m = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         by_longest, by_max = m["longest"] * weights_step, args.max_new_tokens * weights_step
         print(f"| {name} | {m['seconds']:.2f} | {m['useful']:.0f} | {m['longest']:.0f} | {m['calls']:.0f} | {m['row_steps']:.0f} "
               f"| {m['useful'] / m['seconds']:.1f} | {by_longest:.2f} s | {by_longest / m['seconds']:.0%} "
-              f"| {by_max:.2f} s | {by_max / m['seconds']:.0%} |")
-    first, second = tokens.values()
-    same = first.shape == second.shape and torch.equal(first, second)
-    print(f"same sampled tokens in both variants (seed {cfg.seed}): {'yes' if same else 'no'}")
+              f"| {by_max:.2f} s | {by_max / m['seconds']:.0%} | {m['work_bound']:.2f} s | {m['work_bound'] / m['seconds']:.0%} |")
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 class DecodingWork:
-    """Counts the decoding forward calls of a model (one new token per row) and the rows they carried."""
+    """Records the decoding forward calls of a model (one new token per row): the rows each carried."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.reset()
         model.register_forward_pre_hook(self._count, with_kwargs=True)
 
     def reset(self) -> None:
-        self.calls = self.row_steps = 0
+        self.rows: list[int] = []
 
     def _count(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[1] == 1:
-            self.calls += 1
-            self.row_steps += ids.shape[0]
+            self.rows.append(ids.shape[0])
 
 
 def generate_from_prefilled_cache(engine: HFRolloutEngine, prompts: list[str], params: SamplingParams) -> RolloutBatch:
-    """The engine's previous decoding: transformers' ``generate`` from the engine's prefilled KV cache; every row
-    decodes until the longest ends, and the stop-string check is built on every call. Log-probs are not recorded."""
+    """The engine's earlier decoding: transformers' ``generate`` from a static KV cache prefilled as the engine does,
+    each prompt's KV copied to its samples; every row decodes until the longest ends, and the stop-string check is
+    built on every call. Log-probs are not recorded."""
     ids, mask, shared = pad_after_common_prefix([engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
                                                 engine.tokenizer.pad_token_id)
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(params.seed)
-        cache = engine._prompt_cache(ids, mask, shared, params.num_samples, params.max_new_tokens)
+        cache = StaticCache(config=engine.model.config, max_cache_len=ids.shape[1] - 1 + params.max_new_tokens)
+
+        def run(part: torch.Tensor, part_mask: torch.Tensor, positions: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+            return engine.model(input_ids=part, attention_mask=part_mask, position_ids=positions, cache=cache,
+                                use_cache=True, logits_to_keep=1).logits
+
+        last = ids.shape[1] - 1
+        prefill_prompts(run, ids[:, :last], mask[:, :last], position_ids(mask)[:, :last], shared, params.num_samples, cache)
         repeated = ids.repeat_interleave(params.num_samples, 0)
         sequences = engine.model.generate(
             input_ids=repeated, attention_mask=mask.repeat_interleave(params.num_samples, 0), cache=cache,

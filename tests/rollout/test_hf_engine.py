@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from medrlvr.models.loading import load_causal_lm
 from medrlvr.rollout.base import SamplingParams
-from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
+from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix, sample_inverse_cdf
 
 
 @pytest.fixture()
@@ -92,22 +93,37 @@ def test_shared_prefix_generation_matches_each_prompt_alone(engine, tokenizer):
         torch.testing.assert_close(out.logprobs[row], alone.logprobs[0], atol=1e-4, rtol=0)
 
 
+def plain_sampling(model, prompt_ids, prompt_mask, steps, temperature, top_k, top_p, seed):
+    """Reference decoding: every row runs every step as a full forward pass over its whole sequence (no cache,
+    no row leaving), transformers' warpers, then inverse-CDF sampling with one uniform number per row and step."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(top_k) if top_k else None,
+                                   TopPLogitsWarper(top_p) if top_p < 1 else None])
+    ids, mask = prompt_ids, prompt_mask
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0)).logits[:, -1]
+            uniforms = 1.0 - torch.rand(len(ids))
+            warped = [w for w in warpers if w is not None]
+            for warper in warped:
+                logits = warper(ids, logits)
+            tokens = sample_inverse_cdf(torch.softmax(logits, -1), uniforms)
+            ids, mask = torch.cat([ids, tokens[:, None]], 1), torch.cat([mask, torch.ones_like(tokens)[:, None]], 1)
+    return ids[:, prompt_ids.shape[1] :]
+
+
 @pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (40, 0.9)])
-def test_sampled_tokens_equal_transformers_generate_while_finished_rows_leave_the_batch(engine, tokenizer, top_k, top_p):
-    """The engine's own decoding loop (finished rows dropped from the batch and the KV cache) samples the
-    very tokens of ``generate`` for the same seed, and its log-probs are those of a full forward pass."""
+def test_sampled_tokens_equal_plain_full_passes_while_finished_rows_leave_the_batch(engine, top_k, top_p):
+    """The engine's decoding (prompt KV shared across samples, finished rows dropped from the batch and the KV
+    cache) samples the tokens of plain full forward passes for the same seed, and its log-probs are theirs."""
     prompts = ["Shared words then question one?", "Shared words then the second, longer question?"]
-    params = SamplingParams(num_samples=4, max_new_tokens=12, temperature=1.3, top_k=top_k, top_p=top_p, stop_strings=("e",), seed=11)
+    params = SamplingParams(num_samples=4, max_new_tokens=12, temperature=1.3, top_k=top_k, top_p=top_p, stop_strings=("es",), seed=1)
     out = engine.generate(prompts, params)
     lengths = out.response_mask.sum(1)
     assert "stop" in out.finish_reasons and len(set(lengths.tolist())) > 2  # rows ended at different steps
-    torch.manual_seed(11)
-    with torch.no_grad():
-        expected = engine.model.generate(
-            input_ids=out.prompt_ids, attention_mask=out.prompt_mask, max_new_tokens=12, do_sample=True, temperature=1.3,
-            top_k=top_k, top_p=top_p, stop_strings=["e"], tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id,
-        )[:, out.prompt_ids.shape[1] :]
-    assert torch.equal(out.response_ids, expected)
+    expected = plain_sampling(engine.model, out.prompt_ids, out.prompt_mask, 12, 1.3, top_k, top_p, seed=1)
+    kept = out.response_mask.bool()
+    assert torch.equal(out.response_ids[kept], expected[:, : out.response_ids.shape[1]][kept])
     ids = torch.cat([out.prompt_ids, out.response_ids], dim=1)
     mask = torch.cat([out.prompt_mask, out.response_mask], dim=1)
     with torch.no_grad():
@@ -115,6 +131,19 @@ def test_sampled_tokens_equal_transformers_generate_while_finished_rows_leave_th
     forward = torch.log_softmax(logits[:, out.prompt_ids.shape[1] - 1 : -1] / 1.3, -1)
     forward = forward.gather(-1, out.response_ids.unsqueeze(-1)).squeeze(-1) * out.response_mask
     torch.testing.assert_close(out.logprobs, forward, atol=1e-5, rtol=0)
+
+
+def test_inverse_cdf_sampling_by_hand():
+    probs = torch.tensor([[0.125, 0.0, 0.5, 0.375]]).expand(6, 4)  # exact in binary: the boundaries are exact
+    uniforms = torch.tensor([0.0625, 0.125, 0.1251, 0.625, 0.6251, 1.0])
+    assert sample_inverse_cdf(probs, uniforms).tolist() == [0, 0, 2, 2, 3, 3]  # token 1 (weight 0) is never drawn
+    weights = torch.tensor([[2.0, 0.0, 6.0]])  # unnormalised weights: the total scales the target
+    assert sample_inverse_cdf(weights, torch.tensor([0.25])).tolist() == [0]
+    assert sample_inverse_cdf(weights, torch.tensor([0.26])).tolist() == [2]
+    torch.manual_seed(0)
+    draws = sample_inverse_cdf(probs[:1].expand(20000, 4), 1.0 - torch.rand(20000))
+    frequencies = torch.bincount(draws, minlength=4) / 20000
+    torch.testing.assert_close(frequencies, probs[0], atol=0.015, rtol=0)
 
 
 def test_stop_string_check_is_built_once_per_engine(engine):

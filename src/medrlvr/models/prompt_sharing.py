@@ -10,10 +10,10 @@ the same first ``p`` columns. :func:`prefill_prompts` fills a KV cache in two pa
 
 The training forward (:func:`shared_pass`, :func:`response_hidden_states`) then runs the responses,
 ``(N, L - p)``, after that cache and concatenates the three outputs into the hidden states ``(N, L, H)`` of a
-plain pass; gradients flow back through the repeated cache (a ``DynamicCache``). The hf rollout engine
-prefills every prompt token but the last (its decoding loop feeds the last one as its first step) into a
-``StaticCache`` allocated at its final length, and discards the outputs: its decoding then drops finished
-rows from the cache and samples a token per step, which a training forward has no use for.
+plain pass; gradients flow back through the repeated cache (a ``DynamicCache``; a ``StaticCache`` works too).
+The hf rollout engine keeps the prompt KV unrepeated instead (:mod:`medrlvr.rollout.cascade`): decoding
+reads it once per step for all samples, which a training forward, running every response token at once, does
+not need.
 
 Positions skip padding (:func:`position_ids`), so every row sees the positions of a plain left-padded pass.
 The training forward may also start from the cached output of frozen layers (:func:`layer_slice`), on a

@@ -1,28 +1,31 @@
-"""Rollouts from a transformers causal LM: batched, KV cache, prompt prefixes computed once.
+"""Rollouts from a transformers causal LM: batched, prompt KV computed and stored once, finished rows dropped.
 
 Chat prompts share a long prefix (system prompt, worked example) and every prompt is sampled
-``num_samples`` times. The engine runs the shared prefix once, each prompt once, and copies their KV
-cache to the samples before decoding, so prefill work no longer grows with the batch. Decoding is the
-engine's own loop over the model's forward (transformers' warpers, stop-string check and cache): rows
-that finished leave the batch and the cache, which ``generate`` keeps decoding until the longest row ends.
+``num_samples`` times. The engine runs the shared prefix once and each prompt once; the samples then attend
+to that KV where it lies (:mod:`medrlvr.rollout.cascade`), so neither prefill work nor the KV read per
+decoding step grows with the samples. Decoding is the engine's own loop over the model's forward
+(transformers' warpers and stop-string check, linear layers computed weight-first for a few rows:
+:mod:`medrlvr.rollout.weight_major_linear`): rows that finished leave the batch, which ``generate`` keeps
+decoding until the longest row ends. Tokens are drawn by inverse-CDF sampling, one uniform number per row.
 """
 
 from __future__ import annotations
 
 import torch
 from transformers import (
-    Cache,
+    DynamicCache,
     LogitsProcessorList,
     PreTrainedTokenizerBase,
-    StaticCache,
     StopStringCriteria,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
 
-from medrlvr.models.prompt_sharing import position_ids, prefill_prompts
+from medrlvr.models.prompt_sharing import position_ids, unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
+from medrlvr.rollout.cascade import CascadeKV, cascade_attention_in
+from medrlvr.rollout.weight_major_linear import weight_major_linears
 
 
 class HFRolloutEngine:
@@ -84,90 +87,87 @@ class HFRolloutEngine:
             prompt_index=[i for i in range(len(prompts)) for _ in range(samples)],
         )
 
-    def _prompt_cache(
-        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, copies: int, max_new_tokens: int
-    ) -> StaticCache:
-        """KV cache of every prompt token but the last, for ``copies`` samples of each prompt.
+    def _prompt_kv(
+        self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, samples: int, max_new_tokens: int
+    ) -> CascadeKV:
+        """KV of every prompt token but the last, once per prompt, with room for ``max_new_tokens`` per sample.
 
-        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt
-        (:func:`~medrlvr.models.prompt_sharing.prefill_prompts`). The cache is allocated once at its final
-        length: a growing cache copies itself at every step, which took most of the decoding time on a CPU.
+        The first ``shared`` tokens (identical in every row) run once, the rest once per prompt after them; the
+        samples of a prompt read its KV where it is (:class:`~medrlvr.rollout.cascade.CascadeKV`), never a copy.
         """
-        cache = StaticCache(config=self.model.config, max_cache_len=prompt_ids.shape[1] - 1 + max_new_tokens)
-
-        def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
-            return self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits
-
+        cache = DynamicCache()
         last = prompt_ids.shape[1] - 1
         positions = position_ids(prompt_mask)
-        prefill_prompts(run, prompt_ids[:, :last], prompt_mask[:, :last], positions[:, :last], shared, copies, cache)
-        return cache
+
+        def run(columns: slice, rows: slice = slice(None)) -> None:
+            self.model(
+                input_ids=prompt_ids[rows, columns], attention_mask=prompt_mask[rows, : columns.stop],
+                position_ids=positions[rows, columns], cache=cache, use_cache=True, logits_to_keep=1,
+            )
+
+        if shared:
+            run(slice(0, shared), rows=slice(0, 1))
+            cache.batch_repeat_interleave(len(prompt_ids))
+        if last > shared:
+            run(slice(shared, last))
+        return CascadeKV.from_prompt_cache(cache, shared, prompt_mask[:, :last], samples, max_new_tokens, self.model.config)
 
     def _generate_chunk(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, params: SamplingParams
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode ``num_samples`` completions of each prompt: token ids and their log-probs, ``(rows, steps)``.
 
-        Rows that finished (EOS or a stop string) leave the batch and its KV cache once a quarter of the
-        batch has finished, so later steps only pay for rows still decoding (not under ``synced_gpus``, where
-        every process runs every step). Sampling draws exponential noise for every row of the chunk at every
-        step, finished ones included, which on a CPU is how ``torch.multinomial`` samples one token: the tokens
-        are those of transformers' ``generate`` for the same seed.
+        Rows that finished (EOS or a stop string) leave the batch and the row block of the KV cache once a
+        quarter of the batch has finished, so later steps only pay for rows still decoding (not under
+        ``synced_gpus``, where every process runs every step). Each step draws one uniform number for every
+        row of the chunk, finished ones included, so a row's tokens do not depend on when others finish.
         """
         samples, steps, width = params.num_samples, params.max_new_tokens, prompt_ids.shape[1]
         rows, device, pad = prompt_ids.shape[0] * samples, prompt_ids.device, self.tokenizer.pad_token_id
-        cache = self._prompt_cache(prompt_ids, prompt_mask, shared, samples, steps)
+        kv = self._prompt_kv(prompt_ids, prompt_mask, shared, samples, steps)
         sequences = torch.full((rows, width + steps), pad, dtype=prompt_ids.dtype, device=device)
         sequences[:, :width] = prompt_ids.repeat_interleave(samples, 0)
-        mask = torch.cat([prompt_mask.repeat_interleave(samples, 0), prompt_mask.new_ones(rows, steps)], dim=1)
         logprobs = torch.zeros(rows, steps, device=device)
-        slots = torch.arange(rows, device=device)  # the row each cache slot holds
-        running = torch.ones(rows, dtype=torch.bool, device=device)  # per slot
-        positions = mask[:, :width].sum(-1, keepdim=True) - 1
+        running = torch.ones(rows, dtype=torch.bool, device=device)  # per live slot
+        positions = prompt_mask.sum(-1, keepdim=True).repeat_interleave(samples, 0) - 1
         greedy = params.temperature <= 0
         temperature = 1.0 if greedy else params.temperature
         warpers = None if greedy else _warpers(params)
         stop = self._stop_criterion(params.stop_strings)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         decoded = 0
-        for step in range(steps):
-            end = width + step
-            logits = self.model(
-                input_ids=sequences[slots, end - 1 : end],
-                attention_mask=mask[slots, :end],
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            ).logits[:, -1].float()
-            if greedy:
-                tokens = logits.argmax(-1)
-            else:  # torch.multinomial(p, 1) is argmax(p / E) with E ~ Exp(1) drawn for every row of the chunk
-                noise = torch.empty(rows, logits.shape[-1], device=device).exponential_()
-                tokens = (torch.softmax(warpers(sequences[slots, :end], logits), -1) / noise[slots]).argmax(-1)
-            step_logprobs = torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None]).squeeze(-1)
-            live = slots[running]
-            logprobs[live, step] = step_logprobs[running]
-            sequences[live, end] = tokens[running]
-            finished = torch.isin(tokens, eos)
-            if stop is not None:
-                finished |= stop(sequences[slots, : end + 1], logits)
-            running &= ~finished
-            decoded = step + 1
-            if not self._any_running(running):
-                break
-            positions = positions + 1
-            if not self.synced_gpus and int(running.sum()) <= 3 * len(running) // 4:
-                keep = running.nonzero().squeeze(1)
-                cache.reorder_cache(keep)
-                slots, running, positions = slots[keep], running[keep], positions[keep]
+        with cascade_attention_in(unwrap(self.model)), weight_major_linears(self.model):
+            for step in range(steps):
+                end, slots = width + step, kv.slots
+                logits = self._next_token_logits(sequences[slots, end - 1 : end], positions, kv)
+                kv.advance()
+                uniforms = 1.0 - torch.rand(rows, device=device)  # in (0, 1], one per row of the chunk
+                if greedy:
+                    tokens = logits.argmax(-1)
+                else:
+                    tokens = sample_inverse_cdf(torch.softmax(warpers(sequences[slots, :end], logits), -1), uniforms[slots])
+                step_logprobs = torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None]).squeeze(-1)
+                live = slots[running]
+                logprobs[live, step] = step_logprobs[running]
+                sequences[live, end] = tokens[running]
+                finished = torch.isin(tokens, eos)
+                if stop is not None:
+                    finished |= stop(sequences[slots, : end + 1], logits)
+                running &= ~finished
+                decoded = step + 1
+                if not self._any_running(running):
+                    break
+                positions = positions + 1
+                if not self.synced_gpus and int(running.sum()) <= 3 * len(running) // 4:
+                    keep = running.nonzero().squeeze(1)
+                    kv.keep(keep)
+                    running, positions = running[keep], positions[keep]
         return sequences[:, width : width + decoded], logprobs[:, :decoded]
+
+    def _next_token_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: CascadeKV) -> torch.Tensor:
+        """fp32 logits ``(n, vocab)`` of the token after ``input_ids`` ``(n, 1)``, attending through ``kv``."""
+        logits = self.model(input_ids=input_ids, position_ids=positions, use_cache=False, cascade=kv).logits
+        return logits[:, -1].float()
 
     def _stop_criterion(self, stop_strings: tuple[str, ...]) -> StopStringCriteria | None:
         """transformers' stop-string check for ``stop_strings``, built once per engine (it preprocesses the vocabulary)."""
@@ -259,3 +259,12 @@ def _warpers(params: SamplingParams) -> LogitsProcessorList:
     if params.top_p < 1.0:
         warpers.append(TopPLogitsWarper(params.top_p))
     return warpers
+
+
+def sample_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``probs`` ``(n, vocab)`` (any non-negative weights): the first token whose cumulative
+    weight reaches ``uniforms`` ``(n,)``, in (0, 1], times the row's total. Zero-weight tokens are never drawn."""
+    cumulative = probs.double().cumsum(-1)
+    targets = uniforms.double() * cumulative[:, -1]
+    return torch.searchsorted(cumulative, targets[:, None]).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
