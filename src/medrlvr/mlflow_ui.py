@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -22,9 +23,15 @@ MODEL_TRAINING = "custom_model_development"
 
 
 def mark_model_training(client: MlflowClient, experiment_id: str) -> None:
-    """Tag the experiment as model training, unless its kind was set already (by a user or the UI)."""
-    if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:
+    """Tag the experiment as model training, unless its kind was set already (by a user, the UI or another
+    process: two sweep workers starting together both find the tag missing, and the second insert fails)."""
+    if EXPERIMENT_KIND_TAG in client.get_experiment(experiment_id).tags:
+        return
+    try:
         client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    except MlflowException:
+        if EXPERIMENT_KIND_TAG not in client.get_experiment(experiment_id).tags:  # not a concurrent writer's tag
+            raise
 
 
 def free_port() -> int:
