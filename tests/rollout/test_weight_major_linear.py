@@ -1,7 +1,10 @@
-"""Weight-major linear layers: the values of ``F.linear``, in parts for large weights, only while active."""
+"""Weight-major linear layers: the values of ``F.linear``, in parts for large weights, LoRA merged into a copy,
+only while active."""
 
+import pytest
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
 from torch import nn
 
 from medrlvr.rollout import weight_major_linear as weight_major
@@ -40,3 +43,37 @@ def test_small_inputs_take_the_weight_major_path_only_inside_the_context_and_hoo
     torch.testing.assert_close(prefill, F.linear(torch.relu(F.linear(large, model[0].weight, model[0].bias)), model[2].weight))
     assert seen == [2, 2, 100, 2]  # the module's hooks ran in every call
     assert torch.equal(after, plain) and "forward" not in model[0].__dict__  # restored
+
+
+def lora_model():
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    return get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["0"], init_lora_weights=False))
+
+
+@pytest.mark.parametrize("merge, routed_calls", [(True, 2), (False, 4)])
+def test_lora_layers_run_merged_into_a_copy_and_the_trained_weights_stay_as_they_were(monkeypatch, merge, routed_calls):
+    model = lora_model()
+    model.eval()
+    lora = model.base_model.model[0]
+    weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    routed_rows = []
+
+    def counted(x, weight, bias=None):
+        routed_rows.append(x.shape[0])
+        return weight_major_linear(x, weight, bias)
+
+    monkeypatch.setattr(weight_major, "weight_major_linear", counted)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        plain = model(x)
+        with model.disable_adapter():
+            without_adapters = model(x)
+        with weight_major_linears(model, merge_adapters=merge):
+            routed = model(x)
+    assert not torch.allclose(plain, without_adapters)  # the adapter changes the output
+    torch.testing.assert_close(routed, plain, atol=1e-6, rtol=1e-6)
+    # merged: the LoRA layer and the last linear; not merged: base, A and B of the LoRA layer, and the last linear
+    assert routed_rows == [2] * routed_calls
+    assert all(torch.equal(p, weights[name]) for name, p in model.named_parameters())
+    assert not lora.merged and "forward" not in lora.__dict__

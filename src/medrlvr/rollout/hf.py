@@ -136,7 +136,7 @@ class HFRolloutEngine:
         stop = self._stop_criterion(params.stop_strings)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         decoded = 0
-        with cascade_attention_in(unwrap(self.model)), weight_major_linears(self.model):
+        with cascade_attention_in(unwrap(self.model)), weight_major_linears(self.model, merge_adapters=not self.synced_gpus):
             for step in range(steps):
                 end, slots = width + step, kv.slots
                 logits = self._next_token_logits(sequences[slots, end - 1 : end], positions, kv)

@@ -15,7 +15,7 @@ import types
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 ROWS_PER_PART = 2048
@@ -32,23 +32,50 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 @contextlib.contextmanager
-def weight_major_linears(model: nn.Module, max_rows: int = 64) -> Iterator[None]:
-    """Meanwhile, every ``nn.Linear`` of ``model`` (adapter base layers and the LM head included) given at most
-    ``max_rows`` input rows computes :func:`weight_major_linear`; larger inputs (a prefill) keep ``F.linear``.
+def weight_major_linears(model: nn.Module, max_rows: int = 64, merge_adapters: bool = True) -> Iterator[None]:
+    """Meanwhile, every ``nn.Linear`` of ``model`` (the LM head included) given at most ``max_rows`` input rows
+    computes :func:`weight_major_linear`; larger inputs (a prefill) keep their own forward.
 
-    Only each module's ``forward`` is replaced, so hooks on the module (DeepSpeed's parameter gathering) still run.
+    With ``merge_adapters``, each plain LoRA layer (peft) runs as one such linear over a copy of its weight with
+    its active adapters merged (peft's ``get_delta_weight``), made once on entry: a decoding step then skips the
+    adapters' four extra operations per layer, and the trained weights are never modified. Only ``forward`` is
+    replaced, so hooks on the module still run; DeepSpeed ZeRO-3 gathers a layer's weights in the hooks of the
+    modules that hold them, so partitioned models need ``merge_adapters=False``.
     """
-    linears = [module for module in model.modules() if type(module) is nn.Linear]
+    replaced: list[nn.Module] = []
 
-    def forward(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() // max(x.shape[-1], 1) <= max_rows:
-            return weight_major_linear(x, module.weight, module.bias)
-        return F.linear(x, module.weight, module.bias)
+    def route(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        def forward(self: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if x.numel() // max(x.shape[-1], 1) <= max_rows:
+                return weight_major_linear(x, weight, bias)
+            return type(self).forward(self, x, *args, **kwargs)
 
-    for module in linears:
         module.forward = types.MethodType(forward, module)
+        replaced.append(module)
+
+    with torch.no_grad():
+        for module in model.modules():
+            if merge_adapters and _plain_lora(module):
+                delta = sum(module.get_delta_weight(name) for name in module.active_adapters)
+                route(module, module.base_layer.weight + delta, module.base_layer.bias)
+            elif type(module) is nn.Linear:
+                route(module, module.weight, module.bias)
     try:
         yield
     finally:
-        for module in linears:
+        for module in replaced:
             del module.forward
+
+
+def _plain_lora(module: nn.Module) -> bool:
+    """A peft LoRA linear layer whose active adapters are plain low-rank deltas (no DoRA, no bias), not merged."""
+    adapters = getattr(module, "active_adapters", None)
+    return (
+        isinstance(module, LoraLayer)
+        and type(getattr(module, "base_layer", None)) is nn.Linear
+        and not module.disable_adapters
+        and not module.merged
+        and bool(adapters)
+        and all(name in module.lora_A and name not in module.lora_variant for name in adapters)
+        and not any(module.lora_bias.get(name, False) for name in adapters)
+    )
