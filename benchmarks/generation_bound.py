@@ -14,8 +14,8 @@ decoding rate and their ratio.
 Then real rollouts (stop at ``</answer>``), interleaved in one run: the engine, and transformers'
 ``generate`` decoding from a cache prefilled the same way but with every prompt's KV copied to its samples
 (the engine's decoding before it dropped finished rows and shared prompt KV; its stop-string check is
-rebuilt per call). The two sample with different random streams (inverse-CDF against ``torch.multinomial``). For each: seconds, useful tokens (through the stop), decoding
-forward calls, row-steps (rows in the batch summed over decoding steps, the work actually paid) and the
+rebuilt per call). The two sample with different random streams (inverse CDF against ``torch.multinomial``).
+For each: seconds, useful tokens (through the stop), decoding forward calls, row-steps (rows in the batch summed over decoding steps, the work actually paid) and the
 share of the decoding bound (weights read once per step / read bandwidth) reached, with steps = the longest
 completion's tokens and steps = ``max_new_tokens``.
 """

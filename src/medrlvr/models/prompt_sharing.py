@@ -103,7 +103,10 @@ def _repeat_rows(cache: Cache, rows: int, repeats: int, device: torch.device) ->
     """Repeat each of the ``rows`` rows of ``cache`` ``repeats`` times, in place.
 
     A static cache's layers have no ``batch_repeat_interleave``, so its rows are re-indexed (the same values).
+    One repeat leaves the cache as it is (no copy).
     """
+    if repeats == 1:
+        return
     if isinstance(cache, StaticCache):
         cache.reorder_cache(torch.arange(rows, device=device).repeat_interleave(repeats))
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from transformers import (
+    Cache,
     DynamicCache,
     LogitsProcessorList,
     PreTrainedTokenizerBase,
@@ -22,7 +23,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from medrlvr.models.prompt_sharing import position_ids, unwrap
+from medrlvr.models.prompt_sharing import position_ids, prefill_prompts, unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.cascade import CascadeKV, cascade_attention_in
 from medrlvr.rollout.weight_major_linear import weight_major_linears
@@ -99,17 +100,12 @@ class HFRolloutEngine:
         last = prompt_ids.shape[1] - 1
         positions = position_ids(prompt_mask)
 
-        def run(columns: slice, rows: slice = slice(None)) -> None:
-            self.model(
-                input_ids=prompt_ids[rows, columns], attention_mask=prompt_mask[rows, : columns.stop],
-                position_ids=positions[rows, columns], cache=cache, use_cache=True, logits_to_keep=1,
-            )
+        def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
+            return self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+            ).logits
 
-        if shared:
-            run(slice(0, shared), rows=slice(0, 1))
-            cache.batch_repeat_interleave(len(prompt_ids))
-        if last > shared:
-            run(slice(shared, last))
+        prefill_prompts(run, prompt_ids[:, :last], prompt_mask[:, :last], positions[:, :last], shared, 1, cache)
         return CascadeKV.from_prompt_cache(cache, shared, prompt_mask[:, :last], samples, max_new_tokens, self.model.config)
 
     def _generate_chunk(
@@ -141,10 +137,10 @@ class HFRolloutEngine:
                 end, slots = width + step, kv.slots
                 logits = self._next_token_logits(sequences[slots, end - 1 : end], positions, kv)
                 kv.advance()
-                uniforms = 1.0 - torch.rand(rows, device=device)  # in (0, 1], one per row of the chunk
                 if greedy:
                     tokens = logits.argmax(-1)
                 else:
+                    uniforms = 1.0 - torch.rand(rows, device=device)  # in (0, 1], one per row of the chunk
                     tokens = sample_inverse_cdf(torch.softmax(warpers(sequences[slots, :end], logits), -1), uniforms[slots])
                 step_logprobs = torch.log_softmax(logits / temperature, -1).gather(-1, tokens[:, None]).squeeze(-1)
                 live = slots[running]
