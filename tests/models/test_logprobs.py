@@ -60,3 +60,32 @@ def test_chunk_size_below_one_is_refused():
     head, hidden, tokens = setup()
     with pytest.raises(ValueError, match="chunk_size"):
         token_logprobs(hidden, head, tokens, chunk_size=0)
+
+
+@pytest.mark.parametrize("chunk_size", [2, 1024])
+def test_masked_positions_skip_the_output_layer_and_match_the_full_computation(chunk_size):
+    head, hidden, tokens = setup()
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0, 0]])
+    want_lp, want_ent = (value * mask for value in reference(head, hidden, tokens, 0.7))
+    (want_lp.sum() + 0.3 * want_ent.sum()).backward()
+    want_grads = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad, head.weight.grad = None, None
+    rows_seen = []
+    head.register_forward_hook(lambda module, args, out: rows_seen.append(args[0].shape[0]))
+
+    logprobs, entropy = token_logprobs(hidden, head, tokens, 0.7, chunk_size, entropy="grad", mask=mask)
+    assert sum(rows_seen) == 11  # the masked tokens only
+    (logprobs.sum() + 0.3 * entropy.sum()).backward()
+    torch.testing.assert_close(logprobs, want_lp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(entropy, want_ent, rtol=0, atol=1e-5)
+    assert (logprobs[mask == 0] == 0).all() and (entropy[mask == 0] == 0).all()
+    torch.testing.assert_close(hidden.grad, want_grads[0], rtol=1e-5, atol=1e-5)
+    assert (hidden.grad[mask == 0] == 0).all()
+    torch.testing.assert_close(head.weight.grad, want_grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_an_empty_mask_gives_zeros():
+    head, hidden, tokens = setup()
+    logprobs, entropy = token_logprobs(hidden, head, tokens, entropy="detached", mask=torch.zeros(3, 7))
+    assert logprobs.shape == entropy.shape == (3, 7)
+    assert (logprobs == 0).all() and (entropy == 0).all()

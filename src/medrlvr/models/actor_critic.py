@@ -6,8 +6,9 @@
   critic its own trunk (the study's PPO); ``shared`` puts the value head on the actor's trunk, which
   halves the forward passes on a CPU; ``none`` builds no critic (GRPO, RLOO, REINFORCE++).
 
-Only response positions go through the LM head, which saves most of the vocabulary projection, and they go
-through it in chunks of ``logits_chunk_size`` tokens (:mod:`medrlvr.models.logprobs`). Prompt tokens that
+Only response positions go through the LM head, which saves most of the vocabulary projection (given the
+response mask, only the real response tokens, not the padding after shorter responses), and they go through
+it in chunks of ``logits_chunk_size`` tokens (:mod:`medrlvr.models.logprobs`). Prompt tokens that
 several rows share run once (:mod:`medrlvr.models.prompt_sharing`).
 """
 
@@ -126,14 +127,14 @@ class ActorCritic(nn.Module):
         critic_mode: CriticMode = "separate",
         gradient_checkpointing: bool = False,
         load_copy: Callable[[], nn.Module] | None = None,
-        share_prompts: bool = True,
+        data_dependent_passes: bool = True,
         logits_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
         self.logits_chunk_size = logits_chunk_size
-        # Shared prompt passes run a data-dependent number of forwards; ZeRO-3 needs the same count on
-        # every process, so it turns them off.
-        self.share_prompts = share_prompts
+        # Shared prompt passes and an output layer over the real response tokens only run a data-dependent
+        # number of forwards; ZeRO-3 needs the same count on every process, so it turns them off.
+        self.data_dependent_passes = data_dependent_passes
         if critic_mode not in ("separate", "shared", "none"):
             raise ValueError(f"model.critic must be 'separate', 'shared' or 'none', got {critic_mode!r}")
         self.critic_mode = critic_mode
@@ -195,7 +196,7 @@ class ActorCritic(nn.Module):
         def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache | None) -> torch.Tensor:
             return self._run_frozen(decoder, ids, mask, positions, cache)
 
-        if sharing is None or sharing.prompt_length == 0 or not self.share_prompts:
+        if sharing is None or sharing.prompt_length == 0 or not self.data_dependent_passes:
             return run(input_ids, attention_mask, position_ids(attention_mask), None)
         return shared_pass(run, input_ids, attention_mask, sharing)
 
@@ -234,22 +235,27 @@ class ActorCritic(nn.Module):
         reference: bool = False,
         frozen_hidden: torch.Tensor | None = None,
         sharing: PromptSharing | None = None,
+        response_mask: torch.Tensor | None = None,
     ) -> ForwardOutput:
         """Log-probs of ``response_ids`` (the last ``T`` tokens of ``input_ids``) under the actor or the reference.
 
         With ``with_values`` and a shared critic, the values come from the same pass; without a critic
         ``with_values`` is an error. ``entropy``: ``"none"``, ``"detached"`` (for logging) or ``"grad"``.
+        With ``response_mask`` ``(B, T)``, log-probs and entropy are computed at its real tokens only and
+        are 0 elsewhere.
         """
         context = self._reference_mode() if reference else contextlib.nullcontext(self.actor)
         length = response_ids.shape[1]
-        sharing = sharing if self.share_prompts else None
+        sharing = sharing if self.data_dependent_passes else None
+        response_mask = response_mask if self.data_dependent_passes else None
         with context as model:
             lm = unwrap(model)
             hidden = response_hidden_states(
                 lm.get_decoder(), input_ids, attention_mask, length, frozen_hidden, self.frozen_layers, sharing
             )
             logprobs, token_entropy = token_logprobs(
-                hidden, lm.get_output_embeddings(), response_ids, temperature, self.logits_chunk_size, entropy
+                hidden, lm.get_output_embeddings(), response_ids, temperature, self.logits_chunk_size, entropy,
+                response_mask,
             )
         values = None
         if with_values:
@@ -271,7 +277,7 @@ class ActorCritic(nn.Module):
         if self.value_head is None:
             raise ValueError("this model was built without a critic (model.critic: none)")
         trunk = self.critic_trunk if self.critic_trunk is not None else unwrap(self.actor).get_decoder()
-        sharing = sharing if self.share_prompts else None
+        sharing = sharing if self.data_dependent_passes else None
         hidden = response_hidden_states(
             trunk, input_ids, attention_mask, response_length, frozen_hidden, self.frozen_layers, sharing
         )

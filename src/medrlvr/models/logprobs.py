@@ -6,7 +6,8 @@ tokens × 151,936 (Qwen2.5) × 4 bytes is about 10 GB, per copy. Here the output
 ``chunk_size`` tokens; the chosen token's log-prob is ``logit − logsumexp(logits)``; logits stay in the
 model's dtype until that reduction, which upcasts one chunk at a time. Under gradients, when there is
 more than one chunk, each chunk is recomputed in the backward pass (``torch.utils.checkpoint``), so at
-most one chunk's logits are alive at any time.
+most one chunk's logits are alive at any time. Given a response mask, only the masked positions go through
+the output layer: a batch padded to its longest response then pays for its real tokens only.
 """
 
 from __future__ import annotations
@@ -46,23 +47,35 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk_size: int = 1024,
     entropy: EntropyMode = "none",
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of ``tokens`` ``(B, T)`` under ``softmax(head(hidden) / temperature)``, ``hidden`` ``(B, T, H)``.
 
     Returns ``(logprobs, entropy)``, both ``(B, T)`` in fp32; ``entropy`` is None for ``"none"``, carries no
-    gradient for ``"detached"`` (logging) and is differentiable for ``"grad"`` (an entropy bonus).
+    gradient for ``"detached"`` (logging) and is differentiable for ``"grad"`` (an entropy bonus). With
+    ``mask`` ``(B, T)``, positions where it is 0 skip the output layer: their log-prob and entropy are 0.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     batch, length, width = hidden.shape
     flat_hidden, flat_tokens = hidden.reshape(-1, width), tokens.reshape(-1)
+    kept = None if mask is None else mask.reshape(-1).nonzero().squeeze(1)
+    if kept is not None:
+        flat_hidden, flat_tokens = flat_hidden[kept], flat_tokens[kept]
     stats = partial(_chunk_stats, head=head, temperature=max(temperature, 1e-6), entropy=entropy)
     recompute = torch.is_grad_enabled() and flat_hidden.shape[0] > chunk_size
     parts = [
         checkpoint(stats, h, t, use_reentrant=False) if recompute else stats(h, t)
         for h, t in zip(flat_hidden.split(chunk_size), flat_tokens.split(chunk_size))
     ]
-    logprobs = torch.cat([p[0] for p in parts]).view(batch, length)
+
+    def to_positions(values: list[torch.Tensor]) -> torch.Tensor:
+        flat = torch.cat(values)
+        if kept is not None:
+            flat = flat.new_zeros(batch * length).index_copy(0, kept, flat)
+        return flat.view(batch, length)
+
+    logprobs = to_positions([p[0] for p in parts])
     if entropy == "none":
         return logprobs, None
-    return logprobs, torch.cat([p[1] for p in parts]).view(batch, length)
+    return logprobs, to_positions([p[1] for p in parts])

@@ -76,7 +76,7 @@ def build_actor_critic(
         critic,
         cfg.gradient_checkpointing,
         load if reload else None,
-        share_prompts=not reload,
+        data_dependent_passes=not reload,
         logits_chunk_size=cfg.logits_chunk_size,
     )
 

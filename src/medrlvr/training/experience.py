@@ -92,7 +92,7 @@ def make_experience(
         rows = slice(start, start + chunk)
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
         hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], sharing)
-        common = {"temperature": temperature, "frozen_hidden": hidden, "sharing": sharing}
+        common = {"temperature": temperature, "frozen_hidden": hidden, "sharing": sharing, "response_mask": mask[rows]}
         reference = model.policy_forward(*args, reference=True, **common)
         if reuse_rollout_logprobs:
             old_logprobs.append(rollout.logprobs[rows])

@@ -281,6 +281,7 @@ class PPOModule(PolicyModule):
             entropy="grad" if algo.entropy_coef else "detached",
             frozen_hidden=mb.frozen_hidden,
             sharing=mb.sharing,
+            response_mask=mb.response_mask,
         )
         loss, stats = ppo_loss(
             loss_settings(algo, self.rollout_cfg.max_new_tokens),

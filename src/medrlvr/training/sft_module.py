@@ -59,12 +59,14 @@ def sft_loss(
     logits_chunk_size: int = 1024,
 ) -> torch.Tensor:
     """Mean cross-entropy over the response tokens (the reduction of a ``labels=`` forward with the prompt
-    and padding ignored). Output-layer logits are computed at the response positions only, in chunks of
+    and padding ignored). Output-layer logits are computed at the real response tokens only, in chunks of
     ``logits_chunk_size`` tokens (:func:`token_logprobs`): over the whole sequence they took most of the
     memory of an SFT step (``(B, L, vocabulary)`` floats, kept for backward)."""
     model = unwrap(policy)
     hidden = response_hidden_states(model.get_decoder(), input_ids, attention_mask, response_ids.shape[1])
-    logprobs, _ = token_logprobs(hidden, model.get_output_embeddings(), response_ids, chunk_size=logits_chunk_size)
+    logprobs, _ = token_logprobs(
+        hidden, model.get_output_embeddings(), response_ids, chunk_size=logits_chunk_size, mask=response_mask
+    )
     mask = response_mask.to(logprobs.dtype)
     return -(logprobs * mask).sum() / mask.sum()
 
