@@ -152,3 +152,30 @@ def test_stop_string_check_is_built_once_per_engine(engine):
     first = engine._stop_criterion(("</answer>",))
     engine.generate(["Hello"], params)
     assert engine._stop_criterion(("</answer>",)) is first and len(engine._stop_criteria) == 1
+
+
+def test_captured_layer_inputs_equal_a_full_forward_pass(tokenizer):
+    """With ``capture_layer``, the batch carries the hidden states entering that layer at every position the engine
+    ran (prefix once, each prompt once, then one decoding step per token while rows leave): those of a plain forward
+    pass over prompt + response; the last response column, never run, is 0."""
+    model = load_causal_lm("tiny", tokenizer, seed=0)
+    engine = HFRolloutEngine(model, tokenizer, capture_layer=1)
+    prompts = ["Shared words then question one?", "Shared words then the second, longer question?"]
+    params = SamplingParams(num_samples=4, max_new_tokens=12, temperature=1.3, stop_strings=("es",), seed=1)
+    out = engine.generate(prompts, params)
+    assert len(set(out.response_mask.sum(1).tolist())) > 2 and out.layer_inputs_of == 1
+    ids = torch.cat([out.prompt_ids, out.response_ids], dim=1)
+    mask = torch.cat([out.prompt_mask, out.response_mask], dim=1)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp_min(0), output_hidden_states=True)
+    expected = full.hidden_states[1]  # the embeddings are [0]: [1] enters layer 1
+    assert out.layer_inputs.shape == expected.shape
+    # run: real prompt tokens, and response tokens followed by another (the last one is never fed back)
+    ran = torch.cat([out.prompt_mask, out.response_mask[:, 1:], torch.zeros_like(out.response_mask[:, :1])], 1).bool()
+    torch.testing.assert_close(out.layer_inputs[ran], expected[ran], atol=1e-5, rtol=0)
+    assert (out.layer_inputs[:, -1] == 0).all()
+
+
+def test_capture_layer_outside_the_model_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="capture_layer must be in \\[0, 2\\)"):
+        HFRolloutEngine(load_causal_lm("tiny", tokenizer, seed=0), tokenizer, capture_layer=2)

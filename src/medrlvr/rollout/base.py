@@ -34,6 +34,11 @@ class RolloutBatch:
     right-padded, mask 1 on generated tokens (up to and including EOS or the token completing a stop
     string); ``logprobs``: ``(N, T)`` log-probs of the sampled tokens under the rollout policy at the
     sampling temperature (0 on padding); ``finish_reasons``: ``"stop"`` or ``"length"``.
+
+    ``layer_inputs``: ``(N, P + T, H)``, the hidden states entering decoder layer ``layer_inputs_of`` at each
+    position of prompt + response, when the engine was asked to keep them (the hf backend's
+    ``capture_layer``), else None. Positions the engine never ran are 0: the last response column and
+    the columns after a row ended; no output at a real position depends on them.
     """
 
     prompt_ids: torch.Tensor
@@ -44,6 +49,8 @@ class RolloutBatch:
     texts: list[str]
     finish_reasons: list[str]
     prompt_index: list[int]
+    layer_inputs: torch.Tensor | None = None
+    layer_inputs_of: int = 0
 
     @property
     def num_response_tokens(self) -> int:
@@ -51,8 +58,8 @@ class RolloutBatch:
 
     def to(self, device: torch.device | str) -> RolloutBatch:
         """The same batch with its tensors on ``device``."""
-        tensors = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "logprobs")
-        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
+        tensors = ("prompt_ids", "prompt_mask", "response_ids", "response_mask", "logprobs", "layer_inputs")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors if getattr(self, name) is not None})
 
 
 class RolloutEngine(Protocol):

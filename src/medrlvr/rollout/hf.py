@@ -7,9 +7,16 @@ decoding step grows with the samples. Decoding is the engine's own loop over the
 (transformers' warpers and stop-string check, linear layers computed weight-first for a few rows:
 :mod:`medrlvr.rollout.weight_major_linear`): rows that finished leave the batch, which ``generate`` keeps
 decoding until the longest row ends. Tokens are drawn by inverse-CDF sampling, one uniform number per row.
+
+Asked to (``capture_layer``), the engine keeps the hidden states entering one decoder layer at every position
+it runs: with LoRA on the top layers only, those are the frozen layers' output, which training then takes
+from the rollout instead of running the frozen layers again over prompt and response.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from transformers import (
@@ -33,16 +40,26 @@ class HFRolloutEngine:
     """Generates from a transformers causal LM, usually the very module being trained (colocated).
 
     ``synced_gpus``: every process keeps decoding until all have finished, as DeepSpeed ZeRO-3 needs (each
-    forward pass gathers the partitioned weights collectively).
+    forward pass gathers the partitioned weights collectively). ``capture_layer`` (> 0): every batch carries
+    the inputs of that decoder layer (:attr:`RolloutBatch.layer_inputs`).
     """
 
     def __init__(
-        self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64, synced_gpus: bool = False
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 64,
+        synced_gpus: bool = False,
+        capture_layer: int = 0,
     ) -> None:
+        layers = model.config.num_hidden_layers
+        if not 0 <= capture_layer < layers:
+            raise ValueError(f"capture_layer must be in [0, {layers}) for a model of {layers} layers, got {capture_layer}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.synced_gpus = synced_gpus
+        self.capture_layer = capture_layer
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
         self._stop_criteria: dict[tuple[str, ...], StopStringCriteria] = {}
@@ -74,6 +91,10 @@ class HFRolloutEngine:
         pad = self.tokenizer.pad_token_id
         response_ids = torch.cat([_pad_right(c[0], width, pad) for c in chunks])
         logprobs = torch.cat([_pad_right(c[1], width, 0.0) for c in chunks])
+        layer_inputs = None
+        if self.capture_layer:  # prompt columns but the last, then one column per decoding step and the last response token
+            columns = unique_ids.shape[1] + width
+            layer_inputs = torch.cat([torch.nn.functional.pad(c[2], (0, 0, 0, columns - c[2].shape[1])) for c in chunks])
         response_mask, finish_reasons = self._response_mask(response_ids, params)
         response_ids = torch.where(response_mask.bool(), response_ids, pad)
         texts = self.tokenizer.batch_decode(response_ids, skip_special_tokens=True)
@@ -86,12 +107,30 @@ class HFRolloutEngine:
             texts=texts,
             finish_reasons=finish_reasons,
             prompt_index=[i for i in range(len(prompts)) for _ in range(samples)],
+            layer_inputs=layer_inputs,
+            layer_inputs_of=self.capture_layer,
         )
+
+    @contextlib.contextmanager
+    def _layer_inputs(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, the list receives the input of layer ``capture_layer`` ``(rows, columns, H)`` of each
+        forward pass; an empty list that stays empty when nothing is captured."""
+        captured: list[torch.Tensor] = []
+        if not self.capture_layer:
+            yield captured
+            return
+        below = unwrap(self.model).get_decoder().layers[self.capture_layer - 1]
+        hook = below.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            yield captured
+        finally:
+            hook.remove()
 
     def _prompt_kv(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, samples: int, max_new_tokens: int
-    ) -> CascadeKV:
-        """KV of every prompt token but the last, once per prompt, with room for ``max_new_tokens`` per sample.
+    ) -> tuple[CascadeKV, torch.Tensor | None]:
+        """KV of every prompt token but the last, once per prompt, with room for ``max_new_tokens`` per sample,
+        and with ``capture_layer`` the inputs of that layer at those tokens, ``(prompts, width - 1, H)``.
 
         The first ``shared`` tokens (identical in every row) run once, the rest once per prompt after them; the
         samples of a prompt read its KV where it is (:class:`~medrlvr.rollout.cascade.CascadeKV`), never a copy.
@@ -105,13 +144,20 @@ class HFRolloutEngine:
                 input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
             ).logits
 
-        prefill_prompts(run, prompt_ids[:, :last], prompt_mask[:, :last], positions[:, :last], shared, 1, cache)
-        return CascadeKV.from_prompt_cache(cache, shared, prompt_mask[:, :last], samples, max_new_tokens, self.model.config)
+        with self._layer_inputs() as captured:
+            prefill_prompts(run, prompt_ids[:, :last], prompt_mask[:, :last], positions[:, :last], shared, 1, cache)
+        kv = CascadeKV.from_prompt_cache(cache, shared, prompt_mask[:, :last], samples, max_new_tokens, self.model.config)
+        if not captured:
+            return kv, None
+        if shared:  # the prefix pass ran one row for all prompts
+            captured[0] = captured[0].expand(prompt_ids.shape[0], -1, -1)
+        return kv, torch.cat(captured, dim=1)
 
     def _generate_chunk(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, params: SamplingParams
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode ``num_samples`` completions of each prompt: token ids and their log-probs, ``(rows, steps)``.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Decode ``num_samples`` completions of each prompt: token ids and their log-probs, ``(rows, steps)``, and
+        with ``capture_layer`` that layer's inputs ``(rows, width - 1 + steps, H)`` (0 where a row had ended).
 
         Rows that finished (EOS or a stop string) leave the batch and the row block of the KV cache once a
         quarter of the batch has finished, so later steps only pay for rows still decoding (not under
@@ -120,7 +166,8 @@ class HFRolloutEngine:
         """
         samples, steps, width = params.num_samples, params.max_new_tokens, prompt_ids.shape[1]
         rows, device, pad = prompt_ids.shape[0] * samples, prompt_ids.device, self.tokenizer.pad_token_id
-        kv = self._prompt_kv(prompt_ids, prompt_mask, shared, samples, steps)
+        kv, prompt_inputs = self._prompt_kv(prompt_ids, prompt_mask, shared, samples, steps)
+        step_inputs = None if prompt_inputs is None else prompt_inputs.new_zeros(rows, steps, prompt_inputs.shape[-1])
         sequences = torch.full((rows, width + steps), pad, dtype=prompt_ids.dtype, device=device)
         sequences[:, :width] = prompt_ids.repeat_interleave(samples, 0)
         logprobs = torch.zeros(rows, steps, device=device)
@@ -132,11 +179,17 @@ class HFRolloutEngine:
         stop = self._stop_criterion(params.stop_strings)
         eos = torch.tensor(sorted(self.eos_ids), device=device)
         decoded = 0
-        with cascade_attention_in(unwrap(self.model)), weight_major_linears(self.model, merge_adapters=not self.synced_gpus):
+        with (
+            cascade_attention_in(unwrap(self.model)),
+            weight_major_linears(self.model, merge_adapters=not self.synced_gpus),
+            self._layer_inputs() as captured,
+        ):
             for step in range(steps):
                 end, slots = width + step, kv.slots
                 logits = self._next_token_logits(sequences[slots, end - 1 : end], positions, kv)
                 kv.advance()
+                if step_inputs is not None:
+                    step_inputs[slots, step] = captured.pop()[:, -1]
                 if greedy:
                     tokens = logits.argmax(-1)
                 else:
@@ -158,7 +211,10 @@ class HFRolloutEngine:
                     keep = running.nonzero().squeeze(1)
                     kv.keep(keep)
                     running, positions = running[keep], positions[keep]
-        return sequences[:, width : width + decoded], logprobs[:, :decoded]
+        inputs = None
+        if prompt_inputs is not None:
+            inputs = torch.cat([prompt_inputs.repeat_interleave(samples, 0), step_inputs[:, :decoded]], dim=1)
+        return sequences[:, width : width + decoded], logprobs[:, :decoded], inputs
 
     def _next_token_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, kv: CascadeKV) -> torch.Tensor:
         """fp32 logits ``(n, vocab)`` of the token after ``input_ids`` ``(n, 1)``, attending through ``kv``."""

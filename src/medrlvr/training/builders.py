@@ -99,16 +99,20 @@ def build_rollout_engine(
     seed: int = 0,
     synced_gpus: bool = False,
     placement: EnginePlacement | None = None,
+    capture_layer: int = 0,
 ) -> RolloutEngine:
-    """``hf``: generation from ``policy`` itself (colocated: updates are visible without copying weights);
-    ``vllm``: a vLLM engine in this process holding a copy of ``policy``'s weights, pushed in place after
-    every update (vllm is imported only then), placed as ``placement`` says (default: torchrun's variables
-    or a process of its own)."""
+    """``hf``: generation from ``policy`` itself (colocated: updates are visible without copying weights),
+    keeping the inputs of decoder layer ``capture_layer`` when it is > 0 (the first trained layer, whose
+    inputs training then takes from the rollout); ``vllm``: a vLLM engine in this process holding a copy of
+    ``policy``'s weights, pushed in place after every update (vllm is imported only then), placed as
+    ``placement`` says (default: torchrun's variables or a process of its own)."""
     if cfg.backend == "vllm":
         from medrlvr.rollout.vllm import VLLMRolloutEngine
 
         return VLLMRolloutEngine(policy, tokenizer, cfg.vllm, seed, placement)
-    return HFRolloutEngine(policy, tokenizer, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus)
+    return HFRolloutEngine(
+        policy, tokenizer, batch_size=cfg.generation_batch_size, synced_gpus=synced_gpus, capture_layer=capture_layer
+    )
 
 
 def engine_builder(cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase) -> EngineBuilder:
@@ -154,7 +158,9 @@ def build_module(
             return build_actor_critic(cfg.model, tokenizer, cfg.seed, algo.uses_critic, reload=zero3(cfg.trainer))
 
     model = None if zero3(cfg.trainer) else build_model()
-    engine = None if model is None or in_fit else build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed)
+    engine = None
+    if model is not None and not in_fit:
+        engine = build_rollout_engine(cfg.rollout, model.actor, tokenizer, cfg.seed, capture_layer=model.frozen_layers)
     module = PPOModule(
         model, engine, prompts, build_reward(cfg.reward), algo, cfg.rollout, cfg.seed, guard, first_iteration,
         build_model, engine_builder(cfg, tokenizer),

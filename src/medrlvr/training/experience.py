@@ -17,8 +17,8 @@ class Experience:
     """Everything an update reads; all tensors ``(N, ·)`` with rows = completions.
 
     ``input_ids``/``attention_mask``: prompt + response, ``(N, P + T)``; the rest ``(N, T)`` over
-    response positions, except ``scores`` ``(N,)`` and ``frozen_hidden`` ``(N, P + T, H)``: the cached
-    output of the frozen bottom layers (None when every layer trains). ``sharing`` says which prompt tokens rows share;
+    response positions, except ``scores`` ``(N,)`` and ``frozen_hidden`` ``(N, P + T, H)``: the output of
+    the frozen bottom layers, taken from the rollout or computed once (None when every layer trains). ``sharing`` says which prompt tokens rows share;
     it stays true for any selection of whole prompt groups. ``old_logprobs`` are the trainer's recomputed
     log-probs, ``rollout_logprobs`` the rollout engine's for the same tokens.
     """
@@ -79,8 +79,17 @@ def make_experience(
     (0 turns that off), and estimate advantages (GAE with a critic, otherwise group or REINFORCE++ returns).
 
     With ``reuse_rollout_logprobs`` the rollout's log-probs are the old log-probs and no policy pass runs (a
-    critic's values come from a pass without the output layer). Without a critic ``values`` are zeros.
+    critic's values come from a pass without the output layer). Without a critic ``values`` are zeros. When
+    the rollout carries the inputs of the first trained layer (``rollout.layer_inputs``), the frozen layers
+    do not run again; they are equal to a new pass up to float rounding, and every pass of the iteration
+    (old, reference, values, the update) starts from the same ones.
     """
+    captured = rollout.layer_inputs
+    if captured is not None and rollout.layer_inputs_of != model.frozen_layers:
+        raise ValueError(
+            f"the rollout kept the inputs of layer {rollout.layer_inputs_of}, but the first trained layer is "
+            f"{model.frozen_layers}"
+        )
     input_ids = torch.cat([rollout.prompt_ids, rollout.response_ids], dim=1)
     attention_mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1)
     response_ids, mask = rollout.response_ids, rollout.response_mask.float()
@@ -91,7 +100,7 @@ def make_experience(
     for start in range(0, len(input_ids), chunk):
         rows = slice(start, start + chunk)
         args = (input_ids[rows], attention_mask[rows], response_ids[rows])
-        hidden = model.frozen_prefix(input_ids[rows], attention_mask[rows], sharing)
+        hidden = captured[rows] if captured is not None else model.frozen_prefix(input_ids[rows], attention_mask[rows], sharing)
         common = {"temperature": temperature, "frozen_hidden": hidden, "sharing": sharing, "response_mask": mask[rows]}
         reference = model.policy_forward(*args, reference=True, **common)
         if reuse_rollout_logprobs:
