@@ -1,8 +1,11 @@
 """Actor, critic and reference: trainer log-probs match generation, the reference stays frozen."""
 
+from functools import partial
+
 import pytest
 import torch
 
+from medrlvr.models import prompt_sharing
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings
 from medrlvr.models.prompt_sharing import PromptSharing
 from medrlvr.models.loading import load_causal_lm
@@ -135,6 +138,43 @@ def test_shared_prompt_passes_give_the_same_outputs_and_gradients(tokenizer, cri
     for name in g_a:
         torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
     assert len(model.actor.get_base_model().get_decoder().layers) == 2  # layers restored
+
+
+def test_responses_of_different_lengths_run_in_passes_with_the_outputs_and_gradients_of_a_plain_pass(tokenizer, monkeypatch):
+    """Rows whose responses end at different steps run in several passes, each over its rows' columns only."""
+    model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=1), "shared")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "value_head" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    prefix = "System: reason in <think>, answer in <answer>.\nUser: "
+    out = HFRolloutEngine(model.actor, tokenizer).generate(
+        [prefix + "Short?", prefix + "A longer prompt than the first one?"],
+        SamplingParams(num_samples=3, max_new_tokens=12, temperature=1.3, stop_strings=("es",), seed=1),
+    )
+    ids, mask = torch.cat([out.prompt_ids, out.response_ids], 1), torch.cat([out.prompt_mask, out.response_mask], 1)
+    lengths = out.response_mask.sum(1).tolist()
+    assert len(set(lengths)) > 2
+    passes = []
+    every_length_apart = partial(prompt_sharing.length_buckets, pass_cost=0)
+    monkeypatch.setattr(prompt_sharing, "length_buckets", lambda rows: passes.append(every_length_apart(rows)) or passes[-1])
+    sharing = PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 3)
+    m = out.response_mask.bool()
+    results = []
+    for share in (None, sharing):
+        model.zero_grad()
+        fwd = model.policy_forward(ids, mask, out.response_ids, with_values=True, sharing=share, response_mask=out.response_mask)
+        (fwd.logprobs[m].sum() + fwd.values[m].pow(2).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((fwd.logprobs[m].detach(), fwd.values[m].detach(), grads))
+    assert len(passes[0]) == len(set(lengths))  # the shared passes ran one pass per distinct length
+    (lp_a, v_a, g_a), (lp_b, v_b, g_b) = results
+    torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(v_b, v_a, atol=1e-5, rtol=0)
+    assert g_a.keys() == g_b.keys() and any("lora_A" in n for n in g_a)
+    for name in g_a:
+        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("lora_rank", [0, 4])

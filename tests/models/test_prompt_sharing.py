@@ -4,7 +4,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from medrlvr.models.loading import load_causal_lm
-from medrlvr.models.prompt_sharing import position_ids, prefill_prompts
+from medrlvr.models.prompt_sharing import length_buckets, position_ids, prefill_prompts
 from medrlvr.rollout.hf import pad_after_common_prefix
 
 
@@ -36,3 +36,12 @@ def test_prefill_gives_each_sample_the_kv_of_a_plain_pass_in_static_and_dynamic_
             assert getattr(dynamic_layer, name).shape[0] == len(prompts) * copies
             torch.testing.assert_close(getattr(dynamic_layer, name).transpose(1, 2)[valid], expected, atol=1e-5, rtol=0)
             torch.testing.assert_close(static_kv, expected, atol=1e-5, rtol=0)
+
+
+def test_length_buckets_by_hand():
+    # longest first: rows 0, 3 (64), 1 (20), 2 (18), 4 (3). Costs with 16 per pass: one pass 5×64+16 = 336;
+    # {0,3}{1,2,4} 144+76 = 220; {0,3}{1,2}{4} 144+56+19 = 219; {0,3}{1}{2}{4} 144+36+34+19 = 233.
+    assert length_buckets([64, 20, 18, 64, 3]) == [[0, 3], [1, 2], [4]]
+    assert length_buckets([64, 20, 18, 64, 3], pass_cost=1000) == [[0, 3, 1, 2, 4]]
+    assert length_buckets([5, 5, 5], pass_cost=0) == [[0, 1, 2]]  # equal lengths gain nothing from a split
+    assert length_buckets([]) == []

@@ -8,9 +8,12 @@ the same first ``p`` columns. :func:`prefill_prompts` fills a KV cache in two pa
 1. the prefix, ``(1, s)``, once; its cache is repeated to the ``G`` prompts: ``(G, s)``;
 2. the rest of each prompt, ``(G, p - s)``, after it; the cache is repeated to the samples: ``(N, p)``.
 
-The training forward (:func:`shared_pass`, :func:`response_hidden_states`) then runs the responses,
-``(N, L - p)``, after that cache and concatenates the three outputs into the hidden states ``(N, L, H)`` of a
-plain pass; gradients flow back through the repeated cache (a ``DynamicCache``; a ``StaticCache`` works too).
+The training forward (:func:`shared_pass`, :func:`response_hidden_states`) fills the cache once per prompt
+(``copies=1``) and then runs the responses after it, in a few passes over rows of similar length
+(:func:`length_buckets`), each over its rows' own columns up to their longest response: a batch padded to its
+longest response then mostly pays for its real tokens. It concatenates the outputs into the hidden states
+``(N, L, H)`` of a plain pass (0 after each response's end); gradients flow back through the cache rows each
+pass selects.
 The hf rollout engine keeps the prompt KV unrepeated instead (:mod:`medrlvr.rollout.cascade`): decoding
 reads it once per step for all samples, which a training forward, running every response token at once, does
 not need.
@@ -23,10 +26,12 @@ model under a peft wrapper (:func:`unwrap`).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Cache, DynamicCache, StaticCache
 
@@ -140,18 +145,64 @@ def prefill_prompts(
 
 
 def shared_pass(run: Run, inputs: torch.Tensor, attention_mask: torch.Tensor, sharing: PromptSharing) -> torch.Tensor:
-    """Hidden states ``(N, L, H)`` of ``run`` over all rows, running shared prompt columns once through a KV cache."""
+    """Hidden states ``(N, L, H)`` of ``run`` over all rows, running shared prompt columns once through a KV cache
+    and the responses in passes over rows of similar length (0 after each row's last real token)."""
     rows, length, group = inputs.shape[0], sharing.prompt_length, sharing.group_size
     positions = position_ids(attention_mask)
     cache = DynamicCache()
     firsts = slice(None, None, group)
     prompt_rows = inputs[firsts, :length], attention_mask[firsts, :length], positions[firsts, :length]
-    prefix, prompts = prefill_prompts(run, *prompt_rows, sharing.shared, group, cache)
+    prefix, prompts = prefill_prompts(run, *prompt_rows, sharing.shared, 1, cache)
     parts = [] if prefix is None else [prefix.expand(rows, -1, -1)]
     parts.append(prompts.repeat_interleave(group, 0))
     if inputs.shape[1] > length:
-        parts.append(run(inputs[:, length:], attention_mask, positions[:, length:], cache))
+        parts.append(_response_passes(run, inputs[:, length:], attention_mask, positions[:, length:], cache, group))
     return torch.cat(parts, dim=1)
+
+
+def _response_passes(
+    run: Run,
+    responses: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    prompt_cache: DynamicCache,
+    group: int,
+) -> torch.Tensor:
+    """Outputs of ``run`` over the response columns ``(N, T, ...)`` after ``prompt_cache`` (one row per group of
+    ``group`` rows): one pass per :func:`length_buckets` bucket, over its rows' columns up to their longest real
+    token (the mask's last 1), zeros after it."""
+    columns = responses.shape[1]
+    prompt_length = attention_mask.shape[1] - columns
+    steps = torch.arange(1, columns + 1, device=attention_mask.device)
+    lengths = (attention_mask[:, prompt_length:].bool() * steps).amax(dim=1).tolist()
+    outputs, order = [], []
+    for bucket in length_buckets(lengths):
+        rows = torch.tensor(bucket, device=responses.device)
+        width = max(1, lengths[bucket[0]])
+        cache = DynamicCache([(keys[rows // group], values[rows // group], window) for keys, values, window in prompt_cache])
+        out = run(responses[rows, :width], attention_mask[rows, : prompt_length + width], positions[rows, :width], cache)
+        outputs.append(F.pad(out, (0, 0, 0, columns - width)))
+        order.append(rows)
+    return torch.cat(outputs)[torch.argsort(torch.cat(order))]
+
+
+def length_buckets(lengths: list[int], pass_cost: int = 16) -> list[list[int]]:
+    """Row indices in passes, each pass running its rows over their longest ``lengths``: of the splits of the rows
+    sorted longest first, the one of least cost, a pass costing its rows × its length plus ``pass_cost`` (the fixed
+    cost of one more pass in token columns; 16 is about that of the default model's 8 trained layers on a CPU)."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    longest_first = [lengths[row] for row in order]
+    best, start = [0.0] + [math.inf] * len(order), [0] * (len(order) + 1)
+    for stop in range(1, len(order) + 1):  # best[stop]: least cost of the first ``stop`` rows
+        for first in range(stop):
+            cost = best[first] + (stop - first) * longest_first[first] + pass_cost
+            if cost < best[stop]:
+                best[stop], start[stop] = cost, first
+    buckets, stop = [], len(order)
+    while stop:
+        buckets.append(order[start[stop] : stop])
+        stop = start[stop]
+    return buckets[::-1]
 
 
 def response_hidden_states(
