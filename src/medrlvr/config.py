@@ -270,9 +270,10 @@ class AlgoConfig:
     sampling against rollout/trainer mismatch); null is off.
     ``reuse_rollout_logprobs`` takes the rollout engine's log-probs of the sampled tokens as the old log-probs
     instead of recomputing them (the ``hf`` engine in 32-bit computes them with the trainer's weights,
-    precision and temperature); the trainer still recomputes them on the first iteration and every
+    precision and temperature); the trainer still recomputes them on iteration 1 and every
     ``logprob_check_every``-th, where ``rollout/logprob_abs_diff`` is logged. With a critic the values pass runs
-    without the output layer.
+    without the output layer. null (the default) reuses them wherever they are the trainer's
+    (:func:`rollout_logprobs_match`) and ``tis_cap`` is off; true stops where they are not.
 
     Batch sizes count completions per process: ``mini_batch_size`` per optimizer step, ``micro_batch_size``
     per forward/backward pass (gradients accumulated over ``mini_batch_size / micro_batch_size`` passes;
@@ -320,7 +321,7 @@ class AlgoConfig:
     whiten_advantages: bool = True
     loss_aggregation: str = "token-mean"
     tis_cap: Optional[float] = None
-    reuse_rollout_logprobs: bool = False
+    reuse_rollout_logprobs: Optional[bool] = None
     logprob_check_every: int = 10
 
     @property
@@ -732,6 +733,8 @@ class TrainConfig:
         check_sweep_eval_split(self.data, sweeping=self.logger.trial is not None)
         if not isinstance(self.algo, AlgoConfig):
             return
+        if self.algo.reuse_rollout_logprobs is None:
+            self.algo.reuse_rollout_logprobs = rollout_logprobs_match(self) is None and self.algo.tis_cap is None
         _check(
             not self.algo.filter_equal_reward_groups or self.trainer.strategy == "auto",
             "algo.filter_equal_reward_groups",

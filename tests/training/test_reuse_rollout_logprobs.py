@@ -81,3 +81,18 @@ def test_reuse_is_refused_where_the_rollout_log_probs_differ(overrides, message)
         smoke_config("algo.reuse_rollout_logprobs=true", *overrides)
     with pytest.raises(ConfigError, match=r"algo\.logprob_check_every"):
         smoke_config("algo.logprob_check_every=0")
+
+
+@pytest.mark.parametrize(
+    "overrides, reused",
+    [
+        ([], True),
+        (["rollout=vllm"], False),
+        (["trainer.precision=bf16-mixed"], False),
+        (["trainer.strategy=deepspeed"], False),
+        (["algo.tis_cap=2.0"], False),
+        (["algo.reuse_rollout_logprobs=false"], False),
+    ],
+)
+def test_by_default_the_rollout_log_probs_are_reused_wherever_they_are_the_trainers(overrides, reused):
+    assert smoke_config(*overrides).algo.reuse_rollout_logprobs is reused

@@ -50,6 +50,10 @@ def perturb(model: ActorCritic) -> None:
 def fit(
     engine_cls: type[HFRolloutEngine], *overrides: str, callbacks: tuple[L.Callback, ...] = ()
 ) -> list[dict[str, float]]:
+    """Metrics of each iteration; the trainer recomputes the old log-probs unless ``overrides`` say otherwise (the
+    engine here holds a copy of the policy, whose log-probs are not the trainer's)."""
+    if not any(o.startswith("algo.reuse_rollout_logprobs=") for o in overrides):
+        overrides = ("algo.reuse_rollout_logprobs=false", *overrides)
     cfg = smoke_config(*overrides)
     L.seed_everything(cfg.seed)
     tokenizer = builders.build_tokenizer(cfg.model)

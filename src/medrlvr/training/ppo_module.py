@@ -122,8 +122,9 @@ class PPOModule(PolicyModule):
 
     def _reuses_rollout_logprobs(self, iteration: int) -> bool:
         """Whether this iteration takes the rollout's log-probs as old log-probs (``algo.reuse_rollout_logprobs``);
-        the run's first iteration and every ``algo.logprob_check_every``-th recompute them to measure the gap."""
-        checked = iteration == self.first_iteration + 1 or iteration % self.algo.logprob_check_every == 0
+        iteration 1 and every ``algo.logprob_check_every``-th recompute them to measure the gap. The choice depends
+        on the iteration alone, so a resumed run computes what the uninterrupted one did."""
+        checked = iteration == 1 or iteration % self.algo.logprob_check_every == 0
         return self.algo.reuse_rollout_logprobs and not checked
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
