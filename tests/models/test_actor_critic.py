@@ -108,6 +108,16 @@ def test_prompt_sharing_detects_prefix_and_groups(tokenizer):
         PromptSharing.detect(ids, mask, out.prompt_ids.shape[1], 2)
 
 
+def assert_same_outputs_and_gradients(first, second):
+    """Two ``(log-probs, values, gradients)`` results agree: outputs within 1e-5, LoRA gradients within 1e-4."""
+    (lp_a, v_a, g_a), (lp_b, v_b, g_b) = first, second
+    torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(v_b, v_a, atol=1e-5, rtol=0)
+    assert g_a.keys() == g_b.keys() and any("lora_A" in n for n in g_a)
+    for name in g_a:
+        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("critic_mode, top_layers", [("shared", 1), ("separate", 1), ("separate", 0)])
 def test_shared_prompt_passes_give_the_same_outputs_and_gradients(tokenizer, critic_mode, top_layers):
     model = ActorCritic(load_causal_lm("tiny", tokenizer, seed=0), LoraSettings(rank=4, top_layers=top_layers), critic_mode)
@@ -131,12 +141,7 @@ def test_shared_prompt_passes_give_the_same_outputs_and_gradients(tokenizer, cri
         (fwd.logprobs[m].sum() + fwd.values[m].pow(2).sum()).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((fwd.logprobs[m].detach(), fwd.values[m].detach(), grads))
-    (lp_a, v_a, g_a), (lp_b, v_b, g_b) = results
-    torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=0)
-    torch.testing.assert_close(v_b, v_a, atol=1e-5, rtol=0)
-    assert g_a.keys() == g_b.keys() and any("lora_A" in n for n in g_a)
-    for name in g_a:
-        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
+    assert_same_outputs_and_gradients(*results)
     assert len(model.actor.get_base_model().get_decoder().layers) == 2  # layers restored
 
 
@@ -169,12 +174,7 @@ def test_responses_of_different_lengths_run_in_passes_with_the_outputs_and_gradi
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((fwd.logprobs[m].detach(), fwd.values[m].detach(), grads))
     assert len(passes[0]) == len(set(lengths))  # the shared passes ran one pass per distinct length
-    (lp_a, v_a, g_a), (lp_b, v_b, g_b) = results
-    torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=0)
-    torch.testing.assert_close(v_b, v_a, atol=1e-5, rtol=0)
-    assert g_a.keys() == g_b.keys() and any("lora_A" in n for n in g_a)
-    for name in g_a:
-        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
+    assert_same_outputs_and_gradients(*results)
 
 
 @pytest.mark.parametrize("lora_rank", [0, 4])
