@@ -28,6 +28,7 @@ from transformers import Cache
 from medrlvr.models.logprobs import EntropyMode, token_logprobs
 from medrlvr.models.prompt_sharing import (
     PromptSharing,
+    layer_outputs,
     layer_slice,
     position_ids,
     response_hidden_states,
@@ -209,19 +210,14 @@ class ActorCritic(nn.Module):
         cache: Cache | None,
     ) -> torch.Tensor:
         """Output of the last frozen layer for ``input_ids`` (after any tokens already in ``cache``)."""
-        captured: list[torch.Tensor] = []
-        hook = decoder.layers[self.frozen_layers - 1].register_forward_hook(lambda m, a, out: captured.append(out))
-        try:
-            with layer_slice(decoder, 0, self.frozen_layers):
-                decoder(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    cache=cache,
-                    use_cache=cache is not None,
-                )
-        finally:
-            hook.remove()
+        with layer_outputs(decoder, self.frozen_layers - 1) as captured, layer_slice(decoder, 0, self.frozen_layers):
+            decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=cache is not None,
+            )
         return captured[0]
 
     def policy_forward(

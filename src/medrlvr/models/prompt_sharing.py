@@ -72,6 +72,17 @@ def layer_slice(decoder: nn.Module, start: int, stop: int | None = None) -> Iter
             attention.layer_idx = number
 
 
+@contextlib.contextmanager
+def layer_outputs(decoder: nn.Module, layer: int) -> Iterator[list[torch.Tensor]]:
+    """Within the block, the list receives the output of ``decoder.layers[layer]`` at each forward pass."""
+    outputs: list[torch.Tensor] = []
+    hook = decoder.layers[layer].register_forward_hook(lambda module, args, output: outputs.append(output))
+    try:
+        yield outputs
+    finally:
+        hook.remove()
+
+
 @dataclass(frozen=True)
 class PromptSharing:
     """How rows share prompt tokens: the first ``shared`` columns are the same in every row, and consecutive

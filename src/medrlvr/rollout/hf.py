@@ -30,7 +30,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from medrlvr.models.prompt_sharing import position_ids, prefill_prompts, unwrap
+from medrlvr.models.prompt_sharing import layer_outputs, position_ids, prefill_prompts, unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.cascade import CascadeKV, cascade_attention_in
 from medrlvr.rollout.weight_major_linear import weight_major_linears
@@ -115,16 +115,11 @@ class HFRolloutEngine:
     def _layer_inputs(self) -> Iterator[list[torch.Tensor]]:
         """Within the block, the list receives the input of layer ``capture_layer`` ``(rows, columns, H)`` of each
         forward pass; an empty list that stays empty when nothing is captured."""
-        captured: list[torch.Tensor] = []
         if not self.capture_layer:
-            yield captured
+            yield []
             return
-        below = unwrap(self.model).get_decoder().layers[self.capture_layer - 1]
-        hook = below.register_forward_hook(lambda module, args, output: captured.append(output))
-        try:
+        with layer_outputs(unwrap(self.model).get_decoder(), self.capture_layer - 1) as captured:
             yield captured
-        finally:
-            hook.remove()
 
     def _prompt_kv(
         self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, shared: int, samples: int, max_new_tokens: int
