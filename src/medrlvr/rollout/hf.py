@@ -4,8 +4,8 @@ Chat prompts share a long prefix (system prompt, worked example) and every promp
 ``num_samples`` times. The engine runs the shared prefix once and each prompt once; the samples then attend
 to that KV where it lies (:mod:`medrlvr.rollout.cascade`), so neither prefill work nor the KV read per
 decoding step grows with the samples. Decoding is the engine's own loop over the model's forward
-(transformers' warpers and stop-string check, linear layers computed weight-first for a few rows:
-:mod:`medrlvr.rollout.weight_major_linear`): rows that finished leave the batch, which ``generate`` keeps
+(transformers' warpers and stop-string check, linear layers from weights packed for a few rows:
+:mod:`medrlvr.rollout.decoding_linears`): rows that finished leave the batch, which ``generate`` keeps
 decoding until the longest row ends. Tokens are drawn by inverse-CDF sampling, one uniform number per row.
 
 Asked to (``capture_layer``), the engine keeps the hidden states entering one decoder layer at every position
@@ -33,7 +33,7 @@ from transformers import (
 from medrlvr.models.prompt_sharing import layer_outputs, position_ids, prefill_prompts, unwrap
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.cascade import CascadeKV, cascade_attention_in
-from medrlvr.rollout.weight_major_linear import weight_major_linears
+from medrlvr.rollout.decoding_linears import decoding_linears
 
 
 class HFRolloutEngine:
@@ -176,7 +176,7 @@ class HFRolloutEngine:
         decoded = 0
         with (
             cascade_attention_in(unwrap(self.model)),
-            weight_major_linears(self.model, merge_adapters=not self.synced_gpus),
+            decoding_linears(self.model, max_rows=rows, fixed_weights=not self.synced_gpus),
             self._layer_inputs() as captured,
         ):
             for step in range(steps):
