@@ -15,9 +15,13 @@ Then real rollouts (stop at ``</answer>``), interleaved in one run: the engine, 
 ``generate`` decoding from a cache prefilled the same way but with every prompt's KV copied to its samples
 (the engine's decoding before it dropped finished rows and shared prompt KV; its stop-string check is
 rebuilt per call). The two sample with different random streams (inverse CDF against ``torch.multinomial``).
-For each: seconds, useful tokens (through the stop), decoding forward calls, row-steps (rows in the batch summed over decoding steps, the work actually paid) and the
-share of the decoding bound (weights read once per step / read bandwidth) reached, with steps = the longest
-completion's tokens and steps = ``max_new_tokens``.
+For each: seconds, split at the first decoding call into prefill and decoding; useful tokens (through the
+stop); decoding forward calls; row-steps (rows in the batch summed over decoding steps, the work actually
+paid); and each part against its bound. Prefill: the prompt tokens run (shared prefix once, each prompt's
+own tokens once) times 2 FLOPs per parameter outside the embedding (the LM head runs for one token per
+prompt), at the matmul rate. Decoding: the longest completion's steps times one read of the weights
+(weights), and the calls made, each the larger of one weight read and its rows' matmul (work). The
+rollout's bound is the prefill's plus the decoding work bound.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ def main(argv: list[str]) -> None:
     weight_bytes = sum(p.numel() * p.element_size() for p in model.actor.parameters())
     config = model.actor.config
     kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * 4
-    _, _, shared = pad_after_common_prefix([tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch], tokenizer.pad_token_id)
+    token_lists = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in batch]
+    _, _, shared = pad_after_common_prefix(token_lists, tokenizer.pad_token_id)
     per_prompt = rollout.prompt_ids.shape[1] - 1 - shared
     decoded = rows * (args.max_new_tokens + 1) // 2  # a step reads the rows' decoded tokens: half the steps on average
     positions = shared + len(batch) * per_prompt + decoded  # each prompt's KV read once for all its samples
@@ -152,6 +157,9 @@ def main(argv: list[str]) -> None:
                 "transformers generate, prompt KV copied per sample": lambda: generate_from_prefilled_cache(engine, batch, real)}
     weights_step = weight_bytes / (read_bw * GB)
     flops_per_row = 2 * params / (flops * GB)  # seconds of matmul per row and decoding step
+    embedding = model.actor.get_input_embeddings().weight.numel()
+    prefill_tokens = shared + sum(len(ids) - 1 - shared for ids in token_lists)  # each prompt's last token: first decoding step
+    prefill_bound = max(weights_step, prefill_tokens * 2 * (params - embedding) / (flops * GB))
     counter = DecodingWork(unwrap(model.actor))  # the transformers model: generate calls it under peft's wrapper
     results: dict[str, list[dict]] = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so that both see the same load
@@ -160,28 +168,35 @@ def main(argv: list[str]) -> None:
             start = time.perf_counter()
             rollout = run()
             seconds = time.perf_counter() - start
-            longest = int(rollout.response_mask.sum(1).max())
+            prefill = counter.first_decoding_call - start
             work = sum(max(weights_step, rows_in_call * flops_per_row) for rows_in_call in counter.rows)
-            results[name].append({"seconds": seconds, "useful": rollout.num_response_tokens, "longest": longest,
-                                  "calls": len(counter.rows), "row_steps": sum(counter.rows), "work_bound": work})
+            results[name].append({
+                "seconds": seconds, "prefill": prefill, "decoding": seconds - prefill, "useful": rollout.num_response_tokens,
+                "longest": int(rollout.response_mask.sum(1).max()), "calls": len(counter.rows), "row_steps": sum(counter.rows),
+                "work_bound": work, "rollout_bound": prefill_bound + work,
+            })
     print(f"\nreal rollouts ({len(batch)} prompts x {args.num_samples}, stop at {stop}, max {args.max_new_tokens} new tokens, "
-          f"median of {args.repeats} interleaved runs; bound = steps x {weights_step * 1e3:.1f} ms of weight reads; "
-          f"work bound = the decoding calls made, each max(weight reads, {flops_per_row * 1e3:.2f} ms of matmul per row), "
-          f"prefill excluded)\n")
-    print("| variant | seconds | useful tokens | longest | decoding calls | row-steps paid | useful tok/s "
-          "| bound (longest) | % of it | bound (max_new_tokens) | % of it | work bound | % of it |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"median of {args.repeats} interleaved runs). Prefill: until the first decoding call; its bound: {prefill_tokens} "
+          f"prompt tokens of matmul. Decoding: the rest; its bounds: steps x {weights_step * 1e3:.1f} ms of weight reads "
+          f"(weights), and the decoding calls made, each max(weight reads, {flops_per_row * 1e3:.2f} ms of matmul per row) "
+          f"(work). Rollout bound = prefill bound + decoding work bound.\n")
+    print("| variant | seconds | prefill | decoding | useful tokens | longest | decoding calls | row-steps paid | useful tok/s "
+          "| prefill bound | % | decoding bound: weights | % | decoding bound: work | % | rollout bound | % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, runs in results.items():
         m = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-        by_longest, by_max = m["longest"] * weights_step, args.max_new_tokens * weights_step
-        print(f"| {name} | {m['seconds']:.2f} | {m['useful']:.0f} | {m['longest']:.0f} | {m['calls']:.0f} | {m['row_steps']:.0f} "
-              f"| {m['useful'] / m['seconds']:.1f} | {by_longest:.2f} s | {by_longest / m['seconds']:.0%} "
-              f"| {by_max:.2f} s | {by_max / m['seconds']:.0%} | {m['work_bound']:.2f} s | {m['work_bound'] / m['seconds']:.0%} |")
+        weights = m["longest"] * weights_step
+        print(f"| {name} | {m['seconds']:.2f} | {m['prefill']:.2f} | {m['decoding']:.2f} | {m['useful']:.0f} | {m['longest']:.0f} "
+              f"| {m['calls']:.0f} | {m['row_steps']:.0f} | {m['useful'] / m['seconds']:.1f} "
+              f"| {prefill_bound:.2f} s | {prefill_bound / m['prefill']:.0%} | {weights:.2f} s | {weights / m['decoding']:.0%} "
+              f"| {m['work_bound']:.2f} s | {m['work_bound'] / m['decoding']:.0%} "
+              f"| {m['rollout_bound']:.2f} s | {m['rollout_bound'] / m['seconds']:.0%} |")
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 class DecodingWork:
-    """Records the decoding forward calls of a model (one new token per row): the rows each carried."""
+    """Records the decoding forward calls of a model (one new token per row): the rows each carried, and when the
+    first began."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.reset()
@@ -189,10 +204,13 @@ class DecodingWork:
 
     def reset(self) -> None:
         self.rows: list[int] = []
+        self.first_decoding_call = float("nan")
 
     def _count(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if ids is not None and ids.shape[1] == 1:
+            if not self.rows:
+                self.first_decoding_call = time.perf_counter()
             self.rows.append(ids.shape[0])
 
 
