@@ -118,3 +118,39 @@ def test_lora_layers_run_merged_into_a_copy_and_the_trained_weights_stay_as_they
     assert routed_rows == [2] * routed_calls
     assert all(torch.equal(p, weights[name]) for name, p in model.named_parameters())
     assert not lora.merged and "forward" not in lora.__dict__
+
+
+class Attention(nn.Module):
+    """Query, key and value of one input (as transformers' attention modules), and an output layer of another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = nn.Linear(8, 4), nn.Linear(8, 2, bias=False), nn.Linear(8, 2)
+        self.o_proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        return self.o_proj(torch.cat([q, k, v], -1))
+
+
+@needs_onednn
+def test_query_key_and_value_run_as_one_packed_linear_and_give_each_its_own_output_in_any_call_order(monkeypatch):
+    torch.manual_seed(0)
+    module, x, y = Attention(), torch.randn(3, 1, 8), torch.randn(3, 1, 8)
+    packed_outputs = []
+
+    def counted_packed(weight, bias, max_rows):
+        run = packed_linear(weight, bias, max_rows)
+        return lambda x: packed_outputs.append(weight.shape[0]) or run(x)
+
+    monkeypatch.setattr(decoding, "packed_linear", counted_packed)
+    with torch.no_grad():
+        plain = module(x)
+        with decoding_linears(module):
+            fused = module(x)
+            assert packed_outputs == [8, 8]  # one linear of 4 + 2 + 2 outputs, then o_proj
+            mixed = module.v_proj(y), module.q_proj(x), module.k_proj(y), module.k_proj(y)
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+    expected = F.linear(y, module.v_proj.weight, module.v_proj.bias), F.linear(x, module.q_proj.weight, module.q_proj.bias)
+    for got, want in zip(mixed, (*expected, F.linear(y, module.k_proj.weight), F.linear(y, module.k_proj.weight))):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
