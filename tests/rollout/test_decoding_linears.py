@@ -33,6 +33,15 @@ def test_packed_equals_f_linear_for_any_number_of_rows(rows):
     torch.testing.assert_close(without(x), F.linear(x, weight), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.skipif(not can_pack(torch.ones(1, dtype=torch.bfloat16)), reason="no bf16 oneDNN on this CPU")
+def test_packed_bf16_equals_f_linear_in_bf16():
+    torch.manual_seed(0)
+    x, weight = torch.randn(6, 1, 48).bfloat16(), torch.randn(130, 48).bfloat16()
+    out = packed_linear(weight, None, 32)(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), F.linear(x.float(), weight.float()), atol=0.1, rtol=0.02)
+
+
 def test_only_cpu_float_weights_are_packed():
     assert not can_pack(torch.ones(2, 2, dtype=torch.float16))
     assert not can_pack(torch.ones(2, 2, dtype=torch.float64))

@@ -45,12 +45,13 @@ def weight_major_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 
 def can_pack(weight: torch.Tensor) -> bool:
-    """Whether oneDNN can run a linear layer of ``weight`` from a packed copy (a CPU tensor of fp32 or bf16)."""
+    """Whether oneDNN can run a linear layer of ``weight`` from a packed copy (a CPU tensor of fp32, or of bf16 on
+    CPUs with bf16 instructions)."""
     return (
         weight.device.type == "cpu"
-        and weight.dtype in (torch.float32, torch.bfloat16)
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and (weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()))
     )
 
 
