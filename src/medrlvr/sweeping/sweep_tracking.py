@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,9 @@ from medrlvr.sweeping import tags as T
 
 log = logging.getLogger(__name__)
 DIRECTIONS = ("maximize", "minimize")
+# A run's start time is taken before its row is written: a worker that created its parent run waits this long
+# before looking for one created earlier by another worker, so that an earlier run still being written is seen.
+PARENT_SETTLE_SECONDS = 2.0
 
 
 def stable_key(*parts: str) -> str:
@@ -209,6 +213,7 @@ class SweepTracker:
                 return existing[0].info.run_id
         run_id = self.client.create_run(self.experiment_id, run_name=self.name, tags=self.tags).info.run_id
         if self.resume_key:
+            time.sleep(PARENT_SETTLE_SECONDS)
             first = self._parents()[0].info.run_id  # another worker may have created one at the same time
             if first != run_id:
                 self.client.delete_run(run_id)
