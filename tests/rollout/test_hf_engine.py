@@ -154,6 +154,23 @@ def test_stop_string_check_is_built_once_per_engine(engine):
     assert engine._stop_criterion(("</answer>",)) is first and len(engine._stop_criteria) == 1
 
 
+def test_weights_are_packed_once_per_call_for_all_its_chunks(tokenizer, monkeypatch):
+    import medrlvr.rollout.hf as hf
+
+    engine = HFRolloutEngine(load_causal_lm("tiny", tokenizer, seed=0), tokenizer, batch_size=4)
+    entered = []
+    real = hf.decoding_linears
+
+    def counted(model, max_rows, fixed_weights):
+        entered.append(max_rows)
+        return real(model, max_rows=max_rows, fixed_weights=fixed_weights)
+
+    monkeypatch.setattr(hf, "decoding_linears", counted)
+    out = engine.generate(["One?", "Two?", "Three?"], SamplingParams(num_samples=2, max_new_tokens=3, seed=0))
+    assert out.response_ids.shape[0] == 6  # chunks of 2 prompts: 2 and 1
+    assert entered == [4]  # one packed copy for both chunks, sized for a chunk's 2 prompts x 2 samples
+
+
 def test_captured_layer_inputs_equal_a_full_forward_pass(tokenizer):
     """With ``capture_layer``, the batch carries the hidden states entering that layer at every position the engine
     ran (prefix once, each prompt once, then one decoding step per token while rows leave): those of a plain forward

@@ -77,7 +77,11 @@ class HFRolloutEngine:
         prompts_per_call = max(1, self.batch_size // samples)
         was_training = self.model.training
         self.model.eval()
-        with torch.random.fork_rng(devices=[]):
+        with (
+            torch.random.fork_rng(devices=[]),
+            # one packed copy of the weights for every chunk (they do not change during the call)
+            decoding_linears(self.model, max_rows=prompts_per_call * samples, fixed_weights=not self.synced_gpus),
+        ):
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             chunks = [
@@ -176,7 +180,6 @@ class HFRolloutEngine:
         decoded = 0
         with (
             cascade_attention_in(unwrap(self.model)),
-            decoding_linears(self.model, max_rows=rows, fixed_weights=not self.synced_gpus),
             self._layer_inputs() as captured,
         ):
             for step in range(steps):
