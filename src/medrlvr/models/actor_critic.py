@@ -35,6 +35,7 @@ from medrlvr.models.prompt_sharing import (
     shared_pass,
     unwrap,
 )
+from medrlvr.models.transformers_api import cache_argument, enable_activation_checkpointing
 
 CriticMode = Literal["separate", "shared", "none"]
 
@@ -153,7 +154,7 @@ class ActorCritic(nn.Module):
         if gradient_checkpointing:
             for module in (self.actor, self.critic_trunk):
                 if module is not None:
-                    unwrap(module).activation_checkpointing_enable()
+                    enable_activation_checkpointing(unwrap(module))
                     if self.uses_lora:
                         unwrap(module).enable_input_require_grads()
 
@@ -215,7 +216,7 @@ class ActorCritic(nn.Module):
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                cache=cache,
+                **cache_argument(cache),
                 use_cache=cache is not None,
             )
         return captured[0]

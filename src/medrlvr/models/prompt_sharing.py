@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Cache, DynamicCache, StaticCache
 
+from medrlvr.models.transformers_api import cache_argument
+
 Run = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Cache], torch.Tensor]
 """``run(inputs, attention_mask, position_ids, cache)``: the model on a column slice of ``inputs`` (token ids or
 embeddings) after the tokens already in ``cache``; ``attention_mask`` covers both."""
@@ -238,7 +240,7 @@ def response_hidden_states(
 
     def run(part: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache | None) -> torch.Tensor:
         return trunk(
-            **{key: part}, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None
+            **{key: part}, attention_mask=mask, position_ids=positions, **cache_argument(cache), use_cache=cache is not None
         ).last_hidden_state
 
     with layer_slice(decoder, frozen_layers) if frozen_hidden is not None else contextlib.nullcontext():

@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from medrlvr.models.prompt_sharing import layer_outputs, position_ids, prefill_prompts, unwrap
+from medrlvr.models.transformers_api import cache_argument
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.cascade import CascadeKV, cascade_attention_in
 from medrlvr.rollout.decoding_linears import decoding_linears
@@ -140,7 +141,8 @@ class HFRolloutEngine:
 
         def run(ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
             return self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+                input_ids=ids, attention_mask=mask, position_ids=positions, **cache_argument(cache), use_cache=True,
+                logits_to_keep=1
             ).logits
 
         with self._layer_inputs() as captured:

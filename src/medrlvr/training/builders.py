@@ -18,6 +18,7 @@ from medrlvr.data.prompts import FORMAT_REMINDER, R1_SYSTEM_PROMPT, PromptBuilde
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings, with_lora
 from medrlvr.data.schema import MCQExample
 from medrlvr.models.loading import context_length_of, load_causal_lm, load_tokenizer
+from medrlvr.models.transformers_api import enable_activation_checkpointing
 from medrlvr.rewards.base import RewardFn
 from medrlvr.rewards.functions import (
     REWARDS,
@@ -85,7 +86,7 @@ def build_policy(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int
     """The policy LM alone (optionally with LoRA), for algorithms without critic or reference (SFT)."""
     causal_lm = load_causal_lm(cfg.name_or_path, tokenizer, getattr(torch, cfg.dtype), _cache(cfg), seed)
     if cfg.gradient_checkpointing:
-        causal_lm.activation_checkpointing_enable()
+        enable_activation_checkpointing(causal_lm)
     policy = with_lora(causal_lm, lora_settings(cfg))
     if cfg.gradient_checkpointing and cfg.lora_rank > 0:
         causal_lm.enable_input_require_grads()
