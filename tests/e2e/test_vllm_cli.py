@@ -53,19 +53,10 @@ def test_evaluate_with_vllm(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory) -> Path:
-    """A small random Llama model saved with its tokenizer; its heads have 64 dimensions (the tiny model's 16
-    are below what vLLM's CPU attention supports)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """A small random Llama model saved with its tokenizer (64-dimensional heads, which vLLM's CPU attention supports)."""
+    from medrlvr.models.loading import save_small_model
 
-    from medrlvr.models.loading import load_tokenizer, tiny_config
-
-    folder = tmp_path_factory.mktemp("small") / "model"
-    tokenizer = load_tokenizer("tiny")
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(tiny_config(len(tokenizer), hidden_size=256)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_small_model(tmp_path_factory.mktemp("small") / "model")
 
 
 ENGINE_START = re.compile(r"vLLM engine of rank (\d+)/(\d+) started: local rank (\d+), device (\S+), seed (\d+)")

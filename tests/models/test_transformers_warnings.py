@@ -2,11 +2,13 @@
 
 import warnings
 
+import pytest
 import torch
 
 from medrlvr.models.actor_critic import ActorCritic, LoraSettings
 from medrlvr.models.prompt_sharing import PromptSharing
 from medrlvr.models.loading import load_causal_lm
+from medrlvr.models.transformers_api import CACHE_ARGUMENT
 from medrlvr.rollout.base import SamplingParams
 from medrlvr.rollout.hf import HFRolloutEngine
 
@@ -45,6 +47,7 @@ def test_lora_actor_critic_build_generate_and_train_emit_no_deprecation(tokenize
     assert _deprecations_from_transformers_or_peft(caught) == []
 
 
+@pytest.mark.skipif(CACHE_ARGUMENT != "cache", reason="past_key_values is deprecated from transformers 5.24 on")
 def test_the_check_sees_a_transformers_deprecation(tokenizer):
     """The filter above is not blind: the deprecated ``past_key_values`` keyword is caught."""
     model = load_causal_lm("tiny", tokenizer, seed=0)

@@ -109,6 +109,16 @@ def tiny_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2) -> 
     )
 
 
+
+def save_small_model(folder: Path | str) -> Path:
+    """Save a small random Llama (hidden 256, 64-dimensional heads: the tiny model's 16 are below what vLLM's CPU
+    attention supports) with the tiny model's tokenizer to ``folder``, for ``model.name_or_path``."""
+    tokenizer = load_tokenizer(TINY_MODEL)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_config(len(tokenizer), hidden_size=256)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
 def load_causal_lm(
     name_or_path: str,
     tokenizer: PreTrainedTokenizerBase,
