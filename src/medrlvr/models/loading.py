@@ -109,7 +109,6 @@ def tiny_config(vocab_size: int, hidden_size: int = 64, num_layers: int = 2) -> 
     )
 
 
-
 def save_small_model(folder: Path | str) -> Path:
     """Save a small random Llama (hidden 256, 64-dimensional heads: the tiny model's 16 are below what vLLM's CPU
     attention supports) with the tiny model's tokenizer to ``folder``, for ``model.name_or_path``."""
@@ -118,6 +117,7 @@ def save_small_model(folder: Path | str) -> Path:
     AutoModelForCausalLM.from_config(tiny_config(len(tokenizer), hidden_size=256)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
 
 def load_causal_lm(
     name_or_path: str,
