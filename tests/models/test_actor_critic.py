@@ -109,13 +109,15 @@ def test_prompt_sharing_detects_prefix_and_groups(tokenizer):
 
 
 def assert_same_outputs_and_gradients(first, second):
-    """Two ``(log-probs, values, gradients)`` results agree: outputs within 1e-5, LoRA gradients within 1e-4."""
+    """Two ``(log-probs, values, gradients)`` results agree: outputs within 1e-5, gradients within 1e-4 + 1e-3 of
+    their size. The shared-prompt pass sums the prompt's gradient contributions in another order; in one CI run an
+    element of 0.63 differed by 2.2e-4 (a missing contribution would be of the gradient's own size)."""
     (lp_a, v_a, g_a), (lp_b, v_b, g_b) = first, second
     torch.testing.assert_close(lp_b, lp_a, atol=1e-5, rtol=0)
     torch.testing.assert_close(v_b, v_a, atol=1e-5, rtol=0)
     assert g_a.keys() == g_b.keys() and any("lora_A" in n for n in g_a)
     for name in g_a:
-        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(g_b[name], g_a[name], atol=1e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize("critic_mode, top_layers", [("shared", 1), ("separate", 1), ("separate", 0)])
