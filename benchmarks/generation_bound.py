@@ -20,7 +20,8 @@ For each: seconds, split at the first decoding call into prefill and decoding; u
 stop); decoding forward calls; row-steps (rows in the batch summed over decoding steps, the work actually
 paid); and each part against its bound. With ``--vllm``, vLLM's engine (``rollout=vllm``, the model's dtype, prefix
 caching) runs the same rollouts too; its forward calls are not visible, so its rows are counted from the
-completions' lengths (finished requests leave vLLM's batch) and only its whole rollout is compared. Prefill: the prompt tokens run (shared prefix once, each prompt's
+completions' lengths (finished requests leave vLLM's batch) and only its whole rollout is compared.
+Prefill: the prompt tokens run (shared prefix once, each prompt's
 own tokens once) times 2 FLOPs per parameter outside the embedding (the LM head runs for one token per
 prompt), at the matmul rate. Decoding: the longest completion's steps times one read of the weights
 (weights), and the calls made, each the larger of one weight read and its rows' matmul (work). The
